@@ -1,0 +1,352 @@
+"""Every published form of OFA weights -> one canonical state dict -> :class:`OFA`.
+
+Formats (``../shared/OFA-NOTES.md`` section 3):
+
+- mmpretrain's converted ``.pth``: a plain state dict, keys ``model.encoder.*`` / ``model.decoder.*``
+  (``MMP:tools/model_converters/ofa.py``). Its names are this project's canonical names.
+- official fairseq ``.pt``: ``{"model": state_dict, "extra_state": {"ema": ...}, "cfg": <OmegaConf>}``;
+  read with a restricted unpickler that builds tensors and containers only.
+- the HuggingFace port: ``pytorch_model.bin`` / ``model.safetensors`` (+ ``config.json``).
+- this project's own: a ``.safetensors`` file whose metadata holds the :class:`OFAConfig` JSON.
+
+The architecture is inferred from the tensors; index buffers (``*_rp_bucket``,
+``image_position_idx``) are dropped and recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import re
+import types
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import OFAConfig
+from .model import OFA
+
+OWN_FORMAT = "ofa-vl"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
+_BUFFERS = ("token_rp_bucket", "image_rp_bucket", "image_position_idx", "version")
+_TIED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "decoder.output_projection.weight")
+
+# Module renames after ``{encoder,decoder}.`` (fairseq and the HF port share them).
+_TOP_RENAMES = {
+    "type_embedding": "embed_type",
+    "layernorm_embedding": "embedding_ln",
+    "patch_layernorm_embedding": "image_embedding_ln",
+    "code_layernorm_embedding": "code_embedding_ln",
+    "layer_norm": "final_ln",
+}
+# Renames after ``encoder.layers.{i}.`` (fairseq names, then the HF port's).
+_ENC_LAYER_RENAMES = {
+    "self_attn": "attn",
+    "self_attn_layer_norm": "attn_ln",
+    "attn_ln": "attn_mid_ln",
+    "self_attn_mid_layer_norm": "attn_mid_ln",
+    "ffn_layernorm": "ffn_mid_ln",
+    "ffn_layer_norm": "ffn_mid_ln",
+    "final_layer_norm": "ffn_ln",
+}
+# Renames after ``decoder.layers.{i}.``.
+_DEC_LAYER_RENAMES = {
+    "self_attn_layer_norm": "self_attn_ln",
+    "self_attn_ln": "self_attn_mid_ln",
+    "self_attn_mid_layer_norm": "self_attn_mid_ln",
+    "encoder_attn": "cross_attn",
+    "encoder_attn_layer_norm": "cross_attn_ln",
+    "cross_attn_layer_norm": "cross_attn_ln",
+    "cross_attn_ln": "cross_attn_mid_ln",
+    "cross_attn_mid_layer_norm": "cross_attn_mid_ln",
+    "ffn_layernorm": "ffn_mid_ln",
+    "ffn_layer_norm": "ffn_mid_ln",
+    "final_layer_norm": "ffn_ln",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used, with a one-line reason."""
+
+
+# --------------------------------------------------------------------------- safe unpickling
+_TENSOR_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor_v3"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("torch.storage", "UntypedStorage"),
+    ("torch.storage", "TypedStorage"),
+    ("_codecs", "encode"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
+}
+# Objects a training run pickles beside its weights; they become inert placeholders.
+_INERT_PACKAGES = {
+    "omegaconf", "argparse", "fairseq", "numpy", "collections", "typing", "enum",
+    "pathlib", "dataclasses", "datetime", "copyreg", "functools", "torch", "builtins",
+}  # fmt: skip
+_CODE_NAMES = {"eval", "exec", "compile", "open", "getattr", "setattr", "__import__", "apply",
+               "globals", "vars", "input", "breakpoint", "delattr", "print"}  # fmt: skip
+
+
+class _Inert:
+    """Stands in for any non-tensor object of a checkpoint: stores its arguments, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # dict-like objects
+        self.kwargs[str(key)] = value
+
+    def append(self, value: Any) -> None:  # list-like objects
+        self.args += (value,)
+
+    def extend(self, values: Any) -> None:
+        self.args += tuple(values)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _TENSOR_GLOBALS or (
+            module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype))
+        ):
+            return super().find_class(module, name)
+        if module.split(".")[0] in _INERT_PACKAGES and name not in _CODE_NAMES:
+            return type(f"Inert[{module}.{name}]", (_Inert,), {})
+        raise CheckpointError(
+            f"refusing to load: the file would import {module}.{name}, which can run code; "
+            "OFA checkpoints hold only tensors and configuration"
+        )
+
+
+_restricted_pickle = types.SimpleNamespace(
+    Unpickler=_RestrictedUnpickler, load=lambda f, **kw: _RestrictedUnpickler(f, **kw).load(),
+    __name__="ofa_vl_restricted_pickle",
+)  # fmt: skip
+
+
+def safe_torch_load(path: Path) -> Any:
+    """``torch.load`` that never runs code: weights-only first, else the restricted unpickler."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # e.g. fairseq's OmegaConf config objects: retry with inert placeholders
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {e}") from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+        raise CheckpointError(f"{path}: not a readable checkpoint: {e}") from e
+
+
+# --------------------------------------------------------------------------- key mapping
+def _rename_fairseq(key: str) -> str:
+    parts = key.split(".")
+    side = parts[0]
+    if len(parts) > 1 and parts[1] in _TOP_RENAMES:
+        parts[1] = _TOP_RENAMES[parts[1]]
+    elif len(parts) > 3 and parts[1] == "layers":
+        table = _ENC_LAYER_RENAMES if side == "encoder" else _DEC_LAYER_RENAMES
+        parts[3] = table.get(parts[3], parts[3])
+    return ".".join(parts)
+
+
+def canonical_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Any OFA state dict -> this project's names (mmpretrain's, without ``model.``)."""
+    out: dict[str, torch.Tensor] = {}
+    fairseq_names = any(k.endswith("encoder.layer_norm.weight") for k in sd)
+    for key, value in sd.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if key.startswith("model."):
+            key = key[len("model.") :]
+        if key.split(".")[-1] in _BUFFERS or key in _TIED or key == "embed_tokens.weight":
+            if key in _TIED or key == "embed_tokens.weight":
+                out.setdefault("embed_tokens.weight", value)
+            continue
+        out[_rename_fairseq(key) if fairseq_names else key] = value
+    return out
+
+
+def _count(sd: dict[str, torch.Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def infer_config(sd: dict[str, torch.Tensor], code_ids_len: int | None = None) -> OFAConfig:
+    """Read the architecture off the tensors of a canonical state dict."""
+    try:
+        vocab, dim = sd["embed_tokens.weight"].shape
+        n_token, heads = sd["encoder.token_rel_pos_table_list.0.weight"].shape
+        n_image = sd["encoder.image_rel_pos_table_list.0.weight"].shape[0]
+        ffn = sd["encoder.layers.0.fc1.weight"].shape[0]
+        width = sd["encoder.embed_images.conv1.weight"].shape[0]
+        max_pos = sd["encoder.embed_positions.weight"].shape[0] - 2
+    except KeyError as e:
+        raise CheckpointError(f"not an OFA state dict: tensor {e.args[0]} is missing") from None
+    blocks = tuple(_count(sd, rf"encoder\.embed_images\.layer{i}\.(\d+)\.") for i in (1, 2, 3))
+    image_bucket = (math.isqrt(n_image - 3) + 1) // 2
+    code_image_size = 128
+    if code_ids_len is not None:  # 1 + window^2 + 768 (mmpretrain, HF) or + 769 (fairseq)
+        for pad in (768, 769):
+            w = math.isqrt(max(code_ids_len - 1 - pad, 0))
+            if w > 0 and w * w == code_ids_len - 1 - pad:
+                code_image_size = 8 * w
+                break
+    depth = {(3, 4, 6): 50, (3, 4, 23): 101, (3, 8, 36): 152}.get(blocks)
+    return OFAConfig(
+        embed_dim=dim,
+        encoder_layers=_count(sd, r"encoder\.layers\.(\d+)\."),
+        decoder_layers=_count(sd, r"decoder\.layers\.(\d+)\."),
+        num_heads=heads,
+        ffn_dim=None if ffn == 4 * dim else ffn,
+        resnet_depth=depth or 101,
+        resnet_layers=None if depth and width == 64 else blocks,
+        resnet_width=width,
+        vocab_size=vocab,
+        max_positions=max_pos,
+        token_bucket_size=(n_token + 1) // 2,
+        image_bucket_size=image_bucket,
+        code_image_size=code_image_size,
+    )
+
+
+def build_from_state_dict(
+    sd: dict[str, torch.Tensor], source: str, config: OFAConfig | None = None
+) -> OFA:
+    """Canonicalise ``sd``, infer (or take) the architecture, and load it strictly."""
+    code_ids = next((v for k, v in sd.items() if k.endswith("decoder.image_position_idx")), None)
+    canon = canonical_state_dict(sd)
+    cfg = config or infer_config(canon, None if code_ids is None else code_ids.numel())
+    model = OFA(cfg)
+    expected = model.state_dict()
+    for k in _TIED:
+        expected.pop(k, None)
+    missing = [k for k in expected if k not in canon and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in canon if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{source}: not a matching OFA checkpoint: {'; '.join(parts)}")
+    for k, v in canon.items():
+        if v.shape != expected[k].shape:
+            raise CheckpointError(
+                f"{source}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
+            )
+    model.load_state_dict(canon, strict=False)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- files
+def _own_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], OFAConfig | None]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file: {e}") from e
+    cfg = None
+    if meta.get("format") == OWN_FORMAT and "config" in meta:
+        cfg = OFAConfig.from_dict(json.loads(meta["config"]))
+    return sd, cfg
+
+
+def read_state_dict(path: Path, use_ema: bool = True) -> tuple[dict[str, torch.Tensor], OFAConfig | None]:
+    """A weights file of any supported format -> (state dict, config if the file has one)."""
+    if path.suffix == ".safetensors":
+        return _own_safetensors(path)
+    obj = safe_torch_load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # fairseq
+        sd = obj["model"]
+        ema = (obj.get("extra_state") or {}).get("ema") if isinstance(obj.get("extra_state"), dict) else None
+        if use_ema and isinstance(ema, dict) and ema:
+            sd = ema
+        return sd, None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # mmengine runner
+        return obj["state_dict"], None
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, None
+    raise CheckpointError(f"{path}: holds no OFA state dict (found {type(obj).__name__})")
+
+
+def resolve_weights(path: Path) -> Path:
+    """A weights file, or the weights file inside a model directory."""
+    if path.is_dir():
+        for name in WEIGHT_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: directory holds no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    return path
+
+
+def load_model(
+    path_or_name: str | Path,
+    *,
+    use_ema: bool = True,
+    config: OFAConfig | None = None,
+    device: str | torch.device | None = None,
+) -> OFA:
+    """``OFA.from_pretrained``: a file, a directory, a hub id (``OFA-Sys/OFA-base``) or a zoo name."""
+    path = Path(path_or_name)
+    if not path.exists() and isinstance(path_or_name, str):
+        from .zoo import resolve_checkpoint
+
+        path = resolve_checkpoint(path_or_name)
+    weights = resolve_weights(path)
+    sd, own_cfg = read_state_dict(weights, use_ema=use_ema)
+    model = build_from_state_dict(sd, str(weights), config or own_cfg)
+    return model.to(device) if device is not None else model
+
+
+def save_pretrained(model: OFA, path: str | Path) -> Path:
+    """Write ``model`` in this project's format: one safetensors file, config in its metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items() if k not in _TIED}
+    meta = {"format": OWN_FORMAT, "config": json.dumps(model.cfg.to_dict())}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def convert(src: str | Path, dst: str | Path, *, use_ema: bool = True) -> Path:
+    """``ofa convert``: any supported checkpoint -> this project's safetensors format."""
+    return save_pretrained(load_model(src, use_ema=use_ema), dst)
+
+
+__all__ = [
+    "CheckpointError",
+    "build_from_state_dict",
+    "canonical_state_dict",
+    "convert",
+    "infer_config",
+    "load_model",
+    "read_state_dict",
+    "safe_torch_load",
+    "save_pretrained",
+]

@@ -1,0 +1,60 @@
+"""Multi-head attention with OFA's additive position bias and NormFormer per-head scale.
+
+OFA:models/ofa/unify_multihead_attention.py: q is scaled by ``(head_dim * attn_scale_factor)
+** -0.5``, the position bias is added to the logits, and each head's output is multiplied by a
+learned ``c_attn`` before the output projection.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, scale_factor: float = 2.0, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = (self.head_dim * scale_factor) ** -0.5
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.c_attn = nn.Parameter(torch.ones(num_heads))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, C) -> keys and values, each (B, H, L, D)."""
+        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``x`` (B, Lq, C) to ``kv`` (self-attention when None).
+
+        ``bias`` broadcasts to (B, H, Lq, Lk) and holds positions and masks (-inf = masked).
+        """
+        B, Lq, C = x.shape
+        q = self._heads(self.q_proj(x))
+        k, v = self.project_kv(x) if kv is None else kv
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=bias,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+        )
+        out = out * self.c_attn.to(out.dtype)[:, None, None]
+        return self.out_proj(out.transpose(1, 2).reshape(B, Lq, C))

@@ -1,0 +1,209 @@
+"""OFA decoder: NormFormer layers with self- and cross-attention, both position-biased.
+
+OFA:models/ofa/unify_transformer.py ``TransformerDecoder``. Rows flagged by ``code_masks`` are
+image-code sequences (text-to-image, infilling): they take image position embeddings, the image
+position LayerNorm, the code embedding LayerNorm and the image relative-position tables.
+
+Two ways in: :meth:`Decoder.forward` (teacher forcing over whole sequences) and
+:meth:`Decoder.init_state` + :meth:`Decoder.step` (incremental decoding with a KV cache). The
+position biases of every step are computed once in ``init_state`` from full-prefix positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import OFAConfig
+from .encoder import EncoderOutput, padding_bias, rel_bias
+from .layers import DecoderLayer, KVCache
+from .positions import code_position_ids, image_buckets, token_bucket_table, token_buckets
+
+
+@dataclass
+class DecoderState:
+    """What incremental decoding keeps between steps (rows = images x group)."""
+
+    cross_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, (B, H, S, D) each
+    cross_bias: torch.Tensor  # (B, H, max_len, S): positions + encoder padding
+    self_bias: list[torch.Tensor]  # per layer, (1 or B, H, max_len, max_len), causal included
+    cache: KVCache  # self-attention keys/values, (B * group, H, max_len, D) per layer
+    code_rows: torch.Tensor | None  # (B * group,) True = image-code row
+    group: int  # rows per image (beams)
+
+    @property
+    def length(self) -> int:
+        return self.cache.length
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Rows ``index`` survive (beam search); each must stay within its image's group."""
+        self.cache.reorder(index)
+        if self.code_rows is not None:
+            self.code_rows = self.code_rows.index_select(0, index)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        dim, heads = cfg.embed_dim, cfg.num_heads
+        self.cfg = cfg
+        self.embed_tokens = embed_tokens
+        self.embedding_ln = nn.LayerNorm(dim)
+        self.code_embedding_ln = nn.LayerNorm(dim)
+        self.embed_positions = nn.Embedding(cfg.max_positions + 2, dim)
+        self.pos_ln = nn.LayerNorm(dim)
+        self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, dim)
+        self.image_pos_ln = nn.LayerNorm(dim)
+        self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
+        self.self_pos_q_linear = nn.Linear(dim, dim)
+        self.self_pos_k_linear = nn.Linear(dim, dim)
+        self.cross_pos_q_linear = nn.Linear(dim, dim)
+        self.cross_pos_k_linear = nn.Linear(dim, dim)
+        n_token, n_image = 2 * cfg.token_bucket_size - 1, (2 * cfg.image_bucket_size - 1) ** 2 + 3
+        self.token_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(n_token, heads) for _ in range(cfg.decoder_layers)
+        )
+        self.image_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(n_image, heads) for _ in range(cfg.decoder_layers)
+        )
+        rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers).tolist()
+        self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
+        self.final_ln = nn.LayerNorm(dim)
+        self.output_projection = nn.Linear(dim, cfg.vocab_size, bias=False)
+        self.output_projection.weight = embed_tokens.weight  # tied, as in every OFA release
+        self.register_buffer(
+            "token_bucket",
+            token_bucket_table(cfg.token_bucket_size, cfg.max_positions),
+            persistent=False,
+        )
+
+    # ----------------------------------------------------------------- positions
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.cfg.num_heads, -1).transpose(1, 2)  # (B, H, L, D)
+
+    def _positions(self, T: int, code: bool, device: torch.device) -> torch.Tensor:
+        """(1, T, C) normalised position embeddings of a text or an image-code sequence."""
+        if code:
+            ids = code_position_ids(self.cfg.code_image_size, self.cfg.image_bucket_size, T)
+            return self.image_pos_ln(self.embed_image_positions(ids.to(device)))[None]
+        return self.pos_ln(self.embed_positions(torch.arange(T, device=device)))[None]
+
+    def _rel_buckets(self, T: int, code: bool, device: torch.device) -> torch.Tensor:
+        if code:
+            ids = code_position_ids(self.cfg.code_image_size, self.cfg.image_bucket_size, T)
+            return image_buckets(ids, ids, self.cfg.image_bucket_size).to(device)
+        pos = torch.arange(T, device=device)
+        return token_buckets(self.token_bucket, pos, pos, self.cfg.max_positions)
+
+    def _biases(
+        self, T: int, enc: EncoderOutput, code_masks: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Cross bias (B, H, T, S) and per-layer self bias (1 or B, H, T, T) with causal mask."""
+        device = enc.last_hidden_state.device
+        modes = [False] if code_masks is None or not code_masks.any() else [False, True]
+        enc_k = self._heads(self.cross_pos_k_linear(enc.position_embedding))  # (B, H, S, D)
+        causal = torch.full((T, T), float("-inf"), device=device).triu(1)
+        cross, selfs = [], []
+        for code in modes:
+            pos = self._positions(T, code, device)
+            q = self._heads(self.self_pos_q_linear(pos)) * self.pos_scaling
+            abs_self = q @ self._heads(self.self_pos_k_linear(pos)).transpose(2, 3)
+            q = self._heads(self.cross_pos_q_linear(pos)) * self.pos_scaling
+            cross.append(q @ enc_k.transpose(2, 3))
+            tables = self.image_rel_pos_table_list if code else self.token_rel_pos_table_list
+            buckets = self._rel_buckets(T, code, device)
+            selfs.append([abs_self + rel_bias(t, buckets) + causal for t in tables])
+        enc_pad = padding_bias(enc.padding_mask, cross[0].dtype)
+        if len(modes) == 1:
+            return cross[0] + enc_pad, selfs[0]
+        assert code_masks is not None
+        m = code_masks.to(device)[:, None, None, None]
+        cross_bias = torch.where(m, cross[1], cross[0]) + enc_pad
+        return cross_bias, [torch.where(m, c, t) for t, c in zip(selfs[0], selfs[1])]
+
+    def _embed(self, tokens: torch.Tensor, code_rows: torch.Tensor | None) -> torch.Tensor:
+        x = self.embed_tokens(tokens)
+        out = self.embedding_ln(x)
+        if code_rows is not None and code_rows.any():
+            out = torch.where(code_rows[:, None, None], self.code_embedding_ln(x), out)
+        return nn.functional.dropout(out, self.cfg.dropout, self.training)
+
+    def _run_layers(
+        self,
+        x: torch.Tensor,
+        self_bias: list[torch.Tensor],
+        cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        cross_bias: torch.Tensor,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, self_bias[i], cross_kv[i], cross_bias, cache, i)
+        return self.output_projection(self.final_ln(x))
+
+    def cross_kv(self, enc: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention keys/values of every layer, computed once per image."""
+        return [layer.cross_attn.project_kv(enc.last_hidden_state) for layer in self.layers]
+
+    # ----------------------------------------------------------------- teacher forcing
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        enc: EncoderOutput,
+        code_masks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) right-padded decoder inputs -> (B, T, V) logits; pad keys are masked."""
+        B, T = input_ids.shape
+        if T > self.cfg.max_positions:
+            raise ValueError(f"decoder input has {T} tokens; at most {self.cfg.max_positions}")
+        cross_bias, self_bias = self._biases(T, enc, code_masks)
+        pad = input_ids.eq(self.cfg.pad_token_id)
+        if pad.any():
+            key_pad = padding_bias(pad, cross_bias.dtype)
+            self_bias = [b + key_pad for b in self_bias]
+        x = self._embed(input_ids, code_masks)
+        return self._run_layers(x, self_bias, self.cross_kv(enc), cross_bias)
+
+    # ----------------------------------------------------------------- incremental
+    def init_state(
+        self,
+        enc: EncoderOutput,
+        group: int,
+        max_len: int,
+        code_masks: torch.Tensor | None = None,
+    ) -> DecoderState:
+        """Prepare decoding of ``group`` rows per image for up to ``max_len`` tokens."""
+        if max_len > self.cfg.max_positions:
+            raise ValueError(f"cannot decode {max_len} tokens; at most {self.cfg.max_positions}")
+        B = enc.last_hidden_state.shape[0]
+        cross_bias, self_bias = self._biases(max_len, enc, code_masks)
+        like = enc.last_hidden_state
+        shape = (B * group, self.cfg.num_heads, max_len, self.cfg.head_dim)
+        code_rows = None
+        if code_masks is not None and code_masks.any():
+            code_rows = code_masks.to(like.device).repeat_interleave(group)
+        return DecoderState(
+            cross_kv=self.cross_kv(enc),
+            cross_bias=cross_bias,
+            self_bias=self_bias,
+            cache=KVCache(len(self.layers), shape, like),
+            code_rows=code_rows,
+            group=group,
+        )
+
+    def step(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """Feed (N, T') new tokens of every row; return (N, T', V) logits, cache advanced."""
+        N, Tn = tokens.shape
+        t0, G = state.length, state.group
+        sb = [b[:, :, t0 : t0 + Tn, : t0 + Tn] for b in state.self_bias]
+        if sb[0].shape[0] > 1:  # per-image biases (code rows) -> per row
+            sb = [b.repeat_interleave(G, 0) for b in sb]
+        cb = state.cross_bias[:, :, t0 : t0 + Tn]  # (B, H, T', S), viewed as (B, G*T') queries
+        if Tn > 1 and G > 1:
+            cb = cb.repeat(1, 1, G, 1)
+        x = self._embed(tokens, state.code_rows)
+        logits = self._run_layers(x, sb, state.cross_kv, cb, state.cache)
+        state.cache.advance(Tn)
+        return logits

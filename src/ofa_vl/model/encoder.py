@@ -1,0 +1,143 @@
+"""OFA encoder: image patches from the ResNet, then text tokens, through NormFormer layers.
+
+OFA:models/ofa/unify_transformer.py ``TransformerEncoder``: token/type embeddings with their
+LayerNorms, absolute positions *decoupled* into an attention bias (``pos_q_linear`` /
+``pos_k_linear``), plus per-layer relative-position tables for text (log buckets) and for image
+patches (2-D buckets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import OFAConfig
+from .layers import EncoderLayer
+from .positions import image_buckets, image_position_ids, token_bucket_table, token_buckets
+from .resnet import ResNet3
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor  # (B, P + L, C): image patches first, then text
+    padding_mask: torch.Tensor  # (B, P + L), True = padding
+    position_embedding: torch.Tensor  # (B, P + L, C), after pos_ln / image_pos_ln
+
+    def index_select(self, index: torch.Tensor) -> EncoderOutput:
+        """Rows ``index`` of every field (e.g. to score many candidates per image)."""
+        return EncoderOutput(
+            self.last_hidden_state.index_select(0, index),
+            self.padding_mask.index_select(0, index),
+            self.position_embedding.index_select(0, index),
+        )
+
+
+def rel_bias(table: nn.Embedding, buckets: torch.Tensor) -> torch.Tensor:
+    """(..., Lq, Lk) bucket ids -> (..., H, Lq, Lk) bias from a (num_buckets, H) table."""
+    return table(buckets).movedim(-1, -3)
+
+
+def padding_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) True = pad -> (B, 1, 1, L) additive mask."""
+    zeros = torch.zeros(padding_mask.shape, dtype=dtype, device=padding_mask.device)
+    return zeros.masked_fill(padding_mask, float("-inf"))[:, None, None, :]
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        dim, heads = cfg.embed_dim, cfg.num_heads
+        self.cfg = cfg
+        self.embed_tokens = embed_tokens
+        self.embed_images = ResNet3(cfg.resnet_blocks, cfg.resnet_width)
+        self.image_proj = nn.Linear(cfg.image_channels, dim)
+        self.embedding_ln = nn.LayerNorm(dim)
+        self.embed_type = nn.Embedding(2, dim)
+        self.image_embedding_ln = nn.LayerNorm(dim)
+        self.embed_positions = nn.Embedding(cfg.max_positions + 2, dim)
+        self.pos_ln = nn.LayerNorm(dim)
+        self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, dim)
+        self.image_pos_ln = nn.LayerNorm(dim)
+        self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
+        self.pos_q_linear = nn.Linear(dim, dim)
+        self.pos_k_linear = nn.Linear(dim, dim)
+        n_token, n_image = 2 * cfg.token_bucket_size - 1, (2 * cfg.image_bucket_size - 1) ** 2 + 3
+        self.token_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(n_token, heads) for _ in range(cfg.encoder_layers)
+        )
+        self.image_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(n_image, heads) for _ in range(cfg.encoder_layers)
+        )
+        rates = torch.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_layers).tolist()
+        self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
+        self.final_ln = nn.LayerNorm(dim)
+        self.register_buffer(
+            "token_bucket",
+            token_bucket_table(cfg.token_bucket_size, cfg.max_positions),
+            persistent=False,
+        )
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.cfg.num_heads, -1).transpose(1, 2)  # (B, H, L, D)
+
+    def embed_image(
+        self, images: torch.Tensor, images_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) -> patch embeddings, padding mask, positions, position ids."""
+        feats = self.embed_images(images)  # (B, C', h, w)
+        B, _, h, w = feats.shape
+        if max(h, w) > self.cfg.image_bucket_size:
+            raise ValueError(
+                f"image of {images.shape[-2]}x{images.shape[-1]} px gives a {h}x{w} patch grid; "
+                f"OFA supports at most {self.cfg.image_bucket_size}x{self.cfg.image_bucket_size} "
+                f"(images up to {self.cfg.image_bucket_size * 16} px)"
+            )
+        feats = feats.flatten(2).transpose(1, 2)  # (B, h*w, C')
+        ids = image_position_ids(h, w, self.cfg.image_bucket_size).to(images.device)
+        x = self.image_proj(feats) + self.embed_type.weight[1]
+        x = self.image_embedding_ln(x)
+        pos = self.image_pos_ln(self.embed_image_positions(ids)).expand(B, -1, -1)
+        if images_mask is None:
+            pad = torch.zeros(B, h * w, dtype=torch.bool, device=images.device)
+        else:
+            pad = (~images_mask.to(images.device).bool())[:, None].expand(B, h * w)
+        return x, pad, pos, ids
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        images_mask: torch.Tensor | None = None,
+    ) -> EncoderOutput:
+        B, Lt = input_ids.shape
+        if Lt > self.cfg.max_positions:
+            raise ValueError(
+                f"input has {Lt} tokens; OFA's encoder takes at most {self.cfg.max_positions}"
+            )
+        pad = input_ids.eq(self.cfg.pad_token_id)
+        x = self.embedding_ln(self.embed_tokens(input_ids) + self.embed_type.weight[0])
+        text_pos = torch.arange(Lt, device=input_ids.device)
+        pos = self.pos_ln(self.embed_positions(text_pos)).expand(B, -1, -1)
+        P, image_ids = 0, None
+        if images is not None:
+            ix, ipad, ipos, image_ids = self.embed_image(images, images_mask)
+            P = ix.shape[1]
+            x, pad, pos = torch.cat([ix, x], 1), torch.cat([ipad, pad], 1), torch.cat([ipos, pos], 1)
+        x = x * (~pad).unsqueeze(-1).to(x.dtype)
+        x = nn.functional.dropout(x, self.cfg.dropout, self.training)
+
+        q = self._heads(self.pos_q_linear(pos)) * self.pos_scaling
+        abs_bias = q @ self._heads(self.pos_k_linear(pos)).transpose(2, 3)  # (B, H, L, L)
+        abs_bias = abs_bias + padding_bias(pad, abs_bias.dtype)
+        text_buckets = token_buckets(self.token_bucket, text_pos, text_pos, self.cfg.max_positions)
+        image_bk = None if image_ids is None else image_buckets(image_ids, image_ids, self.cfg.image_bucket_size)
+        for i, layer in enumerate(self.layers):
+            bias = abs_bias.clone()
+            bias[:, :, P:, P:] += rel_bias(self.token_rel_pos_table_list[i], text_buckets)
+            if image_bk is not None:
+                bias[:, :, :P, :P] += rel_bias(self.image_rel_pos_table_list[i], image_bk)
+            x = layer(x, bias)
+        return EncoderOutput(self.final_ln(x), pad, pos)

@@ -1,0 +1,83 @@
+"""OFA = encoder + decoder sharing one token embedding, with the output head tied to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..config import OFAConfig
+from .decoder import Decoder
+from .encoder import Encoder, EncoderOutput
+
+if TYPE_CHECKING:
+    from ..generation import GenerateOutput
+
+
+@dataclass
+class OFAOutput:
+    logits: torch.Tensor  # (B, T, V)
+    encoder: EncoderOutput
+
+
+class OFA(nn.Module):
+    """The OFA encoder-decoder (``OFA:models/ofa/unify_transformer.py`` ``TransformerModel``)."""
+
+    def __init__(self, cfg: OFAConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, cfg.pad_token_id)
+        self.encoder = Encoder(cfg, self.embed_tokens)
+        self.decoder = Decoder(cfg, self.embed_tokens)
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | Path, **kwargs: Any) -> OFA:
+        """Load any released OFA checkpoint (mmpretrain, fairseq, HF) or this project's format."""
+        from ..checkpoints import load_model
+
+        return load_model(path_or_name, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def num_parameters(self) -> int:
+        """Parameters counted once each (the tied embedding once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        images_mask: torch.Tensor | None = None,
+    ) -> EncoderOutput:
+        """Run the encoder: image patches (if any) then text, ``images_mask[i]=False`` = no image."""
+        return self.encoder(input_ids, images, images_mask)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None,
+        decoder_input_ids: torch.Tensor,
+        images_mask: torch.Tensor | None = None,
+        code_masks: torch.Tensor | None = None,
+        encoder_output: EncoderOutput | None = None,
+    ) -> OFAOutput:
+        """Teacher-forced logits (B, T, V) for right-padded ``decoder_input_ids`` (pad id 1)."""
+        enc = encoder_output or self.encode(input_ids, images, images_mask)
+        return OFAOutput(self.decoder(decoder_input_ids, enc, code_masks), enc)
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        images_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> GenerateOutput | torch.Tensor:
+        """Decode (greedy, beam search or sampling); see :func:`ofa_vl.generation.generate`."""
+        from ..generation import generate
+
+        return generate(self, input_ids, images, images_mask, **kwargs)
