@@ -32,7 +32,11 @@ from .model import OFA
 OWN_FORMAT = "ofa-vl"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
 _BUFFERS = ("token_rp_bucket", "image_rp_bucket", "image_position_idx", "version")
-_TIED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "decoder.output_projection.weight")
+_TIED = (
+    "encoder.embed_tokens.weight",
+    "decoder.embed_tokens.weight",
+    "decoder.output_projection.weight",
+)
 
 # Module renames after ``{encoder,decoder}.`` (fairseq and the HF port share them).
 _TOP_RENAMES = {
@@ -121,7 +125,8 @@ class _Inert:
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _TENSOR_GLOBALS or (
-            module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype))
+            module == "torch"
+            and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype))
         ):
             return super().find_class(module, name)
         if module.split(".")[0] in _INERT_PACKAGES and name not in _CODE_NAMES:
@@ -145,9 +150,13 @@ def safe_torch_load(path: Path) -> Any:
     except pickle.UnpicklingError:
         pass  # e.g. fairseq's OmegaConf config objects: retry with inert placeholders
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {e}") from e
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupt?): {e}"
+        ) from e
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+        return torch.load(
+            path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle
+        )
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
@@ -208,7 +217,8 @@ def infer_config(sd: dict[str, torch.Tensor], code_ids_len: int | None = None) -
             if w > 0 and w * w == code_ids_len - 1 - pad:
                 code_image_size = 8 * w
                 break
-    depth = {(3, 4, 6): 50, (3, 4, 23): 101, (3, 8, 36): 152}.get(blocks)
+    depths: dict[tuple[int, ...], int] = {(3, 4, 6): 50, (3, 4, 23): 101, (3, 8, 36): 152}
+    depth = depths.get(blocks)
     return OFAConfig(
         embed_dim=dim,
         encoder_layers=_count(sd, r"encoder\.layers\.(\d+)\."),
@@ -271,14 +281,20 @@ def _own_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], OFAConfig | N
     return sd, cfg
 
 
-def read_state_dict(path: Path, use_ema: bool = True) -> tuple[dict[str, torch.Tensor], OFAConfig | None]:
+def read_state_dict(
+    path: Path, use_ema: bool = True
+) -> tuple[dict[str, torch.Tensor], OFAConfig | None]:
     """A weights file of any supported format -> (state dict, config if the file has one)."""
     if path.suffix == ".safetensors":
         return _own_safetensors(path)
     obj = safe_torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # fairseq
         sd = obj["model"]
-        ema = (obj.get("extra_state") or {}).get("ema") if isinstance(obj.get("extra_state"), dict) else None
+        ema = (
+            (obj.get("extra_state") or {}).get("ema")
+            if isinstance(obj.get("extra_state"), dict)
+            else None
+        )
         if use_ema and isinstance(ema, dict) and ema:
             sd = ema
         return sd, None
@@ -295,7 +311,9 @@ def resolve_weights(path: Path) -> Path:
         for name in WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(f"{path}: directory holds no weights (expected one of {', '.join(WEIGHT_FILES)})")
+        raise CheckpointError(
+            f"{path}: directory holds no weights (expected one of {', '.join(WEIGHT_FILES)})"
+        )
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     return path

@@ -93,7 +93,9 @@ class OFAConfig:
 
 
 PRESETS: dict[str, OFAConfig] = {
-    "tiny": OFAConfig(embed_dim=256, encoder_layers=4, decoder_layers=4, num_heads=4, resnet_depth=50),
+    "tiny": OFAConfig(
+        embed_dim=256, encoder_layers=4, decoder_layers=4, num_heads=4, resnet_depth=50
+    ),
     "medium": OFAConfig(
         embed_dim=512, encoder_layers=4, decoder_layers=4, num_heads=8, resnet_depth=101
     ),

@@ -20,6 +20,7 @@ from ..config import OFAConfig
 from .encoder import EncoderOutput, padding_bias, rel_bias
 from .layers import DecoderLayer, KVCache
 from .positions import code_position_ids, image_buckets, token_bucket_table, token_buckets
+from .resnet import linear_rates
 
 
 @dataclass
@@ -45,6 +46,8 @@ class DecoderState:
 
 
 class Decoder(nn.Module):
+    token_bucket: torch.Tensor
+
     def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
         super().__init__()
         dim, heads = cfg.embed_dim, cfg.num_heads
@@ -68,7 +71,7 @@ class Decoder(nn.Module):
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(n_image, heads) for _ in range(cfg.decoder_layers)
         )
-        rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers).tolist()
+        rates = linear_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
         self.final_ln = nn.LayerNorm(dim)
         self.output_projection = nn.Linear(dim, cfg.vocab_size, bias=False)
@@ -145,7 +148,8 @@ class Decoder(nn.Module):
 
     def cross_kv(self, enc: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values of every layer, computed once per image."""
-        return [layer.cross_attn.project_kv(enc.last_hidden_state) for layer in self.layers]
+        layers: list[DecoderLayer] = list(self.layers)  # type: ignore[arg-type]
+        return [layer.cross_attn.project_kv(enc.last_hidden_state) for layer in layers]
 
     # ----------------------------------------------------------------- teacher forcing
     def forward(
@@ -156,7 +160,7 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """(B, T) right-padded decoder inputs -> (B, T, V) logits; pad keys are masked."""
         B, T = input_ids.shape
-        if T > self.cfg.max_positions:
+        if self.cfg.max_positions < T:
             raise ValueError(f"decoder input has {T} tokens; at most {self.cfg.max_positions}")
         cross_bias, self_bias = self._biases(T, enc, code_masks)
         pad = input_ids.eq(self.cfg.pad_token_id)

@@ -16,7 +16,7 @@ from torch import nn
 from ..config import OFAConfig
 from .layers import EncoderLayer
 from .positions import image_buckets, image_position_ids, token_bucket_table, token_buckets
-from .resnet import ResNet3
+from .resnet import ResNet3, linear_rates
 
 
 @dataclass
@@ -34,7 +34,7 @@ class EncoderOutput:
         )
 
 
-def rel_bias(table: nn.Embedding, buckets: torch.Tensor) -> torch.Tensor:
+def rel_bias(table: nn.Module, buckets: torch.Tensor) -> torch.Tensor:
     """(..., Lq, Lk) bucket ids -> (..., H, Lq, Lk) bias from a (num_buckets, H) table."""
     return table(buckets).movedim(-1, -3)
 
@@ -46,6 +46,8 @@ def padding_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
 
 
 class Encoder(nn.Module):
+    token_bucket: torch.Tensor
+
     def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
         super().__init__()
         dim, heads = cfg.embed_dim, cfg.num_heads
@@ -70,7 +72,7 @@ class Encoder(nn.Module):
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(n_image, heads) for _ in range(cfg.encoder_layers)
         )
-        rates = torch.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_layers).tolist()
+        rates = linear_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
         self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
         self.final_ln = nn.LayerNorm(dim)
         self.register_buffer(
@@ -125,7 +127,11 @@ class Encoder(nn.Module):
         if images is not None:
             ix, ipad, ipos, image_ids = self.embed_image(images, images_mask)
             P = ix.shape[1]
-            x, pad, pos = torch.cat([ix, x], 1), torch.cat([ipad, pad], 1), torch.cat([ipos, pos], 1)
+            x, pad, pos = (
+                torch.cat([ix, x], 1),
+                torch.cat([ipad, pad], 1),
+                torch.cat([ipos, pos], 1),
+            )
         x = x * (~pad).unsqueeze(-1).to(x.dtype)
         x = nn.functional.dropout(x, self.cfg.dropout, self.training)
 
@@ -133,7 +139,11 @@ class Encoder(nn.Module):
         abs_bias = q @ self._heads(self.pos_k_linear(pos)).transpose(2, 3)  # (B, H, L, L)
         abs_bias = abs_bias + padding_bias(pad, abs_bias.dtype)
         text_buckets = token_buckets(self.token_bucket, text_pos, text_pos, self.cfg.max_positions)
-        image_bk = None if image_ids is None else image_buckets(image_ids, image_ids, self.cfg.image_bucket_size)
+        image_bk = (
+            None
+            if image_ids is None
+            else image_buckets(image_ids, image_ids, self.cfg.image_bucket_size)
+        )
         for i, layer in enumerate(self.layers):
             bias = abs_bias.clone()
             bias[:, :, P:, P:] += rel_bias(self.token_rel_pos_table_list[i], text_buckets)

@@ -90,7 +90,9 @@ class DecoderLayer(_Block):
         self.self_attn = Attention(dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout)
         self.self_attn_ln = nn.LayerNorm(dim)
         self.self_attn_mid_ln = nn.LayerNorm(dim)
-        self.cross_attn = Attention(dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout)
+        self.cross_attn = Attention(
+            dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout
+        )
         self.cross_attn_ln = nn.LayerNorm(dim)
         self.cross_attn_mid_ln = nn.LayerNorm(dim)
         self._init_ffn(cfg, drop_path_rate)

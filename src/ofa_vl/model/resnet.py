@@ -21,6 +21,11 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * mask / keep
 
 
+def linear_rates(rate: float, n: int) -> list[float]:
+    """Drop-path rates rising linearly from 0 to ``rate`` over ``n`` blocks (timm/OFA)."""
+    return [rate * i / max(n - 1, 1) for i in range(n)]
+
+
 class Bottleneck(nn.Module):
     expansion = 4
 
@@ -58,15 +63,17 @@ class ResNet3(nn.Module):
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        rates = torch.linspace(0, drop_path_rate, sum(blocks)).tolist()
+        rates = linear_rates(drop_path_rate, sum(blocks))
         inplanes, k = width, 0
+        stages = []
         for i, (n, stride) in enumerate(zip(blocks, (1, 2, 2))):
             planes = width * 2**i
             layer = []
             for j in range(n):
                 layer.append(Bottleneck(inplanes, planes, stride if j == 0 else 1, rates[k]))
                 inplanes, k = planes * Bottleneck.expansion, k + 1
-            self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
+            stages.append(nn.Sequential(*layer))
+        self.layer1, self.layer2, self.layer3 = stages
         self.out_channels = inplanes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,21 @@
+"""ofa-vl: a fast, faithful implementation of OFA (Wang et al., arXiv 2202.03052)."""
+
+from .checkpoints import CheckpointError, convert, save_pretrained
+from .config import OFAConfig
+from .generation import GenerateOutput, Trie, generate
+from .model import OFA, EncoderOutput, OFAOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OFA",
+    "CheckpointError",
+    "EncoderOutput",
+    "GenerateOutput",
+    "OFAConfig",
+    "OFAOutput",
+    "Trie",
+    "convert",
+    "generate",
+    "save_pretrained",
+]

@@ -1,0 +1,138 @@
+"""The decoding engine against mmpretrain's generation, and its constraints against brute force."""
+
+import pytest
+import torch
+
+from ofa_vl import Trie
+from ofa_vl.generation.constraints import ban_repeated_ngrams
+
+
+@pytest.mark.parametrize("mode", ["greedy", "beam5"])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sequences_match_reference(fixture_model, golden, mode, use_cache):
+    i, g = golden["inputs"], golden["generate"][mode]
+    kwargs = {k: v for k, v in g["kwargs"].items() if k != "use_cache"}
+    out = fixture_model.generate(
+        i["input_ids"], i["images"], use_cache=use_cache, return_scores=True, **kwargs
+    )
+    assert torch.equal(out.sequences, g["sequences"])
+    if "sequences_scores" in g:
+        torch.testing.assert_close(out.scores, g["sequences_scores"], rtol=1e-4, atol=1e-4)
+
+
+def hf_banned(tokens, n):
+    """HF 4.28 NoRepeatNGramLogitsProcessor, written plainly."""
+    out = []
+    for row in tokens.tolist():
+        seen = {}
+        for j in range(len(row) - n + 1):
+            seen.setdefault(tuple(row[j : j + n - 1]), []).append(row[j + n - 1])
+        out.append(set(seen.get(tuple(row[len(row) - n + 1 :]), [])) if len(row) >= n else set())
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_no_repeat_ngram_matches_plain_python(n):
+    g = torch.Generator().manual_seed(n)
+    tokens = torch.randint(0, 4, (16, 9), generator=g)
+    scores = torch.zeros(16, 6)
+    ban_repeated_ngrams(tokens, scores, n)
+    for row, banned in enumerate(
+        hf_banned(tokens, n) if n > 1 else [set(r) for r in tokens.tolist()]
+    ):
+        assert {j for j in range(6) if scores[row, j] == float("-inf")} == banned
+
+
+def test_trie_mask_matches_reference_lookup():
+    answers = [[0, 5, 6, 2], [0, 5, 7, 2], [0, 9, 2]]
+    trie = Trie(answers, eos=2)
+    prefixes = [[0], [0, 5], [0, 5, 7], [0, 9, 2], [0, 4], [0, 5, 6]]
+    masks = []
+    for p in prefixes:
+        s = torch.zeros(1, dtype=torch.long)
+        for tok in p:
+            s = trie.advance(s, torch.tensor([tok]))
+        masks.append(trie.allowed_mask(s, 12)[0])
+    for p, m in zip(prefixes, masks):
+        assert set(m.nonzero().flatten().tolist()) == set(trie.get_next_layer(p))
+    assert trie.get_next_layer([0, 4]) == [2]  # off the trie: only </s>
+
+
+def test_trie_constrained_decoding_only_gives_allowed_answers(fixture_model, golden):
+    i = golden["inputs"]
+    answers = [[0, 4420, 2], [0, 117, 2], [0, 1104, 4420, 2], [0, 2085, 117, 117, 2]]
+    trie = Trie(answers)
+    for beams in (1, 5):
+        seqs = fixture_model.generate(
+            i["input_ids"], i["images"], num_beams=beams, max_new_tokens=8, constraint_trie=trie
+        )
+        for row in seqs.tolist():
+            row = [t for t in row if t != 1]
+            assert row in answers, row
+
+
+def test_decoder_prompt_is_forced_then_trie(fixture_model, golden):
+    i = golden["inputs"]
+    prompts = [[99, 473], [5]]
+    trie = Trie([[0, 4420, 2], [0, 117, 2]])
+    seqs = fixture_model.generate(
+        i["input_ids"],
+        i["images"],
+        num_beams=3,
+        max_new_tokens=6,
+        decoder_prompts=prompts,
+        constraint_trie=trie,
+    )
+    for row, p in zip(seqs.tolist(), prompts):
+        assert row[1 : 1 + len(p)] == p
+        assert row[1 + len(p)] in (4420, 117) and row[2 + len(p)] == 2
+
+
+def test_constraint_range_keeps_tokens_in_range(fixture_model, golden):
+    i = golden["inputs"]
+    seqs = fixture_model.generate(
+        i["input_ids"], i["images"], num_beams=2, max_new_tokens=5, constraint_range=(58457, 59457)
+    )
+    body = seqs[:, 1:]
+    assert (((body >= 58457) & (body < 59457)) | (body <= 3)).all()
+
+
+def test_min_new_tokens_and_length_limit(fixture_model, golden):
+    i = golden["inputs"]
+    seqs = fixture_model.generate(
+        i["input_ids"], i["images"], num_beams=1, max_new_tokens=4, min_new_tokens=4
+    )
+    assert seqs.shape == (2, 5) and (seqs[:, -1] == 2).all() and (seqs[:, 1:4] != 2).all()
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy(fixture_model, golden):
+    i = golden["inputs"]
+    greedy = fixture_model.generate(
+        i["input_ids"], i["images"], num_beams=1, max_new_tokens=6, no_repeat_ngram_size=0
+    )
+    top1 = fixture_model.generate(
+        i["input_ids"], i["images"], do_sample=True, top_k=1, max_new_tokens=6, no_repeat_ngram_size=0,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert torch.equal(greedy, top1)
+    a, b = (
+        fixture_model.generate(i["input_ids"], i["images"], do_sample=True, top_p=0.9, temperature=1.5,
+                               max_new_tokens=6, generator=torch.Generator().manual_seed(s))
+        for s in (1, 1)
+    )  # fmt: skip
+    assert torch.equal(a, b)
+
+
+def test_fairseq_mode_stops_at_max_len_b(fixture_model, golden):
+    i = golden["inputs"]
+    out = fixture_model.generate(
+        i["input_ids"],
+        i["images"],
+        fairseq=True,
+        max_len_b=4,
+        num_beams=3,
+        normalize_scores=False,
+        return_scores=True,
+    )
+    assert out.sequences.shape[1] <= 5 and (out.sequences[:, 0] == 0).all()
+    assert (out.sequences == 2).any(1).all()

@@ -1,0 +1,91 @@
+"""The network against the golden outputs of mmpretrain's OFA, and the size presets."""
+
+import pytest
+import torch
+
+from ofa_vl import OFA, OFAConfig
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def test_encoder_matches_reference(fixture_model, golden):
+    i, ref = golden["inputs"], golden["encoder"]
+    with torch.no_grad():
+        enc = fixture_model.encode(i["input_ids"], i["images"], i["images_mask"])
+    torch.testing.assert_close(enc.last_hidden_state, ref["last_hidden_state"], **TOL)
+    torch.testing.assert_close(enc.position_embedding, ref["position_embedding"], **TOL)
+    assert torch.equal(enc.padding_mask, ref["padding_mask"])
+
+
+@pytest.mark.parametrize("key", ["decoder_input_ids", "decoder_input_ids_nopad"])
+def test_teacher_forced_logits_match_reference(fixture_model, golden, key):
+    i = golden["inputs"]
+    want = golden["decoder"]["logits" if key == "decoder_input_ids" else "logits_nopad"]
+    with torch.no_grad():
+        out = fixture_model(i["input_ids"], i["images"], i[key], i["images_mask"])
+    assert out.logits.shape == want.shape
+    torch.testing.assert_close(out.logits, want, **TOL)
+
+
+def test_images_mask_false_hides_the_image(fixture_model, golden):
+    """A sample without image attends to its text only: same as encoding the text alone."""
+    i = golden["inputs"]
+    with torch.no_grad():
+        masked = fixture_model.encode(i["input_ids"], i["images"], torch.tensor([False, True]))
+        text_only = fixture_model.encode(i["input_ids"], None)
+        full = fixture_model.encode(i["input_ids"], i["images"], i["images_mask"])
+    P = masked.last_hidden_state.shape[1] - i["input_ids"].shape[1]
+    assert masked.padding_mask[0, :P].all() and not masked.padding_mask[1, :P].any()
+    torch.testing.assert_close(
+        masked.last_hidden_state[0, P:], text_only.last_hidden_state[0], **TOL
+    )
+    assert not torch.allclose(
+        full.last_hidden_state[0, P:], text_only.last_hidden_state[0], atol=1e-3
+    )
+    torch.testing.assert_close(masked.last_hidden_state[1], full.last_hidden_state[1], **TOL)
+
+
+@pytest.mark.parametrize(
+    "name,count",
+    [("tiny", 33_488_336), ("medium", 92_892_000), ("base", 182_238_536)],
+)
+def test_preset_parameter_counts(name, count):
+    """``base`` = 182,238,536 as mmpretrain's metafile says; the others as OFA-NOTES 1.1."""
+    with torch.device("meta"):
+        model = OFA(OFAConfig.from_preset(name))
+    assert model.num_parameters() == count
+
+
+def test_large_and_huge_presets_shapes():
+    with torch.device("meta"):
+        large = OFA(OFAConfig.from_preset("large"))
+        huge = OFA(OFAConfig.from_preset("huge"))
+    assert (len(large.encoder.layers), len(large.decoder.layers)) == (12, 12)
+    assert (len(huge.encoder.layers), len(huge.decoder.layers)) == (24, 12)
+    assert large.encoder.embed_images.out_channels == 1024
+    assert round(large.num_parameters() / 1e6, 2) == 472.98
+    assert round(huge.num_parameters() / 1e6, 2) == 929.49
+
+
+def test_output_head_is_tied(fixture_model):
+    m = fixture_model
+    assert m.decoder.output_projection.weight.data_ptr() == m.encoder.embed_tokens.weight.data_ptr()
+    assert m.decoder.embed_tokens is m.encoder.embed_tokens
+
+
+def test_code_masks_rows_use_image_positions(fixture_model, golden):
+    """Image-code rows (text-to-image checkpoints) run and differ from text rows."""
+    i = golden["inputs"]
+    dec = torch.tensor([[0, 50265 + 5, 50265 + 7, 50265 + 9]] * 2)
+    with torch.no_grad():
+        text = fixture_model(i["input_ids"], i["images"], dec).logits
+        code = fixture_model(
+            i["input_ids"], i["images"], dec, code_masks=torch.tensor([True, False])
+        ).logits
+    torch.testing.assert_close(code[1], text[1], **TOL)
+    assert not torch.allclose(code[0], text[0], atol=1e-3)
+
+
+def test_too_large_image_is_refused(fixture_model):
+    with pytest.raises(ValueError, match="patch grid"):
+        fixture_model.encode(torch.tensor([[0, 2]]), torch.zeros(1, 3, 688, 688))
