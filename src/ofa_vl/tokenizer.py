@@ -1,0 +1,394 @@
+"""OFA tokenizer: BART byte-level BPE + ``<code_i>`` image-code tokens + ``<bin_i>`` location tokens.
+
+Built on the ``tokenizers`` library. Ids, special tokens and ``decode`` reproduce the transformers
+4.28 ``BartTokenizer`` that mmpretrain's and the HF port's ``OFATokenizer`` extend with
+``add_tokens(<code_0..8191>)`` then ``add_tokens(<bin_0..999>)`` (golden cases:
+``fixtures/tokenizer/ofa_tokenizer_cases.json``). Box <-> bin conversion follows the official OFA
+code (``OFA:data/mm_data/refcoco_dataset.py``, ``OFA:utils/eval_utils.py eval_refcoco``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+from ofa_vl.hub import OFAHubError, resolve_files
+
+__all__ = ["OFAHubError", "OFATokenizer", "bins_to_box", "box_to_bins"]
+
+NUM_CODES = 8192
+NUM_BINS = 1000
+MAX_IMAGE_SIZE = 512  # OFA:tasks/mm_tasks/refcoco.py max_image_size
+SIDE_FILE = "ofa_tokenizer.json"  # {"num_codes": int, "num_bins": int} next to a tokenizer.json
+# BART's specials; `<unk>` and `<mask>` are optional in a custom tokenizer.json.
+BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
+# The OFA/BART files first (exact BartTokenizer behaviour), else a full tokenizer.json.
+_FILE_CHOICES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+
+Ids = Sequence[int] | torch.Tensor
+
+
+def _bart_bpe(vocab: Path, merges: Path) -> Tokenizer:
+    """BART's byte-level BPE, configured as transformers' ``BartTokenizerFast`` configures it."""
+    try:
+        tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    except Exception as err:  # tokenizers raises a bare Exception on malformed files
+        raise ValueError(f"cannot read BPE files {vocab} / {merges}: {err}") from err
+    missing = [t for t in (BOS, PAD, EOS, UNK, MASK) if tok.token_to_id(t) is None]
+    if missing:
+        raise ValueError(
+            f"{vocab} lacks {', '.join(missing)}: expected a BART-layout vocab.json "
+            "(specials 0-3, <mask> last), not GPT-2's encoder.json"
+        )
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # transformers BartTokenizer: <s> <pad> </s> <unk> never strip spaces; <mask> eats the space before it.
+    tok.add_special_tokens(
+        [AddedToken(t, normalized=False, special=True) for t in (BOS, PAD, EOS, UNK)]
+        + [AddedToken(MASK, lstrip=True, normalized=False, special=True)]
+    )
+    return tok
+
+
+def _token_block(tok: Tokenizer, prefix: str, count: int) -> int:
+    """Append ``<prefix_0..count-1>`` (unless already there) and return the id of the first one."""
+    first = tok.token_to_id(f"<{prefix}_0>") if count else None
+    if first is None:
+        first = tok.get_vocab_size(with_added_tokens=True)
+        # transformers 4.28 slow tokenizers strip the spaces around tokens added with `add_tokens`.
+        tok.add_tokens(
+            [
+                AddedToken(f"<{prefix}_{i}>", lstrip=True, rstrip=True, normalized=False)
+                for i in range(count)
+            ]
+        )
+    for i in range(count):
+        if tok.token_to_id(f"<{prefix}_{i}>") != first + i:
+            raise ValueError(f"<{prefix}_*> tokens are not consecutive ids from {first}")
+    return first
+
+
+def _clean_up_tokenization(text: str) -> str:
+    # transformers PreTrainedTokenizerBase.clean_up_tokenization (BART default: on)
+    for old, new in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
+        text = text.replace(old, new)
+    return text
+
+
+def _as_list(ids: Ids) -> list[int]:
+    return [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+
+
+class OFATokenizer:
+    """BART BPE (or any ``tokenizers`` model) + ``num_codes`` code tokens + ``num_bins`` bin tokens.
+
+    For the English OFA files: ``<s>``=0 ``<pad>``=1 ``</s>``=2 ``<unk>``=3 ``<mask>``=50264,
+    ``<code_0>``=50265, ``<bin_0>``=58457, vocabulary 59457.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, num_codes: int = NUM_CODES, num_bins: int = NUM_BINS
+    ) -> None:
+        """Wrap ``tokenizer``, appending the code then bin tokens to it unless it has them."""
+        bos, pad, eos, unk, mask = (tokenizer.token_to_id(t) for t in (BOS, PAD, EOS, UNK, MASK))
+        if bos is None or pad is None or eos is None:
+            raise ValueError(f"tokenizer lacks one of the special tokens {BOS} {PAD} {EOS}")
+        self._bos, self._pad, self._eos = bos, pad, eos
+        self._special_ids = frozenset(i for i in (bos, pad, eos, unk, mask) if i is not None)
+        self._code_offset = _token_block(tokenizer, "code", num_codes)
+        self._bin_offset = _token_block(tokenizer, "bin", num_bins)
+        if num_codes and self._bin_offset != self._code_offset + num_codes:
+            raise ValueError("<bin_*> tokens must directly follow the <code_*> tokens")
+        self._num_codes, self._num_bins = num_codes, num_bins
+        if tokenizer.post_processor is None:
+            tokenizer.post_processor = processors.TemplateProcessing(
+                single=f"{BOS} $A {EOS}", special_tokens=[(BOS, self._bos), (EOS, self._eos)]
+            )
+        self._tok = tokenizer
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        num_codes: int | None = None,
+        num_bins: int | None = None,
+        revision: str | None = None,
+    ) -> OFATokenizer:
+        """Load from a directory or hub id holding ``vocab.json`` + ``merges.txt`` or ``tokenizer.json``.
+
+        ``num_codes`` / ``num_bins`` default to the values in an ``ofa_tokenizer.json`` beside the
+        files, else 8192 / 1000. Hub files are cached by ``huggingface_hub``; failures raise
+        :class:`OFAHubError`.
+        """
+        files = resolve_files(name_or_path, _FILE_CHOICES, optional=(SIDE_FILE,), revision=revision)
+        side = json.loads(files[SIDE_FILE].read_text()) if SIDE_FILE in files else {}
+        if "vocab.json" in files:
+            base = _bart_bpe(files["vocab.json"], files["merges.txt"])
+        else:
+            try:
+                base = Tokenizer.from_file(str(files["tokenizer.json"]))
+            except Exception as err:  # tokenizers raises a bare Exception on malformed files
+                raise ValueError(f"cannot read {files['tokenizer.json']}: {err}") from err
+        return cls(
+            base,
+            num_codes=side.get("num_codes", NUM_CODES) if num_codes is None else num_codes,
+            num_bins=side.get("num_bins", NUM_BINS) if num_bins is None else num_bins,
+        )
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``tokenizer.json`` + ``ofa_tokenizer.json``; ``from_pretrained`` reloads identical ids."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self._tok.save(str(out / "tokenizer.json"))
+        side = {"num_codes": self._num_codes, "num_bins": self._num_bins}
+        (out / SIDE_FILE).write_text(json.dumps(side, indent=2) + "\n")
+
+    def __repr__(self) -> str:
+        return (
+            f"OFATokenizer(vocab_size={self.vocab_size}, code_offset={self._code_offset}, "
+            f"bin_offset={self._bin_offset})"
+        )
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def bos_token_id(self) -> int:
+        return self._bos
+
+    @property
+    def pad_token_id(self) -> int:
+        return self._pad
+
+    @property
+    def eos_token_id(self) -> int:
+        return self._eos
+
+    @property
+    def code_offset(self) -> int:
+        return self._code_offset
+
+    @property
+    def bin_offset(self) -> int:
+        return self._bin_offset
+
+    @property
+    def num_codes(self) -> int:
+        return self._num_codes
+
+    @property
+    def num_bins(self) -> int:
+        return self._num_bins
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text``; with ``add_special_tokens`` wrapped as ``<s> ... </s>``."""
+        return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        padding: bool = True,
+        add_special_tokens: bool = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        return_tensors: Literal["pt"] | None = "pt",
+    ) -> dict[str, Any]:
+        """Encode a text or a batch into ``input_ids`` and ``attention_mask``.
+
+        Rows are right-padded with ``<pad>`` to the longest one when ``padding``. A row longer than
+        ``max_length`` is cut (keeping ``</s>``) when ``truncation``, else raises ``ValueError``.
+        A single string gives flat lists, or ``(1, L)`` tensors with ``return_tensors="pt"``.
+        """
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        n_special = self._tok.num_special_tokens_to_add(False) if add_special_tokens else 0
+        if max_length is not None and max_length < n_special:
+            raise ValueError(
+                f"max_length={max_length} leaves no room for {n_special} special tokens"
+            )
+        rows = []
+        for i, enc in enumerate(self._tok.encode_batch(batch, add_special_tokens=False)):
+            length = len(enc.ids) + n_special
+            if max_length is not None and length > max_length:
+                if not truncation:
+                    raise ValueError(
+                        f"text {i} is {length} tokens long, more than max_length={max_length} "
+                        "(pass truncation=True to cut it)"
+                    )
+                enc.truncate(max_length - n_special)
+            rows.append(
+                list(self._tok.post_process(enc, add_special_tokens=add_special_tokens).ids)
+            )
+        width = max((len(r) for r in rows), default=0)
+        masks = [[1] * len(r) + [0] * (width - len(r) if padding else 0) for r in rows]
+        if padding:
+            rows = [r + [self._pad] * (width - len(r)) for r in rows]
+        if return_tensors == "pt":
+            if len({len(r) for r in rows}) > 1:
+                raise ValueError("rows differ in length: pass padding=True to return tensors")
+            ids_t = torch.tensor(rows, dtype=torch.long).reshape(len(rows), width)
+            mask_t = torch.tensor(masks, dtype=torch.long).reshape(len(rows), width)
+            return {"input_ids": ids_t, "attention_mask": mask_t}
+        if isinstance(texts, str):
+            return {"input_ids": rows[0], "attention_mask": masks[0]}
+        return {"input_ids": rows, "attention_mask": masks}
+
+    def decode(
+        self,
+        ids: Ids,
+        skip_special_tokens: bool = True,
+        clean_up_tokenization_spaces: bool = True,
+    ) -> str:
+        """Text of ``ids`` exactly as transformers 4.28's slow ``BartTokenizer`` + OFA tokens decodes it.
+
+        ``skip_special_tokens`` drops ``<s> <pad> </s> <unk> <mask>`` but keeps code and bin tokens,
+        which are joined to the text around them with single spaces (transformers'
+        ``spaces_between_special_tokens``).
+        """
+        ids = _as_list(ids)
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(
+                f"token ids {bad[:5]} are outside the vocabulary (size {self.vocab_size})"
+            )
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in self._special_ids]
+        end_added = self._bin_offset + self._num_bins
+        pieces: list[str] = []
+        run: list[int] = []
+        for i in ids:
+            if self._code_offset <= i < end_added:
+                if run:
+                    pieces.append(self._tok.decode(run, skip_special_tokens=False))
+                    run = []
+                pieces.append(self._tok.id_to_token(i) or "")  # in range: never None
+            else:
+                run.append(i)
+        if run:
+            pieces.append(self._tok.decode(run, skip_special_tokens=False))
+        text = " ".join(pieces)
+        return _clean_up_tokenization(text) if clean_up_tokenization_spaces else text
+
+    def batch_decode(
+        self,
+        sequences: Iterable[Ids] | torch.Tensor,
+        skip_special_tokens: bool = True,
+        clean_up_tokenization_spaces: bool = True,
+    ) -> list[str]:
+        """:meth:`decode` for each row."""
+        return [
+            self.decode(s, skip_special_tokens, clean_up_tokenization_spaces) for s in sequences
+        ]
+
+    def bin_token(self, index: int) -> str:
+        """``"<bin_{index}>"``."""
+        if not 0 <= index < self._num_bins:
+            raise ValueError(f"bin {index} is outside [0, {self._num_bins - 1}]")
+        return f"<bin_{index}>"
+
+    def box_to_tokens(
+        self,
+        box_xyxy: Sequence[float],
+        w_ratio: float,
+        h_ratio: float,
+        max_image_size: int = MAX_IMAGE_SIZE,
+    ) -> str:
+        """``"<bin_x0> <bin_y0> <bin_x1> <bin_y1>"`` for a box in original-image pixels (see :func:`box_to_bins`)."""
+        bins = box_to_bins(box_xyxy, w_ratio, h_ratio, self._num_bins, max_image_size)
+        # OFA:data/mm_data/refcoco_dataset.py region_coord: space-separated bin tokens
+        return " ".join(self.bin_token(b) for b in bins)
+
+    def box_to_ids(
+        self,
+        box_xyxy: Sequence[float],
+        w_ratio: float,
+        h_ratio: float,
+        max_image_size: int = MAX_IMAGE_SIZE,
+    ) -> list[int]:
+        """The four bin token ids of a box in original-image pixels (see :func:`box_to_bins`)."""
+        bins = box_to_bins(box_xyxy, w_ratio, h_ratio, self._num_bins, max_image_size)
+        return [self._bin_offset + b for b in bins]
+
+    def ids_to_bins(self, ids: Ids) -> list[int]:
+        """Bin indices (``token - bin_offset``) of generated ids; ``<s>``, ``<pad>``, ``</s>`` are skipped.
+
+        Raises ``ValueError`` on any other non-bin token.
+        """
+        bins = []
+        for i in _as_list(ids):
+            if i in (self._bos, self._pad, self._eos):
+                continue
+            if not self._bin_offset <= i < self._bin_offset + self._num_bins:
+                raise ValueError(f"token {i} is not a bin token ({self._bin_offset}..)")
+            bins.append(i - self._bin_offset)  # OFA:utils/eval_utils.py eval_refcoco
+        return bins
+
+
+def box_to_bins(
+    box_xyxy: Sequence[float],
+    w_ratio: float,
+    h_ratio: float,
+    num_bins: int = NUM_BINS,
+    max_image_size: int = MAX_IMAGE_SIZE,
+) -> list[int]:
+    """Quantize a box ``[x0, y0, x1, y1]`` in original-image pixels to bin indices.
+
+    ``w_ratio`` / ``h_ratio`` are the resize ratios new/original. Each coordinate is scaled to the
+    resized image, divided by ``max_image_size`` (not the image size) and
+    ``round(c * (num_bins - 1))`` (half to even), clamped to ``[0, num_bins - 1]``.
+    """
+    # OFA:utils/transforms.py resize + Normalize, data/mm_data/refcoco_dataset.py (float32 torch ops)
+    box = torch.tensor([float(c) for c in box_xyxy], dtype=torch.float32)
+    if box.shape != (4,):
+        raise ValueError(f"expected a box [x0, y0, x1, y1], got {list(box_xyxy)}")
+    box = box * torch.tensor([w_ratio, h_ratio, w_ratio, h_ratio], dtype=torch.float32)
+    box = box / max_image_size
+    quant = (box * (num_bins - 1)).round().clamp(0, num_bins - 1)
+    return [int(q) for q in quant.tolist()]
+
+
+def bins_to_box(
+    bins: Ids,
+    w_ratio: float,
+    h_ratio: float,
+    num_bins: int = NUM_BINS,
+    max_image_size: int = MAX_IMAGE_SIZE,
+    divisor: Literal["official", "mmpretrain"] = "official",
+) -> list[float]:
+    """Box ``[x0, y0, x1, y1]`` in original-image pixels from four bin indices.
+
+    ``coord = bin / (num_bins - 1) * max_image_size`` (``divisor="official"``, the default) or
+    ``bin / num_bins * max_image_size`` (``"mmpretrain"``, to compare exactly with mmpretrain),
+    then x /= ``w_ratio``, y /= ``h_ratio`` (the resize ratios new/original).
+    """
+    if len(bins) != 4:
+        raise ValueError(f"expected 4 bins, got {list(bins)}")
+    if divisor not in ("official", "mmpretrain"):
+        raise ValueError(f"divisor must be 'official' or 'mmpretrain', got {divisor!r}")
+    # official (the default): OFA:utils/eval_utils.py eval_refcoco; mmpretrain: OFA.post_process.
+    # Both compute in float32 torch ops in this order.
+    steps = num_bins - 1 if divisor == "official" else num_bins
+    box = torch.tensor([int(b) for b in bins]) / steps * max_image_size
+    box = box / torch.tensor([w_ratio, h_ratio, w_ratio, h_ratio], dtype=torch.float32)
+    return [float(c) for c in box.tolist()]
