@@ -328,8 +328,10 @@ def load_model(
 ) -> OFA:
     """``OFA.from_pretrained``: a file, a directory, a hub id (``OFA-Sys/OFA-base``) or a zoo name."""
     path = Path(path_or_name)
-    if not path.exists() and isinstance(path_or_name, str):
-        from .zoo import resolve_checkpoint
+    if not path.exists():
+        if not isinstance(path_or_name, str) or path.suffix or path.is_absolute():
+            raise CheckpointError(f"{path}: no such file or directory")
+        from .zoo import resolve_checkpoint  # a zoo name or a hub id
 
         path = resolve_checkpoint(path_or_name)
     weights = resolve_weights(path)

@@ -1,0 +1,191 @@
+"""``get_model`` / ``inference_model`` / ``list_models``: a named model, an image, a result.
+
+``get_model`` returns an :class:`OFAPipeline` = network + tokenizer + task (prompt, preprocessing,
+decoding defaults, parsing). ``inference_model`` batches any number of inputs through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import load_model
+from .images import ImageInfo, ImageSource, preprocess_batch
+from .model import OFA
+from .tasks import Query, Task, get_task
+from .tokenizer import OFATokenizer
+from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
+
+PIPELINE_FILE = "pipeline.json"  # a model folder's preprocessing (open_clip style)
+
+__all__ = ["OFAPipeline", "get_model", "inference_model", "list_models", "load_answers"]
+
+
+def load_answers(path: str | Path) -> list[str]:
+    """An answer list (``ans2label`` .pkl/.json) in label order."""
+    from .data.vqa import load_answer_vocab
+
+    return [a for a, _ in sorted(load_answer_vocab(path).items(), key=lambda kv: kv[1])]
+
+
+@dataclass
+class OFAPipeline:
+    """A ready-to-run OFA for one task: call it with images (and the task's text fields)."""
+
+    model: OFA
+    tokenizer: OFATokenizer
+    task: Task
+    name: str = ""
+    generation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def predict_batch(
+        self, images: torch.Tensor, infos: Sequence[ImageInfo], fields: Sequence[dict[str, Any]], **overrides: Any
+    ) -> list[dict[str, Any]]:
+        """Preprocessed images (B, 3, S, S) + their infos and text fields -> one result dict each."""
+        for f in fields:
+            self.task.check(f)
+        kwargs = {**self.task.generation, **self.generation, **overrides}
+        return self.task.predict(self.model, self.tokenizer, images.to(self.device), list(infos), list(fields), kwargs)
+
+    def _batch(self, queries: Sequence[Query], overrides: dict[str, Any]) -> list[dict[str, Any]]:
+        for q in queries:
+            self.task.check(q.fields)
+        images, infos = preprocess_batch([q.image for q in queries], self.task.image_size, self.task.interpolation)  # type: ignore[arg-type]
+        return self.predict_batch(images, infos, [q.fields for q in queries], **overrides)
+
+    def __call__(
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        batch_size: int = 8,
+        **fields_and_overrides: Any,
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Run the task. Text fields (``question=``, ``text=``, ``objects=``) may be lists."""
+        single = not isinstance(images, (list, tuple))
+        image_list = [images] if single else list(images)  # type: ignore[list-item]
+        fields, overrides = _split_fields(fields_and_overrides)
+        queries = list(_queries(image_list, fields))
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(queries), batch_size):
+            out.extend(self._batch(queries[start : start + batch_size], overrides))
+        return out[0] if single else out
+
+
+_FIELDS = ("question", "text", "objects")
+
+
+def _split_fields(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    fields = {k: v for k, v in kwargs.items() if k in _FIELDS}
+    return fields, {k: v for k, v in kwargs.items() if k not in _FIELDS}
+
+
+def _queries(images: list[Any], fields: dict[str, Any]) -> Iterator[Query]:
+    for key, value in fields.items():
+        many = isinstance(value, (list, tuple)) and not (key == "objects" and value and isinstance(value[0], str))
+        if many and len(value) != len(images):
+            raise ValueError(f"{len(images)} images but {len(value)} values of {key!r}")
+    for i, img in enumerate(images):
+        row = {}
+        for key, value in fields.items():
+            many = isinstance(value, (list, tuple)) and not (key == "objects" and value and isinstance(value[0], str))
+            row[key] = value[i] if many else value
+        yield Query(img, row)
+
+
+def _task_for(
+    card: ModelCard | None, task: str | None, options: dict[str, Any], preprocessing: dict[str, Any]
+) -> Task:
+    name = task or (card.task if card else "caption")
+    opts = dict(card.task_options) if card and name == card.task else {}
+    opts.update(preprocessing)
+    opts.update(options)
+    answers_url = opts.pop("answers_url", None)
+    if "answers" in opts and isinstance(opts["answers"], (str, Path)):
+        opts["answers"] = load_answers(opts["answers"])
+    elif answers_url is not None and "answers" not in opts:
+        opts["answers"] = load_answers(download(answers_url))
+    return get_task(name, **opts)
+
+
+def get_model(
+    name_or_path: str | Path,
+    pretrained: str | Path | None = None,
+    device: str | torch.device | None = None,
+    tokenizer: str | Path | OFATokenizer | None = None,
+    task: str | None = None,
+    **task_options: Any,
+) -> OFAPipeline:
+    """A named model (``list_models()``) or a checkpoint path, ready for :func:`inference_model`.
+
+    ``pretrained`` overrides the weights of a named model; ``tokenizer`` its tokenizer source.
+    """
+    card = MODELS.get(str(name_or_path))
+    weights = pretrained or (name_or_path if card is None else card.name)
+    model = load_model(weights, device=device)
+    tok = tokenizer if isinstance(tokenizer, OFATokenizer) else OFATokenizer.from_pretrained(
+        tokenizer or _tokenizer_source(card, weights)
+    )
+    if len(tok) != model.cfg.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {len(tok)} tokens but the model's vocabulary has "
+            f"{model.cfg.vocab_size}; pass the model's own tokenizer with tokenizer="
+        )
+    return OFAPipeline(
+        model=model,
+        tokenizer=tok,
+        task=_task_for(card, task, task_options, _preprocessing(card, weights)),
+        name=str(name_or_path),
+        generation=dict(card.generation) if card else {},
+    )
+
+
+def _model_dir(card: ModelCard | None, weights: str | Path) -> Path | None:
+    """The local folder a model's files are in, when there is one."""
+    if card is not None and card.tokenizer == "bundled":
+        return PACKAGE_ASSETS / card.weights
+    path = Path(weights)
+    if not path.exists():
+        return None
+    return path if path.is_dir() else path.parent
+
+
+def _preprocessing(card: ModelCard | None, weights: str | Path) -> dict[str, Any]:
+    """A model folder's ``pipeline.json`` (``image_size``, ``interpolation``): its preprocessing."""
+    folder = _model_dir(card, weights)
+    if folder is None or not (folder / PIPELINE_FILE).is_file():
+        return {}
+    import json
+
+    cfg = json.loads((folder / PIPELINE_FILE).read_text())
+    return {k: cfg[k] for k in ("image_size", "interpolation") if k in cfg}
+
+
+def _tokenizer_source(card: ModelCard | None, weights: str | Path) -> str | Path:
+    """A tokenizer beside the weights (bundled models, local dirs), else the card's hub id."""
+    folder = _model_dir(card, weights)
+    if folder is not None and any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        return folder
+    return card.tokenizer if card is not None else "OFA-Sys/OFA-base"
+
+
+def inference_model(
+    model: OFAPipeline | str | Path,
+    images: ImageSource | Sequence[ImageSource],
+    batch_size: int = 8,
+    **kwargs: Any,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """mmpretrain-style results: ``{'pred_caption'}``, ``{'pred_bboxes'}``, ``{'question', 'pred_answer'}``.
+
+    ``model`` is a pipeline or a name for :func:`get_model`; a list of images gives a list.
+    """
+    if not isinstance(model, OFAPipeline):
+        model = get_model(model)
+    return model(images, batch_size=batch_size, **kwargs)
+

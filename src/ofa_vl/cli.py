@@ -1,0 +1,220 @@
+"""The ``ofa`` command: argument parsing only; the work is done by the library."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, configure: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
+    """Register a sub-command: ``configure`` adds its arguments, the function runs it."""
+
+    def wrap(fn: Handler) -> Handler:
+        COMMANDS[name] = (configure, fn)
+        return fn
+
+    return wrap
+
+
+def expand_images(args: Sequence[str]) -> list[str]:
+    """Paths, directories (their images, sorted), globs and URLs -> a list of image sources."""
+    out: list[str] = []
+    for arg in args:
+        p = Path(arg)
+        if arg.startswith(("http://", "https://")) or p.is_file():
+            out.append(arg)
+        elif p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"{arg}: directory holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.extend(found)
+        elif matches := sorted(glob.glob(arg)):
+            out.extend(matches)
+        else:
+            raise ValueError(f"{arg}: no such image file, directory or pattern")
+    return out
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    from .zoo import DEFAULT_MODEL
+
+    p.add_argument("images", nargs="+", help="image files, directories, globs or URLs")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name or checkpoint path (default {DEFAULT_MODEL})")
+    p.add_argument("--pretrained", help="weights overriding the named model's")
+    p.add_argument("--tokenizer", help="tokenizer directory or hub id")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--beams", type=int, help="beam size (default: the model's)")
+    p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _run_task(args: argparse.Namespace, task: str, fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    from .api import get_model
+
+    images = expand_images(args.images)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    pipe = get_model(args.model, pretrained=args.pretrained, device=args.device, tokenizer=args.tokenizer, task=task)
+    overrides = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    results = pipe(images, batch_size=args.batch_size, **fields, **overrides)
+    assert isinstance(results, list)
+    return list(zip(images, results))
+
+
+def _print(args: argparse.Namespace, rows: list[tuple[str, dict[str, Any]]], key: str) -> None:
+    if args.json:
+        print(json.dumps([{"image": img, **res} for img, res in rows], indent=2))
+        return
+    for img, res in rows:
+        value = res[key]
+        if key == "pred_bboxes":
+            value = " ".join(f"[{', '.join(f'{c:.1f}' for c in box)}]" for box in value) or "(no box)"
+        print(f"{img}: {value}")
+
+
+@command("caption", _model_args)
+def cmd_caption(args: argparse.Namespace) -> int:
+    _print(args, _run_task(args, "caption", {}), "pred_caption")
+    return 0
+
+
+def _ground_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("--text", required=True, help="the referring expression")
+    p.add_argument("--save", help="write the image with the box drawn (one image only, or a folder)")
+
+
+@command("ground", _ground_args)
+def cmd_ground(args: argparse.Namespace) -> int:
+    rows = _run_task(args, "refcoco", {"text": args.text})
+    _print(args, rows, "pred_bboxes")
+    if args.save:
+        from .images import load_image
+        from .visualize import draw_boxes
+
+        for img, res in rows:
+            dest = Path(args.save)
+            if len(rows) > 1 or dest.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                dest = dest / (Path(img).stem + "_box.png")
+            draw_boxes(load_image(img), res["pred_bboxes"], [args.text]).save(dest)
+    return 0
+
+
+def _vqa_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("--question", required=True)
+    p.add_argument("--answers", help="answer list (ans2label .pkl/.json) to constrain decoding")
+
+
+@command("vqa", _vqa_args)
+def cmd_vqa(args: argparse.Namespace) -> int:
+    from .api import get_model
+
+    images = expand_images(args.images)
+    opts = {"answers": args.answers} if args.answers else {}
+    pipe = get_model(args.model, pretrained=args.pretrained, device=args.device, tokenizer=args.tokenizer, task="vqa", **opts)
+    overrides = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    results = pipe(images, batch_size=args.batch_size, question=args.question, **overrides)
+    assert isinstance(results, list)
+    _print(args, list(zip(images, results)), "pred_answer")
+    return 0
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'ofa-base*'")
+    p.add_argument("--task", help="caption, refcoco, vqa, ...")
+    p.add_argument("--json", action="store_true")
+
+
+@command("models", _models_args)
+def cmd_models(args: argparse.Namespace) -> int:
+    from .zoo import MODELS, list_models
+
+    names = list_models(args.pattern, args.task)
+    if args.json:
+        print(json.dumps([{"name": n, "task": MODELS[n].task, "weights": MODELS[n].weights} for n in names], indent=2))
+    else:
+        for n in names:
+            print(f"{n:48s} {MODELS[n].task:10s} {MODELS[n].weights}")
+    return 0 if names else 1
+
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="checkpoint: mmpretrain .pth, fairseq .pt, HF dir, zoo name")
+    p.add_argument("dst", help="output .safetensors")
+    p.add_argument("--no-ema", action="store_true", help="fairseq: use the raw weights, not the EMA")
+
+
+@command("convert", _convert_args)
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoints import convert
+
+    if not args.dst.endswith(".safetensors"):
+        raise ValueError(f"{args.dst}: the output must be a .safetensors file")
+    out = convert(args.src, args.dst, use_ema=not args.no_ema)
+    print(f"wrote {out}")
+    return 0
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="dataset", required=True)
+    s = sub.add_parser("shapes", help="the synthetic shapes world")
+    s.add_argument("--out", required=True)
+    s.add_argument("--train", type=int, default=2000)
+    s.add_argument("--val", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=256)
+
+
+@command("data", _data_args)
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data.shapes import shapes_command
+
+    shapes_command(args.out, args.train, args.val, args.seed, args.size)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ofa", description="OFA vision-language models")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (configure, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=(fn.__doc__ or "").strip() or None)
+        configure(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import USER_ERRORS
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("ofa: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if args.debug or os.environ.get("OFA_VL_DEBUG"):
+            raise
+        print(f"ofa: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

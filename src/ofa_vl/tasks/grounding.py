@@ -1,0 +1,36 @@
+"""Visual grounding / RefCOCO (OFA:data/mm_data/refcoco_dataset.py): text -> 4 bin tokens -> box."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..tokenizer import bins_to_box
+from .base import Task, register_task
+
+
+@register_task
+@dataclass
+class Grounding(Task):
+    name = "refcoco"
+    aliases = ("grounding", "visual_grounding")
+    required = ("text",)
+    image_size: int = 512
+    interpolation: str = "bilinear"
+    generation: dict[str, Any] = field(
+        default_factory=lambda: {"num_beams": 5, "max_new_tokens": 20, "no_repeat_ngram_size": 3}
+    )
+    # bins -> pixels: bin/999*512 (official, default) or bin/1000*512 (mmpretrain's post_process)
+    divisor: Literal["official", "mmpretrain"] = "official"
+
+    def prompt(self, fields: dict[str, Any]) -> str:
+        return f' which region does the text " {fields["text"]} " describe?'
+
+    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+        body = tokens[1:5]  # mmpretrain post_process: the 4 tokens after <s>
+        bins = [t - tokenizer.bin_offset for t in body]
+        if len(bins) < 4 or any(not 0 <= b < tokenizer.num_bins for b in bins):
+            return {"pred_bboxes": [], "text": fields["text"]}  # the model did not answer a box
+        w_ratio, h_ratio = info.scale_factor
+        box = bins_to_box(bins, w_ratio, h_ratio, tokenizer.num_bins, 512, self.divisor)
+        return {"pred_bboxes": [box], "text": fields["text"]}
