@@ -88,6 +88,7 @@ def _print(args: argparse.Namespace, rows: list[tuple[str, dict[str, Any]]], key
 
 @command("caption", _model_args)
 def cmd_caption(args: argparse.Namespace) -> int:
+    """Caption images."""
     _print(args, _run_task(args, "caption", {}), "pred_caption")
     return 0
 
@@ -100,6 +101,7 @@ def _ground_args(p: argparse.ArgumentParser) -> None:
 
 @command("ground", _ground_args)
 def cmd_ground(args: argparse.Namespace) -> int:
+    """Find the region a text describes (visual grounding)."""
     rows = _run_task(args, "refcoco", {"text": args.text})
     _print(args, rows, "pred_bboxes")
     if args.save:
@@ -123,6 +125,7 @@ def _vqa_args(p: argparse.ArgumentParser) -> None:
 
 @command("vqa", _vqa_args)
 def cmd_vqa(args: argparse.Namespace) -> int:
+    """Answer a question about images."""
     from .api import get_model
 
     images = expand_images(args.images)
@@ -143,6 +146,7 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 
 @command("models", _models_args)
 def cmd_models(args: argparse.Namespace) -> int:
+    """List the named models."""
     from .zoo import MODELS, list_models
 
     names = list_models(args.pattern, args.task)
@@ -162,6 +166,7 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
 
 @command("convert", _convert_args)
 def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert any OFA checkpoint to this project's safetensors format."""
     from .checkpoints import convert
 
     if not args.dst.endswith(".safetensors"):
@@ -183,9 +188,48 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 @command("data", _data_args)
 def cmd_data(args: argparse.Namespace) -> int:
+    """Generate datasets (the synthetic shapes world)."""
     from .data.shapes import shapes_command
 
     shapes_command(args.out, args.train, args.val, args.seed, args.size)
+    return 0
+
+
+def _test_args(p: argparse.ArgumentParser) -> None:
+    from .evaluate import DATASETS
+
+    p.add_argument("model", help="zoo name or checkpoint path")
+    p.add_argument("--dataset", required=True, choices=list(DATASETS))
+    p.add_argument("--data-root", required=True, help="the dataset folder (mmpretrain's data/coco)")
+    p.add_argument("--split", required=True, help="test, val, testA, val2014, test-dev2015 ...")
+    p.add_argument("--pretrained", help="weights overriding the named model's")
+    p.add_argument("--tokenizer", help="tokenizer directory or hub id")
+    p.add_argument("--device", help="cpu, cuda (under torchrun: each worker's own GPU) ...")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, help="evaluate the first N samples only")
+    p.add_argument("--out", help="run folder (default ofa-test/<model>_<dataset>_<split>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--workers", type=int, default=2, help="image loading processes (0: none)")
+    p.add_argument("--beams", type=int, help="beam size (default: the model's)")
+    p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
+    p.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
+    p.add_argument("--answers", help="VQA answer list (ans2label .pkl/.json) constraining decoding")
+    p.add_argument("--object-tags", help="VQA: VinVL object tags (.json/.tsv)")
+
+
+@command("test", _test_args)
+def cmd_test(args: argparse.Namespace) -> int:
+    """evaluate a model on a benchmark (resumable; torchrun for several processes)"""
+    from .evaluate import evaluate_command
+
+    generation = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    options = {k: v for k, v in (("image_size", args.image_size), ("answers", args.answers)) if v}
+    evaluate_command(
+        args.model, dataset=args.dataset, data_root=args.data_root, split=args.split,
+        out=args.out, batch_size=args.batch_size, limit=args.limit, resume=args.resume,
+        workers=args.workers, device=args.device, pretrained=args.pretrained,
+        tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation, **options,
+    )  # fmt: skip
     return 0
 
 

@@ -173,7 +173,7 @@ def download(url: str, dest_dir: Path | None = None, progress: bool = True) -> P
 
 def resolve_checkpoint(name_or_ref: str) -> Path:
     """A zoo name, ``hf-hub:org/name``, bare ``org/name`` or URL -> a local weights path."""
-    ref = get_card(name_or_ref).weights if name_or_ref in MODELS else name_or_ref
+    ref = MODELS[name_or_ref].weights if name_or_ref in MODELS else name_or_ref
     if ref.startswith("hf-hub:") or is_hub_id(ref):
         files = resolve_files(
             ref.removeprefix("hf-hub:"),
@@ -183,7 +183,9 @@ def resolve_checkpoint(name_or_ref: str) -> Path:
         return next(iter(files.values())).parent
     if ref.startswith(("http://", "https://")):
         return download(ref)
-    path = Path(ref) if Path(ref).is_absolute() else PACKAGE_ASSETS / ref
+    if name_or_ref not in MODELS:
+        get_card(name_or_ref)  # raises: unknown model, with suggestions
+    path = PACKAGE_ASSETS / ref
     if not path.exists():
-        raise ValueError(f"{name_or_ref!r} is neither a file, a directory, a zoo name nor a hub id")
+        raise FileNotFoundError(f"model {name_or_ref!r}: its files {path} are missing from the package")
     return path

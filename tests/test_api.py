@@ -1,0 +1,221 @@
+"""inference_model end to end (image file -> preprocessing -> tokenizer -> generate -> result),
+the model zoo and its verified, cached downloads."""
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import MMP_CKPT, SHARED
+from ofa_vl import zoo
+from ofa_vl.api import get_model, inference_model, list_models
+from ofa_vl.images import preprocess
+from ofa_vl.tokenizer import OFATokenizer
+
+HF_DIR = SHARED / "ofa-bpe" / "hf"
+CAT = SHARED / "images" / "cat-dog.png"
+DOG = SHARED / "images" / "dog.jpg"
+FAST = {"max_new_tokens": 5, "num_beams": 2}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return OFATokenizer.from_pretrained(HF_DIR)
+
+
+def pipeline(fixture_model, tokenizer, task, **opts):
+    """A pipeline on the already-loaded fixture model (no reload per test)."""
+    from ofa_vl.api import OFAPipeline
+    from ofa_vl.tasks import get_task
+
+    return OFAPipeline(fixture_model, tokenizer, get_task(task, image_size=64, **opts))
+
+
+def manual_generate(model, tok, task, image, **fields):
+    """The same computation spelled out step by step, to check the pipeline's plumbing."""
+    img, info = preprocess(image, task.image_size, task.interpolation)
+    ids = torch.tensor([tok.encode(task.prompt(fields))])
+    seqs = model.generate(ids, img[None], **{**task.generation, **FAST})
+    return seqs[0].tolist(), info
+
+
+def test_caption_end_to_end(fixture_model, tokenizer):
+    pipe = pipeline(fixture_model, tokenizer, "caption")
+    out = inference_model(pipe, str(CAT), **FAST)
+    tokens, _ = manual_generate(fixture_model, tokenizer, pipe.task, CAT)
+    want = tokenizer.decode(tokens)
+    assert set(out) == {"pred_caption"}
+    assert out["pred_caption"] == " ".join("".join(c for c in want if c.isalnum() or c.isspace()).split())
+
+
+def test_grounding_end_to_end(fixture_model, tokenizer):
+    pipe = pipeline(fixture_model, tokenizer, "refcoco")
+    out = inference_model(pipe, [CAT, DOG], text="the cat", constraint_range=(58457, 59457), **FAST)
+    assert len(out) == 2
+    tokens, info = manual_generate(fixture_model, tokenizer, pipe.task, CAT, text="the cat")
+    # constrained to bins, so the 4 tokens after <s> are bins; box in original pixels
+    seqs = fixture_model.generate(
+        torch.tensor([tokenizer.encode(pipe.task.prompt({"text": "the cat"}))]),
+        preprocess(CAT, 64)[0][None],
+        constraint_range=(58457, 59457),
+        **{**pipe.task.generation, **FAST},
+    )[0].tolist()
+    bins = [t - 58457 for t in seqs[1:5]]
+    w, h = info.scale_factor
+    want = [bins[0] / 999 * 512 / w, bins[1] / 999 * 512 / h, bins[2] / 999 * 512 / w, bins[3] / 999 * 512 / h]
+    assert out[0]["pred_bboxes"] == [pytest.approx(want, rel=1e-5)]
+
+
+def test_vqa_end_to_end_with_answer_list_and_objects(fixture_model, tokenizer):
+    answers = ["yes", "no", "two dogs"]
+    pipe = pipeline(fixture_model, tokenizer, "vqa", answers=answers)
+    questions = ["is it a cat?", "what is it?"]
+    out = inference_model(pipe, [CAT, DOG], question=questions, objects=["cat", "dog"], num_beams=2, max_new_tokens=16)
+    assert [o["question"] for o in out] == ["is it a cat?", "what is it?"]
+    assert all(o["pred_answer"] in answers for o in out)
+
+
+def test_batch_size_does_not_change_results(fixture_model, tokenizer):
+    pipe = pipeline(fixture_model, tokenizer, "caption")
+    images = [CAT, DOG, CAT]
+    assert pipe(images, batch_size=1, **FAST) == pipe(images, batch_size=3, **FAST)
+
+
+def test_missing_question_is_a_clear_error(fixture_model, tokenizer):
+    pipe = pipeline(fixture_model, tokenizer, "vqa")
+    with pytest.raises(ValueError, match="needs a non-empty 'question'"):
+        pipe(CAT, question="  ")
+    with pytest.raises(ValueError, match="2 images but 1 values of 'question'"):
+        pipe([CAT, DOG], question=["a?"])
+
+
+def test_get_model_from_path_with_tokenizer_dir():
+    pipe = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption")
+    assert pipe.task.name == "caption" and pipe.model.cfg.embed_dim == 64
+
+
+def test_tokenizer_vocab_mismatch_is_refused(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    tok = Tokenizer(WordLevel({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}, unk_token="<unk>"))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ValueError, match="tokenizer has 9196 tokens but the model's vocabulary has 59457"):
+        get_model(MMP_CKPT, tokenizer=str(tmp_path))
+
+
+def test_list_models():
+    names = list_models()
+    for seed_name in (
+        "ofa-base_3rdparty-finetuned_caption",
+        "ofa-base_3rdparty-finetuned_refcoco",
+        "ofa-base_3rdparty-finetuned_vqa",
+        "ofa-base_3rdparty-zeroshot_vqa",
+        "ofa-large_3rdparty-zeroshot_vqa",
+    ):
+        assert seed_name in names
+    assert list_models("*refcoco*", task="refcoco")[0].endswith("refcoco")
+    assert all(zoo.MODELS[n].task == "vqa" for n in list_models(task="vqa"))
+    card = zoo.MODELS["ofa-base_3rdparty-finetuned_refcoco"]
+    assert zoo._hash_prefix(card.weights.split("/")[-1]) == "2797d3ab"
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model 'ofa-bsae'"):
+        get_model("ofa-bsae")
+
+
+# --------------------------------------------------------------------------- downloads
+class _Server:
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests = files, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.requests.append(self.path)
+                body = outer.files.get(self.path.lstrip("/"))
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    data = MMP_CKPT.read_bytes()
+    name = f"ofa-test_20230418-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    srv = _Server({name: data, "ofa-test_20230418-deadbeef.pth": data})
+    srv.name = name
+    yield srv
+    srv.close()
+
+
+def test_download_is_verified_cached_and_atomic(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OFA_VL_HOME", str(tmp_path))
+    path = zoo.download(server.url + server.name, progress=False)
+    assert path == tmp_path / "checkpoints" / server.name and path.read_bytes() == MMP_CKPT.read_bytes()
+    zoo.download(server.url + server.name, progress=False)
+    assert len(server.requests) == 1  # never twice
+    with pytest.raises(zoo.DownloadError, match="does not match the deadbeef"):
+        zoo.download(server.url + "ofa-test_20230418-deadbeef.pth", progress=False)
+    assert sorted(p.name for p in path.parent.iterdir()) == [server.name]  # no partial file left
+
+
+def test_download_unreachable_names_url_and_destination(tmp_path, monkeypatch):
+    monkeypatch.setenv("OFA_VL_HOME", str(tmp_path))
+    srv = _Server({})
+    url = srv.url + "missing-12345678.pth"
+    srv.close()
+    with pytest.raises(zoo.DownloadError) as err:
+        zoo.download(url, progress=False)
+    msg = str(err.value)
+    assert url in msg and str(tmp_path / "checkpoints" / "missing-12345678.pth") in msg and "\n" not in msg
+
+
+def test_zoo_name_downloads_and_loads(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OFA_VL_HOME", str(tmp_path))
+    card = zoo.ModelCard("ofa-test_local", "caption", server.url + server.name, tokenizer=str(HF_DIR))
+    monkeypatch.setitem(zoo.MODELS, card.name, card)
+    pipe = get_model("ofa-test_local")
+    assert pipe.model.cfg.embed_dim == 64 and (tmp_path / "checkpoints" / server.name).is_file()
+    assert isinstance(pipe(CAT, **FAST)["pred_caption"], str)
+
+
+def test_pipeline_json_sets_preprocessing(tmp_path):
+    import json
+    import shutil
+
+    shutil.copy(MMP_CKPT, tmp_path / "model.pth")
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(HF_DIR / f, tmp_path / f)
+    (tmp_path / "pipeline.json").write_text(json.dumps({"image_size": 96, "interpolation": "bicubic"}))
+    pipe = get_model(tmp_path, task="refcoco")
+    assert (pipe.task.image_size, pipe.task.interpolation) == (96, "bicubic")
+    assert len(pipe.tokenizer) == 59457
+
+
+def test_hub_id_offline_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(RuntimeError, match="OFA-Sys/OFA-nothere") as err:
+        get_model("OFA-Sys/OFA-nothere")
+    assert "\n" not in str(err.value)
+

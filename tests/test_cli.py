@@ -1,0 +1,94 @@
+"""The ``ofa`` command through a subprocess, including its errors (one line, no traceback)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import MMP_CKPT, SHARED
+
+HF_DIR = str(SHARED / "ofa-bpe" / "hf")
+FIXTURE = ["--model", str(MMP_CKPT), "--tokenizer", HF_DIR, "--max-new-tokens", "4", "--beams", "2"]
+
+
+def ofa(*args, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "ofa_vl", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    for i, color in enumerate(("red", "blue")):
+        Image.new("RGB", (80, 60), color).save(d / f"im{i}.png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_caption_directory_json(image_dir):
+    r = ofa("caption", str(image_dir), *FIXTURE, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [os.path.basename(x["image"]) for x in rows] == ["im0.png", "im1.png"]
+    assert all(isinstance(x["pred_caption"], str) for x in rows)
+
+
+def test_ground_glob_and_save(image_dir, tmp_path):
+    out = tmp_path / "boxed.png"
+    r = ofa("ground", str(image_dir / "im0.*"), "--text", "the red thing", "--save", str(out), *FIXTURE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(str(image_dir / "im0.png") + ": ")
+    assert Image.open(out).size == (80, 60)
+
+
+def test_vqa_text_output(image_dir):
+    r = ofa("vqa", str(image_dir / "im1.png"), "--question", "what color is it?", *FIXTURE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(str(image_dir / "im1.png") + ":")
+
+
+def test_models_listing():
+    r = ofa("models", "ofa-base_3rdparty*")
+    assert r.returncode == 0
+    names = [line.split()[0] for line in r.stdout.splitlines()]
+    assert names == [
+        "ofa-base_3rdparty-finetuned_caption",
+        "ofa-base_3rdparty-finetuned_refcoco",
+        "ofa-base_3rdparty-finetuned_vqa",
+        "ofa-base_3rdparty-zeroshot_vqa",
+    ]
+    assert ofa("models", "no-such-model*").returncode == 1
+
+
+def test_convert(tmp_path):
+    r = ofa("convert", str(MMP_CKPT), str(tmp_path / "m.safetensors"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m.safetensors").stat().st_size > 1_000_000
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["caption", "/no/such/image.png", *FIXTURE], "/no/such/image.png: no such image"),
+        (["caption", str(MMP_CKPT), *FIXTURE], "not a readable image"),
+        (["caption", str(SHARED / "images" / "dog.jpg"), "--model", "ofa-bsae"], "unknown model 'ofa-bsae'"),
+        (["vqa", str(SHARED / "images" / "dog.jpg"), "--question", " ", *FIXTURE], "needs a non-empty 'question'"),
+        (["convert", str(SHARED / "images" / "dog.jpg"), "x.safetensors"], "not a readable checkpoint"),
+    ],
+)
+def test_errors_are_one_line(args, needle, tmp_path):
+    r = ofa(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ofa: error:") and needle in lines[0], r.stderr
+
+
+def test_debug_shows_traceback():
+    r = ofa("--debug", "caption", "/no/such/image.png", *FIXTURE)
+    assert r.returncode != 0 and "Traceback" in r.stderr
