@@ -1,9 +1,11 @@
 """ofa-vl: a fast, faithful implementation of OFA (Wang et al., arXiv 2202.03052)."""
 
+from .api import OFAPipeline, get_model, inference_model, list_models
 from .checkpoints import CheckpointError, convert, save_pretrained
 from .config import OFAConfig
 from .generation import GenerateOutput, Trie, generate
 from .model import OFA, EncoderOutput, OFAOutput
+from .tokenizer import OFATokenizer
 
 __version__ = "0.1.0"
 
@@ -14,8 +16,13 @@ __all__ = [
     "GenerateOutput",
     "OFAConfig",
     "OFAOutput",
+    "OFAPipeline",
+    "OFATokenizer",
     "Trie",
     "convert",
     "generate",
+    "get_model",
+    "inference_model",
+    "list_models",
     "save_pretrained",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .checkpoints import load_model
-from .images import ImageInfo, ImageSource, preprocess_batch
+from .images import OFA_MEAN, OFA_STD, ImageInfo, ImageSource, preprocess_batch
 from .model import OFA
 from .tasks import Query, Task, get_task
 from .tokenizer import OFATokenizer
@@ -47,18 +47,30 @@ class OFAPipeline:
         return self.model.device
 
     def predict_batch(
-        self, images: torch.Tensor, infos: Sequence[ImageInfo], fields: Sequence[dict[str, Any]], **overrides: Any
+        self,
+        images: torch.Tensor,
+        infos: Sequence[ImageInfo],
+        fields: Sequence[dict[str, Any]],
+        **overrides: Any,
     ) -> list[dict[str, Any]]:
         """Preprocessed images (B, 3, S, S) + their infos and text fields -> one result dict each."""
         for f in fields:
             self.task.check(f)
         kwargs = {**self.task.generation, **self.generation, **overrides}
-        return self.task.predict(self.model, self.tokenizer, images.to(self.device), list(infos), list(fields), kwargs)
+        return self.task.predict(
+            self.model, self.tokenizer, images.to(self.device), list(infos), list(fields), kwargs
+        )
 
     def _batch(self, queries: Sequence[Query], overrides: dict[str, Any]) -> list[dict[str, Any]]:
         for q in queries:
             self.task.check(q.fields)
-        images, infos = preprocess_batch([q.image for q in queries], self.task.image_size, self.task.interpolation)  # type: ignore[arg-type]
+        images, infos = preprocess_batch(
+            [q.image for q in queries],  # type: ignore[misc]
+            self.task.image_size,
+            self.task.interpolation,  # type: ignore[arg-type]
+            mean=getattr(self.task, "mean", OFA_MEAN),  # ImageNet-normalised tasks override it
+            std=getattr(self.task, "std", OFA_STD),
+        )
         return self.predict_batch(images, infos, [q.fields for q in queries], **overrides)
 
     def __call__(
@@ -69,7 +81,7 @@ class OFAPipeline:
     ) -> dict[str, Any] | list[dict[str, Any]]:
         """Run the task. Text fields (``question=``, ``text=``, ``objects=``) may be lists."""
         single = not isinstance(images, (list, tuple))
-        image_list = [images] if single else list(images)  # type: ignore[list-item]
+        image_list: list[Any] = [images] if single else list(images)  # type: ignore[arg-type]
         fields, overrides = _split_fields(fields_and_overrides)
         queries = list(_queries(image_list, fields))
         out: list[dict[str, Any]] = []
@@ -78,7 +90,17 @@ class OFAPipeline:
         return out[0] if single else out
 
 
-_FIELDS = ("question", "text", "objects")
+_FIELDS = (
+    "question",
+    "text",
+    "objects",
+    "region",
+    "premise",
+    "hypothesis",
+    "text2",
+    "prompt",
+    "boxes",
+)
 
 
 def _split_fields(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -86,17 +108,22 @@ def _split_fields(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return fields, {k: v for k, v in kwargs.items() if k not in _FIELDS}
 
 
+_LIST_FIELDS = ("objects", "region")  # fields whose single value is itself a list
+
+
+def _per_image(key: str, value: Any) -> bool:
+    """Whether ``value`` gives one value per image (a list) or one value for all of them."""
+    if not isinstance(value, (list, tuple)):
+        return False
+    return key not in _LIST_FIELDS or (bool(value) and isinstance(value[0], (list, tuple)))
+
+
 def _queries(images: list[Any], fields: dict[str, Any]) -> Iterator[Query]:
     for key, value in fields.items():
-        many = isinstance(value, (list, tuple)) and not (key == "objects" and value and isinstance(value[0], str))
-        if many and len(value) != len(images):
+        if _per_image(key, value) and len(value) != len(images):
             raise ValueError(f"{len(images)} images but {len(value)} values of {key!r}")
     for i, img in enumerate(images):
-        row = {}
-        for key, value in fields.items():
-            many = isinstance(value, (list, tuple)) and not (key == "objects" and value and isinstance(value[0], str))
-            row[key] = value[i] if many else value
-        yield Query(img, row)
+        yield Query(img, {k: v[i] if _per_image(k, v) else v for k, v in fields.items()})
 
 
 def _task_for(
@@ -129,8 +156,10 @@ def get_model(
     card = MODELS.get(str(name_or_path))
     weights = pretrained or (name_or_path if card is None else card.name)
     model = load_model(weights, device=device)
-    tok = tokenizer if isinstance(tokenizer, OFATokenizer) else OFATokenizer.from_pretrained(
-        tokenizer or _tokenizer_source(card, weights)
+    tok = (
+        tokenizer
+        if isinstance(tokenizer, OFATokenizer)
+        else OFATokenizer.from_pretrained(tokenizer or _tokenizer_source(card, weights))
     )
     if len(tok) != model.cfg.vocab_size:
         raise ValueError(
@@ -142,7 +171,8 @@ def get_model(
         tokenizer=tok,
         task=_task_for(card, task, task_options, _preprocessing(card, weights)),
         name=str(name_or_path),
-        generation=dict(card.generation) if card else {},
+        # a card's decoding defaults belong to its own task, not to others run on its weights
+        generation=dict(card.generation) if card and (task is None or task == card.task) else {},
     )
 
 
@@ -186,6 +216,5 @@ def inference_model(
     ``model`` is a pipeline or a name for :func:`get_model`; a list of images gives a list.
     """
     if not isinstance(model, OFAPipeline):
-        model = get_model(model)
+        model = get_model(model, task=kwargs.pop("task", None))
     return model(images, batch_size=batch_size, **kwargs)
-

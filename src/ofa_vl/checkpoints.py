@@ -98,6 +98,7 @@ _TENSOR_GLOBALS = {
 _INERT_PACKAGES = {
     "omegaconf", "argparse", "fairseq", "numpy", "collections", "typing", "enum",
     "pathlib", "dataclasses", "datetime", "copyreg", "functools", "torch", "builtins",
+    "pytorch_lightning", "lightning", "taming",
 }  # fmt: skip
 _CODE_NAMES = {"eval", "exec", "compile", "open", "getattr", "setattr", "__import__", "apply",
                "globals", "vars", "input", "breakpoint", "delattr", "print"}  # fmt: skip

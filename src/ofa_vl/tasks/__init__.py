@@ -1,6 +1,19 @@
 """OFA's tasks, one small module each, registered by name."""
 
-from . import caption, grounding, vqa  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    caption,
+    classify,
+    detection,
+    entailment,
+    grounding,
+    image_gen,
+    instruction,
+    matching,
+    region_caption,
+    text_tasks,
+    vqa,
+    vqa_scoring,
+)
 from .base import TASKS, Query, Task, get_task, register_task
 
 __all__ = ["TASKS", "Query", "Task", "get_task", "register_task"]

@@ -59,7 +59,9 @@ class VQA(Task):
         if self.answers is None:
             return None
         if self._trie is None:  # answers as mmpretrain inserts them: [<s>] + " answer" + [</s>]
-            self._trie = Trie([tokenizer.encode(" " + a) for a in self.answers], tokenizer.eos_token_id)
+            self._trie = Trie(
+                [tokenizer.encode(" " + a) for a in self.answers], tokenizer.eos_token_id
+            )
         return self._trie
 
     def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]

@@ -1,0 +1,57 @@
+"""Visual entailment, SNLI-VE (OFA:data/mm_data/snli_ve_dataset.py, ``eval_snli_ve``): does the
+image (and an optional premise text) imply the hypothesis? yes / no / maybe by all-candidate scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .base import register_task
+from .matching import pre_caption
+from .scored import PromptType, ScoringTask
+
+# OFA:data/mm_data/snli_ve_dataset.py: the answer words of the three SNLI labels
+LABELS = {"yes": "entailment", "no": "contradiction", "maybe": "neutral"}
+
+
+@register_task
+@dataclass
+class Entailment(ScoringTask):
+    name = "snli_ve"
+    aliases = ("entailment", "visual_entailment")
+    required = ("hypothesis",)
+    image_size: int = 480
+    interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
+    prompt_type: PromptType = (
+        "prev_output"  # OFA:run_scripts/snli_ve/*.sh --prompt-type=prev_output
+    )
+
+    def check(self, fields: dict[str, Any]) -> None:
+        super().check(fields)
+        if not isinstance(fields.get("premise") or "", str):
+            raise ValueError(f"task {self.name!r}: the premise must be a text")
+
+    def prompt(self, fields: dict[str, Any]) -> str:
+        hypothesis = pre_caption(fields["hypothesis"])
+        if fields.get("premise"):  # --add-caption, as the official scripts run it
+            premise = pre_caption(fields["premise"])
+            return f' can image and text1 " {premise} " imply text2 " {hypothesis} "?'
+        return f' does the image describe " {hypothesis} "?'
+
+    def candidates(self) -> Sequence[str]:
+        return ("no", "yes", "maybe")  # OFA:tasks/mm_tasks/snli_ve.py ans2label_dict order
+
+    def report(
+        self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        answer = names[int(scores.argmax())]
+        return {
+            "hypothesis": fields["hypothesis"],
+            "pred_answer": answer,
+            "pred_label": LABELS[answer],
+            "scores": {LABELS[n]: float(s) for n, s in zip(names, scores)},
+        }

@@ -1,0 +1,43 @@
+"""Image-text matching (OFA pretraining ITM, OFA:data/pretrain_data/unify_dataset.py): does the
+image match the text? `` yes`` and `` no`` are scored by teacher forcing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .base import register_task
+from .scored import ScoringTask
+
+
+def pre_caption(caption: str, max_words: int = 80) -> str:
+    """The official caption normalisation (OFA:data/ofa_dataset.py ``pre_caption``)."""
+    text = caption.lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ")
+    text = re.sub(r"\s{2,}", " ", text.replace("<person>", "person")).rstrip("\n").strip(" ")
+    return " ".join(text.split(" ")[:max_words])
+
+
+@register_task
+@dataclass
+class Matching(ScoringTask):
+    name = "itm"
+    aliases = ("matching", "image_text_matching")
+    required = ("text",)
+    image_size: int = 480
+    interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
+
+    def prompt(self, fields: dict[str, Any]) -> str:
+        return f' does the image describe " {pre_caption(fields["text"])} "?'
+
+    def candidates(self) -> Sequence[str]:
+        return ("yes", "no")  # OFA unify_dataset pos_tgt_item / neg_tgt_item
+
+    def report(
+        self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        p_yes = float(scores.softmax(0)[0])  # p(yes) / (p(yes) + p(no))
+        return {"text": fields["text"], "match": p_yes > 0.5, "probability": p_yes}

@@ -1,0 +1,70 @@
+"""Grounded captioning (OFA pretraining, OFA:data/pretrain_data/unify_dataset.py): describe the
+region given as 4 bin tokens after ``'  what does the region describe? region:'``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .base import Task, register_task
+from .caption import clean_caption
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..images import ImageInfo
+    from ..model import OFA
+    from ..tokenizer import OFATokenizer
+
+# two leading spaces: the pretraining data has them (an extra lone "Ġ" token, id 1437)
+REGION_PROMPT = "  what does the region describe? region:"
+_BINS = "region_bins"  # the field predict adds: the region as bin tokens of this image's resize
+
+
+def check_box(box: Any, name: str = "region") -> list[float]:
+    """``[x0, y0, x1, y1]`` pixels with x0 < x1 and y0 < y1, or ``ValueError``."""
+    try:
+        x0, y0, x1, y1 = (float(c) for c in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a box [x0, y0, x1, y1] in pixels, got {box!r}") from None
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError(f"{name} [x0, y0, x1, y1] needs x0 < x1 and y0 < y1, got {box!r}")
+    return [x0, y0, x1, y1]
+
+
+@register_task
+@dataclass
+class RegionCaption(Task):
+    name = "region_caption"
+    aliases = ("grounded_caption", "grounded_captioning")
+    image_size: int = 480
+    interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
+    generation: dict[str, Any] = field(  # as caption (mmpretrain OFA defaults)
+        default_factory=lambda: {"num_beams": 5, "max_new_tokens": 20, "no_repeat_ngram_size": 3}
+    )
+
+    def check(self, fields: dict[str, Any]) -> None:
+        check_box(fields.get("region"))
+
+    def prompt(self, fields: dict[str, Any]) -> str:
+        return f"{REGION_PROMPT} {fields[_BINS]}"
+
+    def predict(
+        self,
+        model: OFA,
+        tokenizer: OFATokenizer,
+        images: torch.Tensor,
+        infos: list[ImageInfo],
+        fields: list[dict[str, Any]],
+        generation: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Quantise each region with its image's resize ratios, then caption as usual."""
+        with_bins = [
+            {**f, _BINS: tokenizer.box_to_tokens(check_box(f["region"]), *info.scale_factor)}
+            for f, info in zip(fields, infos)
+        ]
+        return super().predict(model, tokenizer, images, infos, with_bins, generation)
+
+    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+        caption = clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))
+        return {"region": check_box(fields["region"]), "pred_caption": caption}

@@ -1,0 +1,152 @@
+"""Text-only tasks: summarization (Gigaword), text infilling and the GLUE prompts.
+
+The encoder reads the instruction alone: image rows are masked out (``images_mask=False``, as OFA's
+pure-text samples set ``patch_mask``), so any placeholder image given to the pipeline is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from .base import Task, register_task
+from .matching import pre_caption
+from .scored import PromptType, ScoringTask
+
+if TYPE_CHECKING:
+    from ..images import ImageInfo
+    from ..model import OFA
+    from ..tokenizer import OFATokenizer
+
+
+class TextOnly(Task):
+    """Mixin: run the task with every image masked out."""
+
+    def predict(
+        self,
+        model: OFA,
+        tokenizer: OFATokenizer,
+        images: torch.Tensor,
+        infos: list[ImageInfo],
+        fields: list[dict[str, Any]],
+        generation: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The parent's predict with ``images_mask`` all False (no image)."""
+        no_image = torch.zeros(len(fields), dtype=torch.bool, device=images.device)
+        return super().predict(
+            model, tokenizer, images, infos, fields, {**generation, "images_mask": no_image}
+        )
+
+
+@register_task
+@dataclass
+class Summarize(TextOnly):
+    name = "gigaword"
+    aliases = ("summarize", "summarization")
+    required = ("text",)
+    image_size: int = 64  # the placeholder image is masked out; keep its ResNet pass cheap
+    # OFA:run_scripts/gigaword/evaluate_gigaword.sh: beam 6, lenpen 0.7, max_len_b 32, no-repeat 3
+    generation: dict[str, Any] = field(
+        default_factory=lambda: {
+            "num_beams": 6,
+            "length_penalty": 0.7,
+            "max_new_tokens": 32,
+            "no_repeat_ngram_size": 3,
+            "fairseq": True,
+        }
+    )
+
+    def prompt(self, fields: dict[str, Any]) -> str:
+        # OFA:data/nlg_data/summary_dataset.py: pre_caption(source, 512), <unk> -> unk
+        source = pre_caption(fields["text"], 512).replace("<unk>", "unk")
+        return f' what is the summary of article " {source} "?'
+
+    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+        return {"pred_text": tokenizer.decode(tokens, skip_special_tokens=True).strip()}
+
+
+@register_task
+@dataclass
+class TextInfill(TextOnly):
+    name = "text_infill"
+    aliases = ("infill_text",)
+    required = ("text",)  # with <mask> where text is missing
+    image_size: int = 64
+    generation: dict[str, Any] = field(
+        default_factory=lambda: {"num_beams": 5, "max_new_tokens": 128, "no_repeat_ngram_size": 0}
+    )
+
+    def prompt(self, fields: dict[str, Any]) -> str:
+        # OFA:data/pretrain_data/unify_dataset.py process_pure_text: lower-cased text between the quotes
+        return f' what is the complete text of " {fields["text"].strip().lower()} "?'
+
+    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+        return {"pred_text": tokenizer.decode(tokens, skip_special_tokens=True).strip()}
+
+
+@dataclass
+class Glue(TextOnly, ScoringTask):
+    """A GLUE task: its prompt, scored over its answer words (``OFA:data/nlu_data/*``)."""
+
+    template: ClassVar[str] = ""
+    answers: ClassVar[tuple[str, ...]] = ("yes", "no")
+    image_size: int = 64
+    # OFA-NOTES 2.3: prompt_type=src; the prediction is the trie-masked argmax after </s>, which
+    # equals the best candidate score (a single-token answer, then </s> is the only trie child)
+    prompt_type: PromptType = "src"
+
+    def prompt(self, fields: dict[str, Any]) -> str:
+        # OFA:data/nlu_data/*_dataset.py: ' '.join(text.lower().strip().split()[:max_src_length])
+        texts = [" ".join(fields[k].lower().split()[:512]) for k in self.required]
+        return self.template.format(*texts)
+
+    def candidates(self) -> Sequence[str]:
+        return self.answers
+
+    def report(
+        self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "pred_answer": names[int(scores.argmax())],
+            "scores": {n: float(s) for n, s in zip(names, scores)},
+        }
+
+
+# name -> (template, query fields in template order, answer words); OFA-NOTES 2.3 GLUE row
+GLUE_TASKS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "cola": (' is the text " {} " grammatically correct?', ("text",), ("yes", "no")),
+    "mnli": (' can text1 " {} " imply text2 " {} "?', ("text", "text2"), ("maybe", "yes", "no")),
+    "rte": (' can text1 " {} " imply text2 " {} "?', ("text", "text2"), ("yes", "no")),
+    "mrpc": (
+        ' does text1 " {} " and text2 " {} " have the same semantics?',
+        ("text", "text2"),
+        ("yes", "no"),
+    ),
+    "qnli": (
+        ' does " {} " contain the answer to question " {} "?',
+        ("text", "question"),
+        ("yes", "no"),
+    ),
+    "qqp": (
+        ' is question " {} " and question " {} " equivalent?',
+        ("text", "text2"),
+        ("yes", "no"),
+    ),
+    "sst2": (
+        ' is the sentiment of text " {} " positive or negative?',
+        ("text",),
+        ("positive", "negative"),
+    ),
+}
+
+for _name, (_template, _fields, _answers) in GLUE_TASKS.items():
+    register_task(
+        type(
+            f"Glue_{_name}",
+            (Glue,),
+            {"name": _name, "required": _fields, "template": _template, "answers": _answers},
+        )
+    )
