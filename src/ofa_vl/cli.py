@@ -16,7 +16,9 @@ Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
 
 
-def command(name: str, configure: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
+def command(
+    name: str, configure: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Handler], Handler]:
     """Register a sub-command: ``configure`` adds its arguments, the function runs it."""
 
     def wrap(fn: Handler) -> Handler:
@@ -36,7 +38,9 @@ def expand_images(args: Sequence[str]) -> list[str]:
         elif p.is_dir():
             found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise ValueError(f"{arg}: directory holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise ValueError(
+                    f"{arg}: directory holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
             out.extend(found)
         elif matches := sorted(glob.glob(arg)):
             out.extend(matches)
@@ -49,7 +53,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     from .zoo import DEFAULT_MODEL
 
     p.add_argument("images", nargs="+", help="image files, directories, globs or URLs")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name or checkpoint path (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"zoo name or checkpoint path (default {DEFAULT_MODEL})",
+    )
     p.add_argument("--pretrained", help="weights overriding the named model's")
     p.add_argument("--tokenizer", help="tokenizer directory or hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
@@ -60,7 +68,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
-def _run_task(args: argparse.Namespace, task: str, fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _run_task(
+    args: argparse.Namespace, task: str, fields: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
     from .api import get_model
 
     images = expand_images(args.images)
@@ -68,8 +78,16 @@ def _run_task(args: argparse.Namespace, task: str, fields: dict[str, Any]) -> li
         import torch
 
         torch.set_num_threads(args.threads)
-    pipe = get_model(args.model, pretrained=args.pretrained, device=args.device, tokenizer=args.tokenizer, task=task)
-    overrides = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    pipe = get_model(
+        args.model,
+        pretrained=args.pretrained,
+        device=args.device,
+        tokenizer=args.tokenizer,
+        task=task,
+    )
+    overrides = {
+        k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v
+    }
     results = pipe(images, batch_size=args.batch_size, **fields, **overrides)
     assert isinstance(results, list)
     return list(zip(images, results))
@@ -82,7 +100,9 @@ def _print(args: argparse.Namespace, rows: list[tuple[str, dict[str, Any]]], key
     for img, res in rows:
         value = res[key]
         if key == "pred_bboxes":
-            value = " ".join(f"[{', '.join(f'{c:.1f}' for c in box)}]" for box in value) or "(no box)"
+            value = (
+                " ".join(f"[{', '.join(f'{c:.1f}' for c in box)}]" for box in value) or "(no box)"
+            )
         print(f"{img}: {value}")
 
 
@@ -96,7 +116,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
 def _ground_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     p.add_argument("--text", required=True, help="the referring expression")
-    p.add_argument("--save", help="write the image with the box drawn (one image only, or a folder)")
+    p.add_argument(
+        "--save", help="write the image with the box drawn (one image only, or a folder)"
+    )
 
 
 @command("ground", _ground_args)
@@ -130,11 +152,34 @@ def cmd_vqa(args: argparse.Namespace) -> int:
 
     images = expand_images(args.images)
     opts = {"answers": args.answers} if args.answers else {}
-    pipe = get_model(args.model, pretrained=args.pretrained, device=args.device, tokenizer=args.tokenizer, task="vqa", **opts)
-    overrides = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    pipe = get_model(
+        args.model,
+        pretrained=args.pretrained,
+        device=args.device,
+        tokenizer=args.tokenizer,
+        task="vqa",
+        **opts,
+    )
+    overrides = {
+        k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v
+    }
     results = pipe(images, batch_size=args.batch_size, question=args.question, **overrides)
     assert isinstance(results, list)
     _print(args, list(zip(images, results)), "pred_answer")
+    return 0
+
+
+def _ask_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("instruction", help='any instruction, e.g. "what color is the car?"')
+    p.add_argument("--boxes", action="store_true", help="read the answer's <bin> tokens as boxes")
+
+
+@command("ask", _ask_args)
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Run a free instruction on images."""
+    rows = _run_task(args, "ask", {"prompt": args.instruction, "boxes": args.boxes})
+    _print(args, rows, "pred_bboxes" if args.boxes else "text")
     return 0
 
 
@@ -151,7 +196,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern, args.task)
     if args.json:
-        print(json.dumps([{"name": n, "task": MODELS[n].task, "weights": MODELS[n].weights} for n in names], indent=2))
+        print(
+            json.dumps(
+                [{"name": n, "task": MODELS[n].task, "weights": MODELS[n].weights} for n in names],
+                indent=2,
+            )
+        )
     else:
         for n in names:
             print(f"{n:48s} {MODELS[n].task:10s} {MODELS[n].weights}")
@@ -161,7 +211,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="checkpoint: mmpretrain .pth, fairseq .pt, HF dir, zoo name")
     p.add_argument("dst", help="output .safetensors")
-    p.add_argument("--no-ema", action="store_true", help="fairseq: use the raw weights, not the EMA")
+    p.add_argument(
+        "--no-ema", action="store_true", help="fairseq: use the raw weights, not the EMA"
+    )
 
 
 @command("convert", _convert_args)
@@ -204,7 +256,9 @@ def _test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", required=True, help="test, val, testA, val2014, test-dev2015 ...")
     p.add_argument("--pretrained", help="weights overriding the named model's")
     p.add_argument("--tokenizer", help="tokenizer directory or hub id")
-    p.add_argument("--device", help="cpu, cuda (under torchrun: each worker's own GPU) ...")
+    p.add_argument(
+        "--device", help="cpu, cuda (default when present; under torchrun each worker's own GPU)"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
     p.add_argument("--out", help="run folder (default ofa-test/<model>_<dataset>_<split>)")
@@ -222,7 +276,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     """evaluate a model on a benchmark (resumable; torchrun for several processes)"""
     from .evaluate import evaluate_command
 
-    generation = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    generation = {
+        k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v
+    }
     options = {k: v for k, v in (("image_size", args.image_size), ("answers", args.answers)) if v}
     evaluate_command(
         args.model, dataset=args.dataset, data_root=args.data_root, split=args.split,
@@ -230,6 +286,45 @@ def cmd_test(args: argparse.Namespace) -> int:
         workers=args.workers, device=args.device, pretrained=args.pretrained,
         tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation, **options,
     )  # fmt: skip
+    return 0
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from .zoo import DEFAULT_MODEL
+
+    p.add_argument(
+        "--model",
+        action="append",
+        help=f"zoo name or checkpoint path, repeatable, the first is the default ({DEFAULT_MODEL})",
+    )
+    p.add_argument("--tokenizer", help="tokenizer directory or hub id (all models)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=8, help="most requests decoded together")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="wait for a batch to fill")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="answer 504 after this long")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body")
+
+
+@command("serve", _serve_args)
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the HTTP API and the web page (needs the serve extra)."""
+    from .serve import ServeConfig, serve
+    from .zoo import DEFAULT_MODEL
+
+    config = ServeConfig(
+        args.max_batch, args.batch_wait_ms, args.max_queue, args.timeout_s, args.max_upload_mb
+    )
+    serve(
+        args.model or [DEFAULT_MODEL],
+        tokenizer=args.tokenizer,
+        device=args.device,
+        host=args.host,
+        port=args.port,
+        config=config,
+    )
     return 0
 
 

@@ -1,0 +1,507 @@
+"""``ofa test``: batched, resumable, optionally distributed evaluation on the published benchmarks.
+
+After mmpretrain's ``tools/test.py`` (one command, dataset + metric from the model's task) and
+OFA's ``evaluate.py`` (torchrun shards, results gathered on rank 0), with one addition: every
+prediction reaches ``OUT/predictions.jsonl`` as soon as its batch is done, so a killed run goes on
+where it stopped.
+
+Design:
+  * The selected samples (file order, ``limit`` first ones) are cut into fixed batches of
+    ``batch_size``; samples already in ``predictions.jsonl`` are dropped from their batch. Batch
+    ``k`` goes to rank ``k % world_size``, so every batch holds the same samples whatever the
+    number of processes, and so does every prediction.
+  * Images are loaded and resized at the task's size in DataLoader workers; the pipeline's
+    :meth:`~ofa_vl.api.OFAPipeline.predict_batch` runs the model.
+  * Only rank 0 touches ``OUT``: after each round (one batch per rank) the ranks'
+    predictions are gathered on it and appended as one JSON line each, flushed and fsynced.
+  * Metrics are computed on rank 0 from ``predictions.jsonl`` in dataset order, so a resumed or
+    distributed run scores exactly as one uninterrupted process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .api import OFAPipeline, get_model
+from .data import (
+    CaptionSample,
+    COCOCaption,
+    DatasetError,
+    RefCOCO,
+    RefSample,
+    VQASample,
+    VQAv2,
+    write_vqa_submission,
+)
+from .images import ImageError, ImageInfo, preprocess
+from .metrics import as_percentages, caption_metrics, grounding_metrics, vqa_accuracy
+from .zoo import MODELS
+
+__all__ = [
+    "DATASETS",
+    "Benchmark",
+    "evaluate",
+    "evaluate_command",
+    "format_table",
+    "load_benchmark",
+    "read_predictions",
+    "sample_fields",
+    "sample_id",
+    "score",
+]
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+SUBMISSION = "vqa_submission.json"
+DATASETS: dict[str, str] = {  # benchmark -> the task that answers it
+    "coco-caption": "caption",
+    "refcoco": "refcoco",
+    "refcoco+": "refcoco",
+    "refcocog": "refcoco",
+    "vqav2": "vqa",
+}
+_CAPTION_NAMES = {  # pycocoevalcap key -> the published tables' name
+    "Bleu_1": "BLEU-1",
+    "Bleu_2": "BLEU-2",
+    "Bleu_3": "BLEU-3",
+    "Bleu_4": "BLEU-4",
+    "METEOR": "METEOR",
+    "ROUGE_L": "ROUGE-L",
+    "CIDEr": "CIDEr",
+}
+_NO_BOX = (0.0, 0.0, 0.0, 0.0)  # a grounding answer that is not a box: IoU 0, a miss
+
+Sample = CaptionSample | RefSample | VQASample
+T = TypeVar("T")
+
+
+def sample_id(sample: Sample) -> int:
+    """The stable key of a prediction: COCO image id, RefCOCO sent_id or VQA question_id."""
+    if isinstance(sample, CaptionSample):
+        return sample.image_id
+    if isinstance(sample, RefSample):
+        return sample.sample_id
+    return sample.question_id
+
+
+def sample_fields(sample: Sample) -> dict[str, Any]:
+    """The task's text fields for one sample."""
+    if isinstance(sample, RefSample):
+        return {"text": sample.text}
+    if isinstance(sample, VQASample):
+        return {"question": sample.question, "objects": sample.objects}
+    return {}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One split of a benchmark: the samples to predict and what scoring them needs."""
+
+    name: str
+    split: str
+    samples: list[Sample]  # unique ids, file order, at most ``limit``
+    known_ids: frozenset[int]  # every id of the split (to recognise a foreign predictions file)
+    references: dict[int, list[str]] | None = None  # caption ground truth (``_gt.json``)
+
+    @property
+    def task(self) -> str:
+        return DATASETS[self.name]
+
+    @property
+    def has_answers(self) -> bool:
+        """False for VQA test splits (no annotations): predictions are submitted, not scored."""
+        return not any(isinstance(s, VQASample) and s.answers is None for s in self.samples)
+
+
+def load_benchmark(
+    name: str,
+    data_root: str | Path,
+    split: str,
+    limit: int | None = None,
+    object_tags: str | Path | None = None,
+) -> Benchmark:
+    """Read a benchmark split laid out as mmpretrain's configs expect (see :mod:`ofa_vl.data`).
+
+    Samples with an id seen before are dropped (the Karpathy train file lists an image once per
+    caption); the images of the first ``limit`` samples must exist.
+    """
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data root not found (the folder mmpretrain calls data/coco)")
+    references = None
+    reader: COCOCaption | RefCOCO | VQAv2
+    if name == "coco-caption":
+        reader = COCOCaption(root, split, check_images="lazy")
+        references = reader.references()
+    elif name == "vqav2":
+        reader = VQAv2(root, split, object_tags=object_tags, check_images="lazy")
+    elif name in DATASETS:
+        reader = RefCOCO(root, name, split, check_images="lazy")
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    first: dict[int, int] = {}  # id -> index of its first sample
+    for i in range(len(reader)):
+        first.setdefault(sample_id(reader.samples[i]), i)
+    chosen = list(first.values())[:limit]
+    samples: list[Sample] = [reader[i] for i in chosen]  # lazy readers check the image here
+    return Benchmark(name, split, samples, frozenset(first), references)
+
+
+def score(bench: Benchmark, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Published metrics (percentages, 2 decimals) of ``records``, aligned with the samples."""
+    samples = bench.samples
+    if bench.task == "caption":
+        assert bench.references is not None
+        preds = {sample_id(s): str(r["pred_caption"]) for s, r in zip(samples, records)}
+        raw = as_percentages(caption_metrics(preds, bench.references), ndigits=2)
+        return {_CAPTION_NAMES.get(k, k): v for k, v in raw.items()}
+    if bench.task == "refcoco":
+        boxes = [r["pred_bboxes"][0] if r["pred_bboxes"] else _NO_BOX for r in records]
+        gt = [s.gt_box for s in samples if isinstance(s, RefSample)]
+        found = grounding_metrics(boxes, gt)
+        return {"Accuracy": round(100 * found["acc"], 2), "mIoU": round(100 * found["miou"], 2)}
+    vqa = [s for s in samples if isinstance(s, VQASample)]
+    answers = {s.question_id: s.answers or [] for s in vqa}
+    types = {s.question_id: s.answer_type or "" for s in vqa}
+    preds = {s.question_id: str(r["pred_answer"]) for s, r in zip(vqa, records)}
+    acc = vqa_accuracy(preds, answers, types)
+    return {"Accuracy" if k == "overall" else f"Accuracy ({k})": v for k, v in acc.items()}
+
+
+# --------------------------------------------------------------------------- predictions file
+def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a predictions file and the byte length of its complete lines."""
+    if not path.is_file():
+        return [], 0
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # a kill mid-write leaves a last line without its newline
+    records = []
+    for n, line in enumerate(data[:end].splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not (isinstance(record, dict) and isinstance(record.get("id"), int)):
+            raise ValueError(f"{path}: line {n} is not a prediction record ({line[:60]!r})")
+        records.append(record)
+    return records, end
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """The records of ``predictions.jsonl`` in file order, a torn last line left out."""
+    return _scan(Path(path))[0]
+
+
+def _prepare_output(out: Path, resume: bool, bench: Benchmark) -> set[int]:
+    """Check ``out`` for this run, cut a torn last line, and return the ids already predicted."""
+    path = out / PREDICTIONS
+    records, end = _scan(path)
+    if path.is_file() and path.stat().st_size and not resume:
+        raise ValueError(
+            f"{path} already holds predictions; pass --resume to continue that run or choose "
+            "another --out"
+        )
+    ids = [r["id"] for r in records]
+    foreign = set(ids) - bench.known_ids
+    if foreign:
+        raise ValueError(
+            f"{path} holds predictions for ids not in {bench.name} {bench.split} (e.g. "
+            f"{sorted(foreign)[:3]}); choose another --out"
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path} holds the same id twice; it was not written by `ofa test`")
+    out.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as f:  # creates it; drops a torn last line
+        f.truncate(end)
+    return set(ids)
+
+
+def _append(sink: IO[str], records: Sequence[Mapping[str, Any]]) -> None:
+    sink.write("".join(json.dumps(r) + "\n" for r in records))
+    sink.flush()
+    os.fsync(sink.fileno())
+
+
+# --------------------------------------------------------------------------- data loading
+_Item = tuple[int, torch.Tensor, ImageInfo]
+_Batch = tuple[list[int], torch.Tensor, list[ImageInfo]]
+
+
+class _Images(Dataset[_Item | ImageError]):
+    """Sample index -> its image preprocessed as the task wants (run in DataLoader workers)."""
+
+    def __init__(self, paths: Sequence[Path], size: int, interpolation: str) -> None:
+        self.paths, self.size, self.interpolation = paths, size, interpolation
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> _Item | ImageError:
+        try:
+            pixels, info = preprocess(self.paths[index], self.size, self.interpolation)  # type: ignore[arg-type]
+        except (ImageError, OSError) as e:  # returned, not raised: a worker would add its traceback
+            return ImageError(str(e))
+        return index, pixels, info
+
+
+def _collate(items: list[_Item | ImageError]) -> _Batch | ImageError:
+    errors = [it for it in items if isinstance(it, ImageError)]
+    if errors:
+        return errors[0]
+    good = [it for it in items if not isinstance(it, ImageError)]
+    return [i for i, _, _ in good], torch.stack([p for _, p, _ in good]), [f for _, _, f in good]
+
+
+def _batches(ids: Sequence[int], batch_size: int, done: set[int]) -> list[list[int]]:
+    """Fixed batches of sample indices, done samples left out, empty batches dropped."""
+    cut = (range(k, min(k + batch_size, len(ids))) for k in range(0, len(ids), batch_size))
+    return [b for b in ([i for i in r if ids[i] not in done] for r in cut) if b]
+
+
+# --------------------------------------------------------------------------- distribution
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: T) -> list[T]:
+        """Every rank's ``obj``, in rank order (all ranks get them; rank 0 uses them)."""
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device of this process: ``cuda`` means this torchrun worker's ``cuda:LOCAL_RANK``."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return dev
+
+
+def _init_distributed(device: torch.device) -> tuple[_Dist, bool]:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1; True if it was created here."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _Dist(), False
+    created = not dist.is_initialized()
+    if created:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size()), created
+
+
+# --------------------------------------------------------------------------- the runner
+def evaluate(
+    model: OFAPipeline | str | Path,
+    dataset: str,
+    data_root: str | Path,
+    split: str,
+    *,
+    out: str | Path | None = None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    resume: bool = False,
+    workers: int = 2,
+    device: str | torch.device | None = None,
+    pretrained: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    object_tags: str | Path | None = None,
+    generation: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    **task_options: Any,
+) -> dict[str, Any]:
+    """Predict every sample of a benchmark split and score the predictions.
+
+    Args:
+        model: a pipeline, or a zoo name / checkpoint for :func:`~ofa_vl.api.get_model` (with
+            ``pretrained``, ``tokenizer``, ``device`` and ``task_options`` such as
+            ``image_size`` or ``answers``).
+        dataset: one of :data:`DATASETS`; ``data_root`` holds it in mmpretrain's layout.
+        out: the run's folder (default ``ofa-test/<model>_<dataset>_<split>``).
+        limit: evaluate the first ``limit`` samples only.
+        resume: continue the run whose ``predictions.jsonl`` is in ``out``.
+        workers: DataLoader worker processes decoding images (0: in this process).
+        object_tags: VinVL object tags for VQA (:func:`~ofa_vl.data.load_object_tags`).
+        generation: decoding overrides (``num_beams``, ``max_new_tokens``, ...).
+
+    Returns:
+        What ``out/metrics.json`` holds: ``{"model", "dataset", "split", "samples",
+        "settings", "metrics", "reference", "predictions"[, "submission"]}``. Under torchrun,
+        every rank gets it.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    if batch_size < 1 or (limit is not None and limit < 1) or workers < 0:
+        raise ValueError("batch_size and limit must be at least 1, workers at least 0")
+    if isinstance(model, OFAPipeline) and (pretrained or tokenizer or device or task_options):
+        raise ValueError("pretrained, tokenizer, device and task options need a model name")
+    dev = model.device if isinstance(model, OFAPipeline) else _resolve_device(device)
+    ranks, created = _init_distributed(dev)
+    try:
+        bench = load_benchmark(dataset, data_root, split, limit, object_tags)
+        name = model.name if isinstance(model, OFAPipeline) else str(model)
+        out = Path(out or Path("ofa-test") / f"{Path(name).stem}_{dataset}_{split}")
+        done = _resume_point(out, resume, bench, ranks)
+        if isinstance(model, OFAPipeline):
+            pipe = model
+        else:
+            pipe = get_model(
+                model, pretrained, device=dev, tokenizer=tokenizer, task=bench.task, **task_options
+            )
+        if pipe.task.name != bench.task:
+            raise ValueError(
+                f"{dataset} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
+            )
+        overrides = dict(generation or {})
+        _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
+        result = ranks.broadcast(_finish(pipe, bench, out, overrides) if ranks.rank == 0 else None)
+        assert result is not None
+        return result
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _resume_point(out: Path, resume: bool, bench: Benchmark, ranks: _Dist) -> set[int]:
+    """The ids already predicted, read (and the file readied) by rank 0, known to every rank."""
+    done: set[int] = set()
+    failure: str | None = None
+    if ranks.rank == 0:
+        try:
+            done = _prepare_output(out, resume, bench)
+        except (ValueError, OSError) as e:
+            failure = str(e)
+    done, failure = ranks.broadcast((done, failure))
+    if failure is not None:
+        raise ValueError(failure)
+    return done
+
+
+def _predict(
+    pipe: OFAPipeline,
+    bench: Benchmark,
+    out: Path,
+    done: set[int],
+    ranks: _Dist,
+    batch_size: int,
+    workers: int,
+    overrides: Mapping[str, Any],
+    progress: bool,
+) -> None:
+    """Predict the samples not ``done``, this rank's batches; rank 0 appends every rank's."""
+    ids = [sample_id(s) for s in bench.samples]
+    batches = _batches(ids, batch_size, done)
+    mine = batches[ranks.rank :: ranks.world]
+    paths = [s.image_path for s in bench.samples]
+    images = _Images(paths, pipe.task.image_size, pipe.task.interpolation)
+    loader = iter(DataLoader(images, batch_sampler=mine, num_workers=workers, collate_fn=_collate))
+    main = ranks.rank == 0
+    bar = tqdm(total=len(ids), initial=len(ids) - sum(map(len, batches)), unit="img",
+               disable=not (main and progress), desc=f"{bench.name} {bench.split}")  # fmt: skip
+    sink = (out / PREDICTIONS).open("a", encoding="utf-8") if main else None
+    try:
+        for step in range(math.ceil(len(batches) / ranks.world)):
+            records: list[dict[str, Any]] = []
+            if step < len(mine):
+                batch = next(loader)
+                if isinstance(batch, ImageError):
+                    raise batch
+                index, pixels, infos = batch
+                fields = [sample_fields(bench.samples[i]) for i in index]
+                results = pipe.predict_batch(pixels, infos, fields, **overrides)
+                records = [{"id": ids[i], **r} for i, r in zip(index, results)]
+            gathered = [r for part in ranks.gather(records) for r in part]
+            if sink is not None:
+                _append(sink, gathered)
+                bar.update(len(gathered))
+    finally:
+        del loader  # its workers stop now, not when a raised error's frames are collected
+        bar.close()
+        if sink is not None:
+            sink.close()
+
+
+def _finish(
+    pipe: OFAPipeline, bench: Benchmark, out: Path, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Rank 0: score ``predictions.jsonl``, write ``metrics.json`` (and the VQA submission)."""
+    by_id = {r["id"]: r for r in read_predictions(out / PREDICTIONS)}
+    records = [by_id[sample_id(s)] for s in bench.samples]
+    card = MODELS.get(pipe.name)
+    task = pipe.task
+    result: dict[str, Any] = {
+        "model": pipe.name,
+        "dataset": bench.name,
+        "split": bench.split,
+        "samples": len(records),
+        "settings": {
+            "image_size": task.image_size,
+            "interpolation": task.interpolation,
+            **task.generation,
+            **pipe.generation,
+            **overrides,
+        },
+        "metrics": {},
+        "reference": {},
+        "predictions": str(out / PREDICTIONS),
+    }
+    if bench.has_answers:
+        result["metrics"] = score(bench, records)
+        published = card.metrics if card else {}  # "Accuracy (testA)" or "Accuracy", ...
+        found = {
+            k: published.get(f"{k} ({bench.split})", published.get(k)) for k in result["metrics"]
+        }
+        result["reference"] = {k: v for k, v in found.items() if v is not None}
+    else:
+        answers = {r["id"]: str(r["pred_answer"]) for r in records}
+        result["submission"] = str(write_vqa_submission(answers, out / SUBMISSION))
+    (out / METRICS).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """The metrics of :func:`evaluate` beside the model's published numbers, as text."""
+    head = (
+        f"{result['model']} on {result['dataset']} {result['split']} ({result['samples']} samples)"
+    )
+    lines = [head]
+    if result["metrics"]:
+        width = max(len(k) for k in result["metrics"]) + 2
+        lines.append(f"{'metric':<{width}}{'value':>8}{'reference':>11}")
+        for key, value in result["metrics"].items():
+            ref = result["reference"].get(key)
+            lines.append(f"{key:<{width}}{value:>8.2f}{'-' if ref is None else f'{ref:.2f}':>11}")
+    if "submission" in result:
+        lines.append(f"no annotations for this split; EvalAI submission: {result['submission']}")
+    lines.append(f"predictions: {result['predictions']}")
+    return "\n".join(lines)
+
+
+def evaluate_command(model: str, **kwargs: Any) -> dict[str, Any]:
+    """``ofa test MODEL --dataset ...``: :func:`evaluate`, then rank 0 prints the table."""
+    result = evaluate(model, **kwargs)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(format_table(result))
+    return result
