@@ -219,3 +219,24 @@ def test_hub_id_offline_is_one_clear_line(tmp_path, monkeypatch):
         get_model("OFA-Sys/OFA-nothere")
     assert "\n" not in str(err.value)
 
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_pipelines(precision):
+    fp32 = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption", image_size=64)
+    low = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption", image_size=64, precision=precision)
+    if precision == "int8":
+        assert type(low.model.decoder.layers[0].fc1).__module__.startswith("torch.ao.nn.quantized")
+    assert isinstance(low(CAT, **FAST)["pred_caption"], str)
+    i = torch.tensor([[0, 99, 473, 5, 2274, 6190, 116, 2]])
+    img, _ = preprocess(CAT, 64)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        a = low.model(i, img[None], i).logits.float().log_softmax(-1)
+    with torch.no_grad():
+        b = fp32.model(i, img[None], i).logits.log_softmax(-1)
+    assert (a - b).abs().max() < 1.0 and not torch.equal(a, b)  # close, but really reduced
+
+
+def test_unknown_precision():
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8"):
+        get_model(MMP_CKPT, tokenizer=HF_DIR, precision="fp8")

@@ -20,6 +20,7 @@ from .tasks import Query, Task, get_task
 from .tokenizer import OFATokenizer
 from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
 
+PRECISIONS = ("fp32", "bf16", "int8")
 PIPELINE_FILE = "pipeline.json"  # a model folder's preprocessing (open_clip style)
 
 __all__ = ["OFAPipeline", "get_model", "inference_model", "list_models", "load_answers"]
@@ -41,6 +42,7 @@ class OFAPipeline:
     task: Task
     name: str = ""
     generation: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"  # "bf16" runs under autocast; "int8" = dynamically quantized Linears
 
     @property
     def device(self) -> torch.device:
@@ -57,9 +59,16 @@ class OFAPipeline:
         for f in fields:
             self.task.check(f)
         kwargs = {**self.task.generation, **self.generation, **overrides}
-        return self.task.predict(
-            self.model, self.tokenizer, images.to(self.device), list(infos), list(fields), kwargs
-        )
+        bf16 = self.precision == "bf16"
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+            return self.task.predict(
+                self.model,
+                self.tokenizer,
+                images.to(self.device),
+                list(infos),
+                list(fields),
+                kwargs,
+            )
 
     def _batch(self, queries: Sequence[Query], overrides: dict[str, Any]) -> list[dict[str, Any]]:
         for q in queries:
@@ -147,15 +156,21 @@ def get_model(
     device: str | torch.device | None = None,
     tokenizer: str | Path | OFATokenizer | None = None,
     task: str | None = None,
+    precision: str = "fp32",
     **task_options: Any,
 ) -> OFAPipeline:
     """A named model (``list_models()``) or a checkpoint path, ready for :func:`inference_model`.
 
-    ``pretrained`` overrides the weights of a named model; ``tokenizer`` its tokenizer source.
+    ``pretrained`` overrides the weights of a named model; ``tokenizer`` its tokenizer source;
+    ``precision`` is ``fp32``, ``bf16`` (autocast) or ``int8`` (dynamic quantization, CPU).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     card = MODELS.get(str(name_or_path))
     weights = pretrained or (name_or_path if card is None else card.name)
     model = load_model(weights, device=device)
+    if precision == "int8":
+        model = quantize_int8(model)
     tok = (
         tokenizer
         if isinstance(tokenizer, OFATokenizer)
@@ -173,7 +188,20 @@ def get_model(
         name=str(name_or_path),
         # a card's decoding defaults belong to its own task, not to others run on its weights
         generation=dict(card.generation) if card and (task is None or task == card.task) else {},
+        precision=precision,
     )
+
+
+def quantize_int8(model: OFA) -> OFA:
+    """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized
+    on the fly); CPU only."""
+    if model.device.type != "cpu":
+        raise ValueError("int8 dynamic quantization runs on the CPU only; use bf16 on a GPU")
+    import warnings
+
+    with warnings.catch_warnings():  # torch 2.13 flags its own quantized-tensor API as deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _model_dir(card: ModelCard | None, weights: str | Path) -> Path | None:

@@ -64,13 +64,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beams", type=int, help="beam size (default: the model's)")
     p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _run_task(
-    args: argparse.Namespace, task: str, fields: dict[str, Any]
+    args: argparse.Namespace, task: str, fields: dict[str, Any], **task_options: Any
 ) -> list[tuple[str, dict[str, Any]]]:
+    """The shared path of the inference commands: images, pipeline, decoding overrides."""
     from .api import get_model
 
     images = expand_images(args.images)
@@ -84,6 +86,8 @@ def _run_task(
         device=args.device,
         tokenizer=args.tokenizer,
         task=task,
+        precision=args.precision,
+        **task_options,
     )
     overrides = {
         k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v
@@ -148,24 +152,8 @@ def _vqa_args(p: argparse.ArgumentParser) -> None:
 @command("vqa", _vqa_args)
 def cmd_vqa(args: argparse.Namespace) -> int:
     """Answer a question about images."""
-    from .api import get_model
-
-    images = expand_images(args.images)
     opts = {"answers": args.answers} if args.answers else {}
-    pipe = get_model(
-        args.model,
-        pretrained=args.pretrained,
-        device=args.device,
-        tokenizer=args.tokenizer,
-        task="vqa",
-        **opts,
-    )
-    overrides = {
-        k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v
-    }
-    results = pipe(images, batch_size=args.batch_size, question=args.question, **overrides)
-    assert isinstance(results, list)
-    _print(args, list(zip(images, results)), "pred_answer")
+    _print(args, _run_task(args, "vqa", {"question": args.question}, **opts), "pred_answer")
     return 0
 
 

@@ -1,0 +1,146 @@
+"""Decoding speed of OFA-base (random weights, no download): per-stage times, images/s, memory,
+and achieved GFLOP/s against this machine's measured matmul peak.
+
+    python benchmarks/bench_generate.py --threads 2 --compare
+    python benchmarks/bench_generate.py --batch-sizes 1 8 --precision fp32 bf16 int8
+
+Every case decodes exactly ``--new-tokens`` tokens (``min_new_tokens`` forces the length), so the
+work is the same for every implementation. ``--compare`` also times the naive path (no KV cache,
+the whole prefix recomputed every step, as mmpretrain 1.2.0 effectively does) in the same run
+and checks that both give the same token ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ofa_vl import OFA, OFAConfig, Trie
+from ofa_vl.generation import generate
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of a large square matmul (the machine's practical ceiling)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def timed(fn: Callable[[], object], reps: int) -> tuple[float, object]:
+    fn()  # warm-up
+    best, out = float("inf"), None
+    for _ in range(reps):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def random_base(precision: str) -> OFA:
+    torch.manual_seed(0)
+    model = OFA(OFAConfig.from_preset("base"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.02)
+            elif name.endswith("c_attn"):
+                p.fill_(1.0)
+    model.eval()
+    if precision == "int8":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+@contextlib.contextmanager
+def autocast(precision: str) -> Iterator[None]:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        yield
+
+
+def run_case(model: OFA, precision: str, batch: int, args: argparse.Namespace, case: str, **kw: object) -> dict:
+    torch.manual_seed(1)
+    size = 512 if case == "grounding" else args.image_size
+    images = torch.randn(batch, 3, size, size).clamp(-1, 1)
+    ids = torch.tensor([[0, 99, 473, 5, 2274, 6190, 116, 2]] * batch)
+    gen = {"num_beams": args.beams, "max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens}
+    gen.update(kw)  # type: ignore[arg-type]
+    with torch.inference_mode(), autocast(precision):
+        t_res, _ = timed(lambda: model.encoder.embed_images(images), args.reps)
+        t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
+        t_all, seqs = timed(lambda: generate(model, ids, images, **gen), args.reps)
+        with FlopCounterMode(display=False) as fc:
+            generate(model, ids, images, **gen)
+    row = {
+        "case": case, "precision": precision, "batch": batch, "beams": gen["num_beams"],
+        "resnet_s": t_res / batch, "encoder_s": (t_enc - t_res) / batch,
+        "decode_s": (t_all - t_enc) / batch, "total_s": t_all / batch, "img_per_s": batch / t_all,
+        "gflop": fc.get_total_flops() / 1e9 / batch, "seqs": seqs,
+    }  # fmt: skip
+    row["gflops"] = row["gflop"] / row["total_s"]
+    if args.compare and precision == "fp32":
+        t_naive, naive = timed(lambda: generate(model, ids, images, use_cache=False, **gen), 1)
+        row["naive_s"] = t_naive / batch
+        row["same_ids"] = bool(torch.equal(naive, seqs))  # type: ignore[arg-type]
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "int8"])
+    p.add_argument("--image-size", type=int, default=480)
+    p.add_argument("--beams", type=int, default=5)
+    p.add_argument("--new-tokens", type=int, default=20)
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--compare", action="store_true", help="also time the naive (uncached) path")
+    p.add_argument("--cases", nargs="+", default=["caption", "grounding", "vqa5", "vqa20"])
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    print(f"threads {args.threads}; matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+
+    answers = [[0, *range(5000 + 3 * i, 5000 + 3 * i + 1 + i % 3), 2] for i in range(3129)]
+    trie = Trie(answers)
+    rows = []
+    for precision in args.precision:
+        model = random_base(precision)
+        for case in args.cases:
+            for batch in args.batch_sizes if case == "caption" else [1]:
+                if case == "caption":
+                    rows.append(run_case(model, precision, batch, args, case))
+                elif case == "grounding":  # 4 bin tokens
+                    rows.append(run_case(model, precision, batch, args, case, max_new_tokens=4, min_new_tokens=4))
+                else:  # trie-constrained VQA over 3,129 answers, 5 or 20 beams
+                    beams = 20 if case == "vqa20" else 5
+                    rows.append(run_case(model, precision, batch, args, case, num_beams=beams, constraint_trie=trie,
+                                         max_new_tokens=6, min_new_tokens=0, length_penalty=0.0))  # fmt: skip
+        del model
+    head = f"{'case':9s} {'prec':5s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
+    extra = f" {'naive/img':>9s} {'speed-up':>8s} {'same ids':>8s}" if args.compare else ""
+    print(head + extra)
+    for r in rows:
+        peak = peak16 if r["precision"] == "bf16" else peak32
+        line = (f"{r['case']:9s} {r['precision']:5s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
+                f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f}")  # fmt: skip
+        if "naive_s" in r:
+            line += f" {r['naive_s']:9.3f} {r['naive_s'] / r['total_s']:7.1f}x {str(r['same_ids']):>8s}"
+        print(line)
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
