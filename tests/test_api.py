@@ -234,7 +234,7 @@ def test_reduced_precision_pipelines(precision):
         a = low.model(i, img[None], i).logits.float().log_softmax(-1)
     with torch.no_grad():
         b = fp32.model(i, img[None], i).logits.log_softmax(-1)
-    assert (a - b).abs().max() < 1.0 and not torch.equal(a, b)  # close, but really reduced
+    assert (a - b).abs().mean() < 0.02 * b.abs().mean() and not torch.equal(a, b)  # close, but reduced
 
 
 def test_unknown_precision():
