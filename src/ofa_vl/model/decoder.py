@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from ..config import OFAConfig
-from .encoder import EncoderOutput, padding_bias, rel_bias
+from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
 from .layers import DecoderLayer, KVCache
-from .positions import code_position_ids, image_buckets, token_bucket_table, token_buckets
+from .positions import code_position_ids, image_buckets, token_buckets
 from .resnet import linear_rates
 
 
@@ -45,48 +45,25 @@ class DecoderState:
             self.code_rows = self.code_rows.index_select(0, index)
 
 
-class Decoder(nn.Module):
-    token_bucket: torch.Tensor
-
+class Decoder(PositionalStack):
     def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
         super().__init__()
-        dim, heads = cfg.embed_dim, cfg.num_heads
+        dim = cfg.embed_dim
         self.cfg = cfg
         self.embed_tokens = embed_tokens
         self.embedding_ln = nn.LayerNorm(dim)
         self.code_embedding_ln = nn.LayerNorm(dim)
-        self.embed_positions = nn.Embedding(cfg.max_positions + 2, dim)
-        self.pos_ln = nn.LayerNorm(dim)
-        self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, dim)
-        self.image_pos_ln = nn.LayerNorm(dim)
-        self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
+        self._init_positions(cfg)
         self.self_pos_q_linear = nn.Linear(dim, dim)
         self.self_pos_k_linear = nn.Linear(dim, dim)
         self.cross_pos_q_linear = nn.Linear(dim, dim)
         self.cross_pos_k_linear = nn.Linear(dim, dim)
-        n_token, n_image = 2 * cfg.token_bucket_size - 1, (2 * cfg.image_bucket_size - 1) ** 2 + 3
-        self.token_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(n_token, heads) for _ in range(cfg.decoder_layers)
-        )
-        self.image_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(n_image, heads) for _ in range(cfg.decoder_layers)
-        )
         rates = linear_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
-        self.final_ln = nn.LayerNorm(dim)
+        self._init_layers(cfg, [DecoderLayer(cfg, r) for r in rates])
         self.output_projection = nn.Linear(dim, cfg.vocab_size, bias=False)
         self.output_projection.weight = embed_tokens.weight  # tied, as in every OFA release
-        self.register_buffer(
-            "token_bucket",
-            token_bucket_table(cfg.token_bucket_size, cfg.max_positions),
-            persistent=False,
-        )
 
     # ----------------------------------------------------------------- positions
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, _ = x.shape
-        return x.view(B, L, self.cfg.num_heads, -1).transpose(1, 2)  # (B, H, L, D)
-
     def _positions(self, T: int, code: bool, device: torch.device) -> torch.Tensor:
         """(1, T, C) normalised position embeddings of a text or an image-code sequence."""
         if code:

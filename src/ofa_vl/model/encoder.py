@@ -45,36 +45,30 @@ def padding_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     return zeros.masked_fill(padding_mask, float("-inf"))[:, None, None, :]
 
 
-class Encoder(nn.Module):
-    token_bucket: torch.Tensor
+class PositionalStack(nn.Module):
+    """What encoder and decoder share: position embeddings, relative tables, layers, final LN."""
 
-    def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
-        super().__init__()
-        dim, heads = cfg.embed_dim, cfg.num_heads
-        self.cfg = cfg
-        self.embed_tokens = embed_tokens
-        self.embed_images = ResNet3(cfg.resnet_blocks, cfg.resnet_width)
-        self.image_proj = nn.Linear(cfg.image_channels, dim)
-        self.embedding_ln = nn.LayerNorm(dim)
-        self.embed_type = nn.Embedding(2, dim)
-        self.image_embedding_ln = nn.LayerNorm(dim)
+    token_bucket: torch.Tensor
+    cfg: OFAConfig
+
+    def _init_positions(self, cfg: OFAConfig) -> None:
+        dim = cfg.embed_dim
         self.embed_positions = nn.Embedding(cfg.max_positions + 2, dim)
         self.pos_ln = nn.LayerNorm(dim)
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, dim)
         self.image_pos_ln = nn.LayerNorm(dim)
         self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
-        self.pos_q_linear = nn.Linear(dim, dim)
-        self.pos_k_linear = nn.Linear(dim, dim)
+
+    def _init_layers(self, cfg: OFAConfig, layers: list[nn.Module]) -> None:
         n_token, n_image = 2 * cfg.token_bucket_size - 1, (2 * cfg.image_bucket_size - 1) ** 2 + 3
         self.token_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(n_token, heads) for _ in range(cfg.encoder_layers)
+            nn.Embedding(n_token, cfg.num_heads) for _ in layers
         )
         self.image_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(n_image, heads) for _ in range(cfg.encoder_layers)
+            nn.Embedding(n_image, cfg.num_heads) for _ in layers
         )
-        rates = linear_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
-        self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
-        self.final_ln = nn.LayerNorm(dim)
+        self.layers = nn.ModuleList(layers)
+        self.final_ln = nn.LayerNorm(cfg.embed_dim)
         self.register_buffer(
             "token_bucket",
             token_bucket_table(cfg.token_bucket_size, cfg.max_positions),
@@ -84,6 +78,24 @@ class Encoder(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
         return x.view(B, L, self.cfg.num_heads, -1).transpose(1, 2)  # (B, H, L, D)
+
+
+class Encoder(PositionalStack):
+    def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        dim = cfg.embed_dim
+        self.cfg = cfg
+        self.embed_tokens = embed_tokens
+        self.embed_images = ResNet3(cfg.resnet_blocks, cfg.resnet_width)
+        self.image_proj = nn.Linear(cfg.image_channels, dim)
+        self.embedding_ln = nn.LayerNorm(dim)
+        self.embed_type = nn.Embedding(2, dim)
+        self.image_embedding_ln = nn.LayerNorm(dim)
+        self._init_positions(cfg)
+        self.pos_q_linear = nn.Linear(dim, dim)
+        self.pos_k_linear = nn.Linear(dim, dim)
+        rates = linear_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
+        self._init_layers(cfg, [EncoderLayer(cfg, r) for r in rates])
 
     def embed_image(
         self, images: torch.Tensor, images_mask: torch.Tensor | None
