@@ -358,3 +358,15 @@ def test_errors_are_one_line(data, tmp_path, capsys, case, message):
     assert err.rstrip("\n").split("\n")[-1].startswith("ofa: error: ") and message in err
     if case != "corrupt image":  # that one fails after the progress bar started
         assert err.count("\n") == 1
+
+
+def test_resume_with_other_settings_is_refused(data, pipeline, tmp_path):
+    pipe = pipeline("refcoco")
+    evaluate(pipe, "refcoco", data, "testA", out=tmp_path, limit=2, workers=0, generation=FAST)
+    with pytest.raises(ValueError, match="made with other settings"):
+        gen = {**FAST, "num_beams": 3}
+        evaluate(pipe, "refcoco", data, "testA", out=tmp_path, limit=3, resume=True, generation=gen)
+    result = evaluate(
+        pipe, "refcoco", data, "testA", out=tmp_path, limit=3, resume=True, generation=FAST
+    )
+    assert result["samples"] == 3

@@ -64,6 +64,7 @@ __all__ = [
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 SUBMISSION = "vqa_submission.json"
+RUN_SETTINGS = "settings.json"
 DATASETS: dict[str, str] = {  # benchmark -> the task that answers it
     "coco-caption": "caption",
     "refcoco": "refcoco",
@@ -375,6 +376,7 @@ def evaluate(
                 f"{dataset} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
             )
         overrides = dict(generation or {})
+        _check_settings(out, _settings(pipe, overrides), bool(done), ranks)
         _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
         result = ranks.broadcast(_finish(pipe, bench, out, overrides) if ranks.rank == 0 else None)
         assert result is not None
@@ -397,6 +399,40 @@ def _resume_point(out: Path, resume: bool, bench: Benchmark, ranks: _Dist) -> se
     if failure is not None:
         raise ValueError(failure)
     return done
+
+
+def _settings(pipe: OFAPipeline, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything that decides a prediction: preprocessing and decoding."""
+    task = pipe.task
+    return {
+        "model": pipe.name,
+        "image_size": task.image_size,
+        "interpolation": task.interpolation,
+        "precision": pipe.precision,
+        **task.generation,
+        **pipe.generation,
+        **overrides,
+    }
+
+
+def _check_settings(out: Path, settings: dict[str, Any], resuming: bool, ranks: _Dist) -> None:
+    """Rank 0 records the run's settings; a resumed run must use the same ones."""
+    failure: str | None = None
+    if ranks.rank == 0:
+        path = out / RUN_SETTINGS
+        want = json.loads(json.dumps(settings))  # as JSON would store it
+        if resuming and path.is_file() and (old := json.loads(path.read_text())) != want:
+            diff = {
+                k: (old.get(k), want.get(k)) for k in {*old, *want} if old.get(k) != want.get(k)
+            }
+            failure = (
+                f"{out}: the predictions there were made with other settings {diff} "
+                "(old, new); resume with the same settings or use another --out"
+            )
+        else:
+            path.write_text(json.dumps(want, indent=2) + "\n", encoding="utf-8")
+    if (failure := ranks.broadcast(failure)) is not None:
+        raise ValueError(failure)
 
 
 def _predict(
@@ -450,19 +486,12 @@ def _finish(
     by_id = {r["id"]: r for r in read_predictions(out / PREDICTIONS)}
     records = [by_id[sample_id(s)] for s in bench.samples]
     card = MODELS.get(pipe.name)
-    task = pipe.task
     result: dict[str, Any] = {
         "model": pipe.name,
         "dataset": bench.name,
         "split": bench.split,
         "samples": len(records),
-        "settings": {
-            "image_size": task.image_size,
-            "interpolation": task.interpolation,
-            **task.generation,
-            **pipe.generation,
-            **overrides,
-        },
+        "settings": _settings(pipe, overrides),
         "metrics": {},
         "reference": {},
         "predictions": str(out / PREDICTIONS),

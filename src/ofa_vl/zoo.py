@@ -82,6 +82,12 @@ register(ModelCard(
     notes="mmpretrain's config converts the official ofa_large.pt; loaded here directly",
 ))  # fmt: skip
 
+# The bundled model: trained on the synthetic shapes world on a CPU (assets/ofa-tiny_shapes/MODEL_CARD.md)
+register(ModelCard(
+    DEFAULT_MODEL, "caption", DEFAULT_MODEL, tokenizer="bundled",
+    notes="small OFA trained multitask on the synthetic shapes world; runs offline in seconds",
+))  # fmt: skip
+
 # The official fairseq checkpoints (OFA:checkpoints.md); no published hashes.
 for size in ("tiny", "medium", "base", "large", "huge"):
     register(ModelCard(f"ofa-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_{size}.pt"))
