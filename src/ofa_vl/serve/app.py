@@ -1,0 +1,535 @@
+"""The HTTP service behind ``ofa serve``: a FastAPI app factory over loaded OFA pipelines.
+
+Every ``POST /v1/<endpoint>`` takes an image (multipart file, or base64 in a JSON body) and the
+endpoint's fields; the image is decoded and preprocessed in a thread, then the :class:`Batcher`
+decodes it together with concurrent requests of the same model, endpoint and decoding options in
+one ``OFAPipeline.predict_batch`` call. Every failure is a JSON ``{"error": {"code", "message"}}``
+with a 4xx/5xx status. The web page in ``static/`` is served at ``/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import math
+import socket
+import sys
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from io import BytesIO
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..api import OFAPipeline, get_model
+from ..images import MAX_IMAGE_PIXELS, ImageError, ImageInfo, load_image, preprocess
+from ..tasks import Task
+from . import schemas as S
+from .batcher import Batcher, QueueFullError
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+# --------------------------------------------------------------------------- endpoints
+@dataclass(frozen=True)
+class Endpoint:
+    """A ``POST /v1/<name>`` route: its params, its response and how a task result fills it."""
+
+    task: str
+    params: type[S.CaptionParams]
+    response: type[S.Prediction]
+    render: Callable[[dict[str, Any]], dict[str, Any]]  # task result -> response fields
+    summary: str
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "caption": Endpoint(
+        "caption", S.CaptionParams, S.CaptionResponse,
+        lambda r: {"caption": r["pred_caption"]}, "Describe an image",
+    ),
+    "grounding": Endpoint(
+        "refcoco", S.GroundingParams, S.GroundingResponse,
+        lambda r: {"text": r["text"], "boxes": r["pred_bboxes"]}, "Find the region a text describes",
+    ),
+    "vqa": Endpoint(
+        "vqa", S.VQAParams, S.VQAResponse,
+        lambda r: {"question": r["question"], "answer": r["pred_answer"]}, "Answer a question",
+    ),
+    "generate": Endpoint(
+        "ask", S.GenerateParams, S.GenerateResponse,
+        lambda r: {"prompt": r["prompt"], "text": r["text"], "boxes": r.get("pred_bboxes"),
+                   "labels": r.get("pred_labels")},
+        "Run any instruction, with decoding options",
+    ),
+}  # fmt: skip
+
+ERRORS: dict[int, str] = {
+    400: "malformed JSON or multipart body, bad base64, or not a readable image",
+    404: "unknown model",
+    413: "upload over the size limit, or image over the pixel cap (decompression bomb)",
+    415: "neither multipart/form-data nor application/json",
+    422: "a missing, empty, unknown or out-of-range field",
+    503: "the queue is full: retry after Retry-After seconds",
+    504: "not answered within the request timeout",
+}
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = S.ErrorResponse(error=S.ErrorDetail(code=code, message=message))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+# --------------------------------------------------------------------------- models
+def load_pipelines(
+    name_or_path: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    device: str | torch.device | None = None,
+    **task_options: Any,
+) -> dict[str, OFAPipeline]:
+    """One network behind a pipeline per endpoint, each task with the model's own defaults.
+
+    ``task_options`` (e.g. ``image_size``) apply to every task.
+    """
+    pipes: dict[str, OFAPipeline] = {}
+    for endpoint, spec in ENDPOINTS.items():  # get_model applies the zoo card's options per task
+        first = next(iter(pipes.values()), None)
+        tok = first.tokenizer if first else tokenizer
+        pipe = get_model(name_or_path, device=device, tokenizer=tok, task=spec.task, **task_options)
+        pipes[endpoint] = replace(pipe, model=first.model) if first else pipe  # one network
+    return pipes
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The service's limits (``ofa serve`` flags)."""
+
+    max_batch: int = 8
+    batch_wait_ms: float = 10.0
+    max_queue: int = 64
+    timeout_s: float = 60.0
+    max_upload_mb: float = 20.0
+    max_pixels: int = MAX_IMAGE_PIXELS
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+# --------------------------------------------------------------------------- request parsing
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    too_large = ApiError(413, "payload_too_large", f"the upload is over the {limit}-byte limit")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def decode_base64(text: str) -> bytes:
+    """Base64 (whitespace ignored, ``data:...;base64,`` prefix allowed) -> bytes, or 400."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ApiError(400, "invalid_base64", f"'image' is not valid base64 ({err})") from err
+
+
+async def parse_request(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
+    """(image bytes, other fields) of a multipart or JSON request."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            data = json.loads(body)
+        except ValueError as err:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid_request", "the JSON body must be an object")
+        image = data.pop("image", None)
+        if not isinstance(image, str):
+            raise ApiError(422, "invalid_request", "'image' must be a base64 string")
+        return decode_base64(image), data
+    if ctype == "multipart/form-data":
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=32)
+        except HTTPException as err:
+            raise ApiError(400, "invalid_multipart", str(err.detail)) from err
+        try:
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(422, "invalid_request", "'image' must be a file part")
+            fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+            return await upload.read(), fields
+        finally:
+            await form.close()
+    raise ApiError(
+        415, "unsupported_media_type",
+        "send multipart/form-data with an 'image' file, or application/json with a base64 'image'",
+    )  # fmt: skip
+
+
+def validate(params: type[BaseModel], fields: dict[str, Any]) -> Any:
+    """``params`` from the request's fields, or 422 naming each bad field."""
+    try:
+        return params.model_validate(fields)
+    except ValidationError as err:
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ApiError(422, "invalid_request", message) from err
+
+
+def _declared_pixels(data: bytes) -> int:
+    """Width x height an image's header declares; 0 when there is no readable header."""
+    try:
+        with Image.open(BytesIO(data)) as img:
+            return img.width * img.height
+    except Image.DecompressionBombError:
+        return sys.maxsize
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return 0
+
+
+class Item(NamedTuple):
+    """One preprocessed request, as the batch function receives it."""
+
+    pixels: torch.Tensor  # (3, S, S)
+    info: ImageInfo
+    fields: dict[str, Any]
+
+
+def prepare(
+    data: bytes, task: Task, max_pixels: int, fields: dict[str, Any]
+) -> tuple[Item, tuple[int, int]]:
+    """Decode and preprocess one upload for ``task``: the batch item and the image's (w, h)."""
+    try:
+        image = load_image(data, max_pixels=max_pixels)
+    except ImageError as err:
+        if _declared_pixels(data) > max_pixels:
+            raise ApiError(413, "image_too_large", str(err)) from err
+        raise ApiError(400, "invalid_image", str(err)) from err
+    pixels, info = preprocess(image, task.image_size, task.interpolation)  # type: ignore[arg-type]
+    return Item(pixels, info, fields), image.size
+
+
+def predict(
+    pipe: OFAPipeline, overrides: dict[str, Any], items: list[Item]
+) -> list[dict[str, Any]]:
+    """The batch function: one ``predict_batch`` call for all ``items``."""
+    images = torch.stack([it.pixels for it in items])
+    return pipe.predict_batch(
+        images, [it.info for it in items], [it.fields for it in items], **overrides
+    )
+
+
+# --------------------------------------------------------------------------- metrics
+def _percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of sorted ``values``."""
+    return values[max(0, math.ceil(q * len(values)) - 1)] if values else 0.0
+
+
+class Metrics:
+    """Request counts per path and status, and a window of latencies per path."""
+
+    def __init__(self, window: int = 2048):
+        self.counts: defaultdict[str, Counter[int]] = defaultdict(Counter)
+        self.latencies: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
+
+    def record(self, path: str, status: int, seconds: float) -> None:
+        self.counts[path][status] += 1
+        self.latencies[path].append(seconds * 1000)
+
+    def latency_stats(self) -> dict[str, S.LatencyStats]:
+        out = {}
+        for path, window in self.latencies.items():
+            v = sorted(window)
+            out[path] = S.LatencyStats(
+                count=len(v),
+                p50=_percentile(v, 0.5),
+                p90=_percentile(v, 0.9),
+                p99=_percentile(v, 0.99),
+            )
+        return out
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: records the status and latency of requests to ``paths``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, paths: frozenset[str]):
+        self.app, self.metrics, self.paths = app, metrics, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        status = 500  # unless a response starts
+        start = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.record(scope["path"], status, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- the app
+def _request_body(params: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody``: the params plus the image, as multipart or as JSON."""
+    schema = params.model_json_schema()
+
+    def with_image(image: dict[str, Any]) -> dict[str, Any]:
+        props = {"image": image, **schema["properties"]}
+        return {**schema, "properties": props, "required": ["image", *schema.get("required", [])]}
+
+    file = {"type": "string", "contentMediaType": "application/octet-stream"}
+    b64 = {"type": "string", "contentEncoding": "base64", "description": "base64 or a data: URL"}
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": with_image(file)},
+            "application/json": {"schema": with_image(b64)},
+        },
+    }
+
+
+def _error_docs(codes: Sequence[int]) -> dict[int | str, dict[str, Any]]:
+    docs: dict[int | str, dict[str, Any]] = {
+        c: {"model": S.ErrorResponse, "description": ERRORS.get(c, "unavailable")} for c in codes
+    }
+    if 503 in docs:
+        docs[503]["headers"] = {
+            "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+        }
+    return docs
+
+
+class Service:
+    """The state behind the routes: models, batcher, metrics."""
+
+    def __init__(self, models: Mapping[str, Mapping[str, OFAPipeline]], config: ServeConfig):
+        if not models:
+            raise ValueError("serve needs at least one model")
+        self.models = models
+        self.default = next(iter(models))
+        self.config = config
+        self.batcher = Batcher(config.max_batch, config.batch_wait_ms / 1000, config.max_queue)
+        self.metrics = Metrics()
+
+    def pipeline(self, model: str | None, endpoint: str) -> tuple[str, OFAPipeline]:
+        name = model or self.default
+        pipes = self.models.get(name)
+        if pipes is None or endpoint not in pipes:
+            known = ", ".join(n for n, p in self.models.items() if endpoint in p)
+            raise ApiError(
+                404, "unknown_model", f"no model {name!r} serves /v1/{endpoint}; known: {known}"
+            )
+        return name, pipes[endpoint]
+
+    def route(self, endpoint: str) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of ``POST /v1/<endpoint>``."""
+        spec = ENDPOINTS[endpoint]
+
+        async def handler(request: Request) -> Response:
+            try:
+                body = await read_body(request, self.config.max_upload_bytes)
+                data, fields = await parse_request(request, body)
+                params = validate(spec.params, fields)
+                name, pipe = self.pipeline(params.model, endpoint)
+                return await asyncio.wait_for(
+                    self._answer(endpoint, name, pipe, data, params), self.config.timeout_s
+                )
+            except ApiError as err:
+                return error_response(err.status, err.code, err.message)
+            except QueueFullError as err:
+                return error_response(
+                    503, "queue_full", str(err), {"Retry-After": str(err.retry_after)}
+                )
+            except asyncio.TimeoutError:  # noqa: UP041  (not the builtin on Python 3.10)
+                return error_response(
+                    504, "timeout", f"not answered within {self.config.timeout_s:g} s"
+                )
+
+        handler.__name__ = endpoint
+        return handler
+
+    async def _answer(
+        self, endpoint: str, name: str, pipe: OFAPipeline, data: bytes, params: S.CaptionParams
+    ) -> Response:
+        spec = ENDPOINTS[endpoint]
+        item, (width, height) = await asyncio.to_thread(
+            prepare, data, pipe.task, self.config.max_pixels, params.task_fields()
+        )
+        overrides = params.decoding()
+        key = (name, endpoint, tuple(sorted(overrides.items())))
+        result = await self.batcher.submit(key, partial(predict, pipe, overrides), item)
+        answer = spec.response(model=name, width=width, height=height, **spec.render(result))
+        return JSONResponse(answer.model_dump())
+
+    def health(self) -> Response:
+        if not self.batcher.alive:
+            return error_response(503, "unavailable", "the batch scheduler is not running")
+        return JSONResponse(
+            S.HealthResponse(queued=self.batcher.queued, running=self.batcher.running).model_dump()
+        )
+
+    def model_list(self) -> S.ModelsResponse:
+        return S.ModelsResponse(
+            default=self.default,
+            models=[
+                S.ModelInfo(
+                    name=name,
+                    default=name == self.default,
+                    endpoints=list(pipes),
+                    image_size={e: pipe.task.image_size for e, pipe in pipes.items()},
+                )
+                for name, pipes in self.models.items()
+            ],
+        )
+
+    def metrics_report(self) -> S.MetricsResponse:
+        return S.MetricsResponse(
+            requests={
+                p: {str(s): n for s, n in sorted(c.items())} for p, c in self.metrics.counts.items()
+            },
+            latency_ms=self.metrics.latency_stats(),
+            batch_sizes={str(k): v for k, v in sorted(self.batcher.batch_sizes.items())},
+            queued=self.batcher.queued,
+            max_queue=self.config.max_queue,
+        )
+
+
+def create_app(
+    models: Mapping[str, Mapping[str, OFAPipeline]], config: ServeConfig | None = None
+) -> FastAPI:
+    """The FastAPI app serving ``models`` (name -> endpoint -> pipeline; the first is the default).
+
+    Build ``models`` with :func:`load_pipelines`.
+    """
+    service = Service(models, config or ServeConfig())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.batcher.start()
+        yield
+        await service.batcher.close()
+
+    app = FastAPI(
+        title="ofa-vl",
+        summary="OFA vision-language models: caption, grounding, VQA, free instructions",
+        lifespan=lifespan,
+    )
+    for endpoint, spec in ENDPOINTS.items():
+        app.add_api_route(
+            f"/v1/{endpoint}",
+            service.route(endpoint),
+            methods=["POST"],
+            response_model=spec.response,
+            responses=_error_docs(sorted(ERRORS)),
+            summary=spec.summary,
+            description=(spec.params.__doc__ or "").strip(),
+            openapi_extra={"requestBody": _request_body(spec.params)},
+        )
+    app.add_api_route(
+        "/v1/models", service.model_list, response_model=S.ModelsResponse, summary="Loaded models"
+    )
+    app.add_api_route(
+        "/healthz", service.health, response_model=S.HealthResponse,
+        responses=_error_docs([503]), summary="Liveness",
+    )  # fmt: skip
+    app.add_api_route(
+        "/metrics", service.metrics_report, response_model=S.MetricsResponse, summary="Counters"
+    )
+    app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return error_response(err.status_code, code, str(err.detail), err.headers)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, err: Exception) -> Response:  # uvicorn logs it
+        return error_response(500, "internal_error", f"{type(err).__name__}: {err}")
+
+    paths = frozenset(r.path for r in app.routes if isinstance(r, APIRoute) and r.include_in_schema)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, paths=paths)  # type: ignore[arg-type]
+    return app
+
+
+# --------------------------------------------------------------------------- running it
+def serve(
+    models: Sequence[str | Path],
+    *,
+    tokenizer: str | Path | None = None,
+    device: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServeConfig | None = None,
+) -> None:
+    """Load ``models`` and serve them with uvicorn until interrupted (``ofa serve``)."""
+    import uvicorn
+
+    loaded = {str(m): load_pipelines(m, tokenizer=tokenizer, device=device) for m in models}
+    uvicorn.run(create_app(loaded, config), host=host, port=port)
+
+
+@contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread on a free port; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
