@@ -7,7 +7,7 @@ decoding defaults, parsing). ``inference_model`` batches any number of inputs th
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,16 @@ class OFAPipeline:
     name: str = ""
     generation: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # "bf16" runs under autocast; "int8" = dynamically quantized Linears
+    card: ModelCard | None = field(default=None, repr=False)
+    preprocessing: dict[str, Any] = field(default_factory=dict, repr=False)  # from pipeline.json
+
+    def with_task(self, task: str, **task_options: Any) -> OFAPipeline:
+        """The same network and tokenizer (not reloaded) for another task."""
+        return replace(
+            self,
+            task=_task_for(self.card, task, task_options, self.preprocessing),
+            generation=_card_generation(self.card, task),
+        )
 
     @property
     def device(self) -> torch.device:
@@ -181,15 +191,22 @@ def get_model(
             f"the tokenizer has {len(tok)} tokens but the model's vocabulary has "
             f"{model.cfg.vocab_size}; pass the model's own tokenizer with tokenizer="
         )
+    preprocessing = _preprocessing(card, weights)
     return OFAPipeline(
         model=model,
         tokenizer=tok,
-        task=_task_for(card, task, task_options, _preprocessing(card, weights)),
+        task=_task_for(card, task, task_options, preprocessing),
         name=str(name_or_path),
-        # a card's decoding defaults belong to its own task, not to others run on its weights
-        generation=dict(card.generation) if card and (task is None or task == card.task) else {},
+        generation=_card_generation(card, task),
         precision=precision,
+        card=card,
+        preprocessing=preprocessing,
     )
+
+
+def _card_generation(card: ModelCard | None, task: str | None) -> dict[str, Any]:
+    """A card's decoding defaults belong to its own task, not to others run on its weights."""
+    return dict(card.generation) if card and (task is None or task == card.task) else {}
 
 
 def quantize_int8(model: OFA) -> OFA:

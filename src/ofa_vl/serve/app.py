@@ -21,7 +21,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from io import BytesIO
 from pathlib import Path
@@ -118,13 +118,9 @@ def load_pipelines(
 
     ``task_options`` (e.g. ``image_size``) apply to every task.
     """
-    pipes: dict[str, OFAPipeline] = {}
-    for endpoint, spec in ENDPOINTS.items():  # get_model applies the zoo card's options per task
-        first = next(iter(pipes.values()), None)
-        tok = first.tokenizer if first else tokenizer
-        pipe = get_model(name_or_path, device=device, tokenizer=tok, task=spec.task, **task_options)
-        pipes[endpoint] = replace(pipe, model=first.model) if first else pipe  # one network
-    return pipes
+    first = get_model(name_or_path, device=device, tokenizer=tokenizer, **task_options)
+    # one network; each task keeps the zoo card's options for it
+    return {e: first.with_task(spec.task, **task_options) for e, spec in ENDPOINTS.items()}
 
 
 @dataclass(frozen=True)
