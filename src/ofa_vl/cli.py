@@ -316,6 +316,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from .train import add_train_args
+
+    add_train_args(p)
+
+
+@command("train", _train_args)
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fine-tune or train OFA (caption, grounding, VQA, multitask); torchrun for several GPUs."""
+    from .train import train_command
+
+    return train_command(args)
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     from .zoo import DEFAULT_MODEL
 

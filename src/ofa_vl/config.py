@@ -106,4 +106,14 @@ PRESETS: dict[str, OFAConfig] = {
     "huge": OFAConfig(
         embed_dim=1280, encoder_layers=24, decoder_layers=12, num_heads=16, resnet_depth=152
     ),
+    # the bundled ofa-tiny_shapes model (ofa_vl/assets): word vocabulary, small ResNet, 128 px
+    "shapes": OFAConfig(
+        embed_dim=192,
+        encoder_layers=3,
+        decoder_layers=3,
+        num_heads=4,
+        resnet_layers=(1, 1, 1),
+        resnet_width=16,
+        vocab_size=1057,
+    ),
 }

@@ -1,0 +1,269 @@
+"""Training examples for every OFA task, read from the real dataset formats, and their collation.
+
+An :class:`Example` is (image file, prompt, target) as text; :class:`TrainingDataset` decodes and
+resizes the image with the inference preprocessing (:func:`ofa_vl.images.preprocess`) and tokenises
+in the DataLoader worker, because box tokens depend on the image's resize ratios. Conventions follow
+``OFA:data/mm_data/*_dataset.py`` and ``OFA:data/pretrain_data/unify_dataset.py`` (OFA-NOTES 2.1-2.3).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from torch.utils.data import Dataset
+
+from ..images import Interpolation, preprocess
+from ..tasks import get_task
+from ..tasks.caption import clean_caption
+from ..tokenizer import BOS, EOS, PAD, UNK, OFATokenizer
+from .coco_caption import COCOCaption
+from .common import require_file
+from .refcoco import RefCOCO
+from .vqa import VQAv2
+
+TASKS = ("caption", "refcoco", "vqa", "region_caption", "itm")
+# Mixed batches: one shuffled pool of every task's examples, so each batch mixes the tasks in
+# proportion to their sizes (OFA pretraining batches mix tasks too: OFA:data/pretrain_data/unify_dataset.py).
+MIXTURES = {"multitask": TASKS}
+MAX_CAPTION_WORDS = 20  # OFA:run_scripts/caption/train_caption_stage1.sh --max-tgt-length 20
+# OFA:data/pretrain_data/unify_dataset.py: two leading spaces (an extra lone BPE space token)
+REGION_PROMPT = "  what does the region describe? region:"
+ITM_PROMPT = ' does the image describe " {} "?'  # OFA:data/pretrain_data/unify_dataset.py
+IGNORE_INDEX = -100  # label of positions that carry no loss (padding, decoder prompt)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training pair as text; boxes are XYXY pixels of the original image.
+
+    ``region`` is appended to the prompt as 4 bin tokens; ``box`` makes the target 4 bin tokens
+    (then ``target`` is unused); ``decoder_prompt`` is forced after ``<s>`` and carries no loss.
+    """
+
+    task: str
+    image: Path
+    prompt: str
+    target: str = ""
+    box: tuple[float, float, float, float] | None = None
+    region: tuple[float, float, float, float] | None = None
+    decoder_prompt: str | None = None
+
+
+def caption_target(caption: str) -> str:
+    """OFA caption target: lower case, punctuation stripped, at most 20 words, leading space."""
+    # OFA:data/mm_data/caption_dataset.py (string.punctuation transtab, max_tgt_length)
+    return " " + " ".join(clean_caption(caption).lower().split()[:MAX_CAPTION_WORDS])
+
+
+def most_common_answer(answers: Sequence[str]) -> str:
+    """The answer most of the human answers agree on (OFA: the max-confidence one)."""
+    return Counter(answers).most_common(1)[0][0]
+
+
+def caption_examples(root: Path, split: str = "train") -> list[Example]:
+    """``" what does the image describe?"`` -> ``" {caption}"``, one example per caption."""
+    task = get_task("caption")
+    return [
+        Example("caption", s.image_path, task.prompt({}), caption_target(c))
+        for s in COCOCaption(root, split, check_images="lazy")
+        for c in s.captions
+    ]
+
+
+def refcoco_examples(root: Path, split: str = "train") -> list[Example]:
+    """Referring expression -> the 4 bin tokens of its box."""
+    task = get_task("refcoco")
+    return [
+        Example("refcoco", s.image_path, task.prompt({"text": s.text}), box=s.gt_box)
+        for s in RefCOCO(root, "refcoco", split, check_images="lazy")
+    ]
+
+
+def vqa_examples(root: Path, split: str = "train2014") -> list[Example]:
+    """``" {question}"`` -> ``" {answer}"`` (the most frequent of the human answers)."""
+    task = get_task("vqa")
+    examples = []
+    for s in VQAv2(root, split, check_images="lazy"):
+        if not s.answers:
+            continue
+        fields = {"question": s.question, "objects": s.objects}
+        examples.append(
+            Example(
+                "vqa",
+                s.image_path,
+                task.prompt(fields),
+                " " + most_common_answer(s.answers),
+                decoder_prompt=task.decoder_prompt(fields),
+            )
+        )
+    return examples
+
+
+def _extras(root: Path, task: str, split: str) -> list[dict[str, Any]]:
+    path = require_file(root / "extras.jsonl", "region captions and image-text pairs (JSON lines)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["task"] == task and r["split"] == split]
+
+
+def region_caption_examples(root: Path, split: str = "train") -> list[Example]:
+    """Grounded captioning: ``REGION_PROMPT`` + the region's 4 bin tokens -> ``" {caption}"``."""
+    return [
+        Example(
+            "region_caption",
+            root / r["image"],
+            REGION_PROMPT,
+            caption_target(r["text"]),
+            region=tuple(r["box"]),
+        )
+        for r in _extras(root, "region_caption", split)
+    ]
+
+
+def itm_examples(root: Path, split: str = "train") -> list[Example]:
+    """Image-text matching: ``' does the image describe " {text} "?'`` -> ``" yes"`` / ``" no"``."""
+    return [
+        Example("itm", root / r["image"], ITM_PROMPT.format(r["text"]), " " + r["answer"])
+        for r in _extras(root, "itm", split)
+    ]
+
+
+_BUILDERS = {
+    "caption": caption_examples,
+    "refcoco": refcoco_examples,
+    "vqa": vqa_examples,
+    "region_caption": region_caption_examples,
+    "itm": itm_examples,
+}
+
+
+def load_examples(root: str | Path, task: str) -> list[Example]:
+    """The training examples of ``task`` (a name of :data:`TASKS` or ``"multitask"``) under ``root``."""
+    names = MIXTURES.get(task, (task,))
+    unknown = [n for n in names if n not in _BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown training task {task!r}; choose one of {[*TASKS, *MIXTURES]}")
+    return [e for n in names for e in _BUILDERS[n](Path(root))]
+
+
+def example_texts(examples: Iterable[Example]) -> Iterable[str]:
+    """Every prompt and text target (the corpus a word-level vocabulary is built from)."""
+    for e in examples:
+        yield from (e.prompt, e.target, e.decoder_prompt or "")
+
+
+def build_word_tokenizer(texts: Iterable[str], num_bins: int = 1000) -> OFATokenizer:
+    """A lower-cased word-level vocabulary of ``texts`` (each punctuation mark a word).
+
+    Specials ``<s>``=0 ``<pad>``=1 ``</s>``=2 ``<unk>``=3 as fairseq's ``Dictionary``, a
+    ``<s> $A </s>`` post-processor, no code tokens and ``num_bins`` bin tokens.
+    """
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
+    )
+    trainer = trainers.WordLevelTrainer(special_tokens=[BOS, PAD, EOS, UNK], min_frequency=1)
+    tok.train_from_iterator(texts, trainer)
+    return OFATokenizer(tok, num_codes=0, num_bins=num_bins)
+
+
+class TrainingDataset(Dataset[dict[str, Any]]):
+    """Examples -> ``{"image", "input_ids", "decoder_prompt", "target"}`` tensors (one example).
+
+    Args:
+        examples: what to train on.
+        tokenizer: the model's tokenizer.
+        image_size: the model's input side (images are resized to a square).
+        interpolation: the inference resize (``pipeline.json``).
+        max_source_length: prompts longer than this many tokens are cut (keeping ``</s>``).
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        tokenizer: OFATokenizer,
+        image_size: int,
+        interpolation: Interpolation = "bilinear",
+        max_source_length: int = 80,
+    ) -> None:
+        self.examples = list(examples)
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+        self.interpolation: Interpolation = interpolation
+        self.max_source_length = max_source_length
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ex, tok = self.examples[index], self.tokenizer
+        image, info = preprocess(ex.image, self.image_size, self.interpolation)
+        w_ratio, h_ratio = info.scale_factor
+        prompt = ex.prompt
+        if ex.region is not None:  # OFA-NOTES 2.2: boxes in resized pixels / 512, round-half-even
+            prompt += " " + tok.box_to_tokens(ex.region, w_ratio, h_ratio)
+        source = tok(prompt, max_length=self.max_source_length, truncation=True)
+        if ex.box is not None:
+            target = tok.box_to_ids(ex.box, w_ratio, h_ratio)
+        else:
+            target = tok.encode(ex.target, add_special_tokens=False)
+        dprompt = tok.encode(ex.decoder_prompt, False) if ex.decoder_prompt is not None else []
+        return {
+            "image": image,
+            "input_ids": source["input_ids"][0],
+            "decoder_prompt": torch.tensor(dprompt, dtype=torch.long),
+            "target": torch.tensor(target, dtype=torch.long),
+        }
+
+
+def collate(
+    items: Sequence[dict[str, Any]], bos_id: int, eos_id: int, pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Pad a list of :class:`TrainingDataset` items into a batch.
+
+    Decoder input = ``<s> + decoder_prompt + target``, labels = ``decoder_prompt + target + </s>``
+    with the decoder prompt and padding set to :data:`IGNORE_INDEX` (``OFA:data/ofa_dataset.py``,
+    ``prompt_type=prev_output`` in ``OFA:data/mm_data/vqa_gen_dataset.py``).
+    """
+    sources = [it["input_ids"] for it in items]
+    dec, labels = [], []
+    for it in items:
+        prompt, target = it["decoder_prompt"], it["target"]
+        dec.append(torch.cat([torch.tensor([bos_id]), prompt, target]))
+        ignored = torch.full_like(prompt, IGNORE_INDEX)
+        labels.append(torch.cat([ignored, target, torch.tensor([eos_id])]))
+    pad = torch.nn.utils.rnn.pad_sequence
+    return {
+        "images": torch.stack([it["image"] for it in items]),
+        "input_ids": pad(sources, batch_first=True, padding_value=pad_id),
+        "decoder_input_ids": pad(dec, batch_first=True, padding_value=pad_id),
+        "labels": pad(labels, batch_first=True, padding_value=IGNORE_INDEX),
+    }
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "ITM_PROMPT",
+    "REGION_PROMPT",
+    "TASKS",
+    "Example",
+    "TrainingDataset",
+    "build_word_tokenizer",
+    "caption_examples",
+    "caption_target",
+    "collate",
+    "example_texts",
+    "itm_examples",
+    "load_examples",
+    "most_common_answer",
+    "refcoco_examples",
+    "region_caption_examples",
+    "vqa_examples",
+]
