@@ -9,6 +9,7 @@ patches (2-D buckets).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -120,6 +121,20 @@ class Encoder(PositionalStack):
             pad = (~images_mask.to(images.device).bool())[:, None].expand(B, h * w)
         return x, pad, pos, ids
 
+    def _rel_buckets(self, text_pos: torch.Tensor, image_ids: torch.Tensor | None) -> torch.Tensor:
+        """(L, L) indices into [token table; image table; zero row]: text and image blocks."""
+        cfg = self.cfg
+        n_token = 2 * cfg.token_bucket_size - 1
+        text = token_buckets(self.token_bucket, text_pos, text_pos, cfg.max_positions)
+        if image_ids is None:
+            return text
+        P, Lt = image_ids.numel(), text_pos.numel()
+        none = n_token + (2 * cfg.image_bucket_size - 1) ** 2 + 3  # the zero row
+        out = torch.full((P + Lt, P + Lt), none, dtype=torch.long, device=text.device)
+        out[:P, :P] = n_token + image_buckets(image_ids, image_ids, cfg.image_bucket_size)
+        out[P:, P:] = text
+        return out
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -135,10 +150,9 @@ class Encoder(PositionalStack):
         x = self.embedding_ln(self.embed_tokens(input_ids) + self.embed_type.weight[0])
         text_pos = torch.arange(Lt, device=input_ids.device)
         pos = self.pos_ln(self.embed_positions(text_pos)).expand(B, -1, -1)
-        P, image_ids = 0, None
+        image_ids = None
         if images is not None:
             ix, ipad, ipos, image_ids = self.embed_image(images, images_mask)
-            P = ix.shape[1]
             x, pad, pos = (
                 torch.cat([ix, x], 1),
                 torch.cat([ipad, pad], 1),
@@ -147,19 +161,16 @@ class Encoder(PositionalStack):
         x = x * (~pad).unsqueeze(-1).to(x.dtype)
         x = nn.functional.dropout(x, self.cfg.dropout, self.training)
 
-        q = self._heads(self.pos_q_linear(pos)) * self.pos_scaling
-        abs_bias = q @ self._heads(self.pos_k_linear(pos)).transpose(2, 3)  # (B, H, L, L)
-        abs_bias = abs_bias + padding_bias(pad, abs_bias.dtype)
-        text_buckets = token_buckets(self.token_bucket, text_pos, text_pos, self.cfg.max_positions)
-        image_bk = (
-            None
-            if image_ids is None
-            else image_buckets(image_ids, image_ids, self.cfg.image_bucket_size)
-        )
+        # every sample has the same positions: one (1, H, L, L) bias, broadcast over the batch
+        q = self._heads(self.pos_q_linear(pos[:1])) * self.pos_scaling
+        abs_bias = q @ self._heads(self.pos_k_linear(pos[:1])).transpose(2, 3)
+        pad_bias = padding_bias(pad, abs_bias.dtype) if pad.any() else None
+        buckets = self._rel_buckets(text_pos, image_ids)
         for i, layer in enumerate(self.layers):
-            bias = abs_bias.clone()
-            bias[:, :, P:, P:] += rel_bias(self.token_rel_pos_table_list[i], text_buckets)
-            if image_bk is not None:
-                bias[:, :, :P, :P] += rel_bias(self.image_rel_pos_table_list[i], image_bk)
-            x = layer(x, bias)
+            token_table = cast(nn.Embedding, self.token_rel_pos_table_list[i])
+            image_table = cast(nn.Embedding, self.image_rel_pos_table_list[i])
+            no_bias = abs_bias.new_zeros(1, self.cfg.num_heads)  # image <-> text: no relative bias
+            tables = torch.cat([token_table.weight, image_table.weight, no_bias])
+            bias = abs_bias + nn.functional.embedding(buckets, tables).permute(2, 0, 1)
+            x = layer(x, bias if pad_bias is None else bias + pad_bias)
         return EncoderOutput(self.final_ln(x), pad, pos)
