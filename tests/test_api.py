@@ -4,12 +4,11 @@ the model zoo and its verified, cached downloads."""
 import hashlib
 import http.server
 import threading
-from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import MMP_CKPT, SHARED
+
 from ofa_vl import zoo
 from ofa_vl.api import get_model, inference_model, list_models
 from ofa_vl.images import preprocess
@@ -48,7 +47,9 @@ def test_caption_end_to_end(fixture_model, tokenizer):
     tokens, _ = manual_generate(fixture_model, tokenizer, pipe.task, CAT)
     want = tokenizer.decode(tokens)
     assert set(out) == {"pred_caption"}
-    assert out["pred_caption"] == " ".join("".join(c for c in want if c.isalnum() or c.isspace()).split())
+    assert out["pred_caption"] == " ".join(
+        "".join(c for c in want if c.isalnum() or c.isspace()).split()
+    )
 
 
 def test_grounding_end_to_end(fixture_model, tokenizer):
@@ -65,7 +66,12 @@ def test_grounding_end_to_end(fixture_model, tokenizer):
     )[0].tolist()
     bins = [t - 58457 for t in seqs[1:5]]
     w, h = info.scale_factor
-    want = [bins[0] / 999 * 512 / w, bins[1] / 999 * 512 / h, bins[2] / 999 * 512 / w, bins[3] / 999 * 512 / h]
+    want = [
+        bins[0] / 999 * 512 / w,
+        bins[1] / 999 * 512 / h,
+        bins[2] / 999 * 512 / w,
+        bins[3] / 999 * 512 / h,
+    ]
     assert out[0]["pred_bboxes"] == [pytest.approx(want, rel=1e-5)]
 
 
@@ -73,7 +79,9 @@ def test_vqa_end_to_end_with_answer_list_and_objects(fixture_model, tokenizer):
     answers = ["yes", "no", "two dogs"]
     pipe = pipeline(fixture_model, tokenizer, "vqa", answers=answers)
     questions = ["is it a cat?", "what is it?"]
-    out = inference_model(pipe, [CAT, DOG], question=questions, objects=["cat", "dog"], num_beams=2, max_new_tokens=16)
+    out = inference_model(
+        pipe, [CAT, DOG], question=questions, objects=["cat", "dog"], num_beams=2, max_new_tokens=16
+    )
     assert [o["question"] for o in out] == ["is it a cat?", "what is it?"]
     assert all(o["pred_answer"] in answers for o in out)
 
@@ -103,7 +111,9 @@ def test_tokenizer_vocab_mismatch_is_refused(tmp_path):
 
     tok = Tokenizer(WordLevel({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}, unk_token="<unk>"))
     tok.save(str(tmp_path / "tokenizer.json"))
-    with pytest.raises(ValueError, match="tokenizer has 9196 tokens but the model's vocabulary has 59457"):
+    with pytest.raises(
+        ValueError, match="tokenizer has 9196 tokens but the model's vocabulary has 59457"
+    ):
         get_model(MMP_CKPT, tokenizer=str(tmp_path))
 
 
@@ -171,7 +181,10 @@ def server():
 def test_download_is_verified_cached_and_atomic(server, tmp_path, monkeypatch):
     monkeypatch.setenv("OFA_VL_HOME", str(tmp_path))
     path = zoo.download(server.url + server.name, progress=False)
-    assert path == tmp_path / "checkpoints" / server.name and path.read_bytes() == MMP_CKPT.read_bytes()
+    assert (
+        path == tmp_path / "checkpoints" / server.name
+        and path.read_bytes() == MMP_CKPT.read_bytes()
+    )
     zoo.download(server.url + server.name, progress=False)
     assert len(server.requests) == 1  # never twice
     with pytest.raises(zoo.DownloadError, match="does not match the deadbeef"):
@@ -187,12 +200,18 @@ def test_download_unreachable_names_url_and_destination(tmp_path, monkeypatch):
     with pytest.raises(zoo.DownloadError) as err:
         zoo.download(url, progress=False)
     msg = str(err.value)
-    assert url in msg and str(tmp_path / "checkpoints" / "missing-12345678.pth") in msg and "\n" not in msg
+    assert (
+        url in msg
+        and str(tmp_path / "checkpoints" / "missing-12345678.pth") in msg
+        and "\n" not in msg
+    )
 
 
 def test_zoo_name_downloads_and_loads(server, tmp_path, monkeypatch):
     monkeypatch.setenv("OFA_VL_HOME", str(tmp_path))
-    card = zoo.ModelCard("ofa-test_local", "caption", server.url + server.name, tokenizer=str(HF_DIR))
+    card = zoo.ModelCard(
+        "ofa-test_local", "caption", server.url + server.name, tokenizer=str(HF_DIR)
+    )
     monkeypatch.setitem(zoo.MODELS, card.name, card)
     pipe = get_model("ofa-test_local")
     assert pipe.model.cfg.embed_dim == 64 and (tmp_path / "checkpoints" / server.name).is_file()
@@ -206,7 +225,9 @@ def test_pipeline_json_sets_preprocessing(tmp_path):
     shutil.copy(MMP_CKPT, tmp_path / "model.pth")
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(HF_DIR / f, tmp_path / f)
-    (tmp_path / "pipeline.json").write_text(json.dumps({"image_size": 96, "interpolation": "bicubic"}))
+    (tmp_path / "pipeline.json").write_text(
+        json.dumps({"image_size": 96, "interpolation": "bicubic"})
+    )
     pipe = get_model(tmp_path, task="refcoco")
     assert (pipe.task.image_size, pipe.task.interpolation) == (96, "bicubic")
     assert len(pipe.tokenizer) == 59457
@@ -218,7 +239,6 @@ def test_hub_id_offline_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="OFA-Sys/OFA-nothere") as err:
         get_model("OFA-Sys/OFA-nothere")
     assert "\n" not in str(err.value)
-
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
@@ -234,7 +254,9 @@ def test_reduced_precision_pipelines(precision):
         a = low.model(i, img[None], i).logits.float().log_softmax(-1)
     with torch.no_grad():
         b = fp32.model(i, img[None], i).logits.log_softmax(-1)
-    assert (a - b).abs().mean() < 0.02 * b.abs().mean() and not torch.equal(a, b)  # close, but reduced
+    assert (a - b).abs().mean() < 0.02 * b.abs().mean() and not torch.equal(
+        a, b
+    )  # close, but reduced
 
 
 def test_unknown_precision():

@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from PIL import Image
-
 from conftest import MMP_CKPT, SHARED
+from PIL import Image
 
 HF_DIR = str(SHARED / "ofa-bpe" / "hf")
 FIXTURE = ["--model", str(MMP_CKPT), "--tokenizer", HF_DIR, "--max-new-tokens", "4", "--beams", "2"]
@@ -17,7 +16,12 @@ FIXTURE = ["--model", str(MMP_CKPT), "--tokenizer", HF_DIR, "--max-new-tokens", 
 def ofa(*args, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "ofa_vl", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        [sys.executable, "-m", "ofa_vl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
     )
 
 
@@ -40,7 +44,9 @@ def test_caption_directory_json(image_dir):
 
 def test_ground_glob_and_save(image_dir, tmp_path):
     out = tmp_path / "boxed.png"
-    r = ofa("ground", str(image_dir / "im0.*"), "--text", "the red thing", "--save", str(out), *FIXTURE)
+    r = ofa(
+        "ground", str(image_dir / "im0.*"), "--text", "the red thing", "--save", str(out), *FIXTURE
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(str(image_dir / "im0.png") + ": ")
     assert Image.open(out).size == (80, 60)
@@ -76,9 +82,18 @@ def test_convert(tmp_path):
     [
         (["caption", "/no/such/image.png", *FIXTURE], "/no/such/image.png: no such image"),
         (["caption", str(MMP_CKPT), *FIXTURE], "not a readable image"),
-        (["caption", str(SHARED / "images" / "dog.jpg"), "--model", "ofa-bsae"], "unknown model 'ofa-bsae'"),
-        (["vqa", str(SHARED / "images" / "dog.jpg"), "--question", " ", *FIXTURE], "needs a non-empty 'question'"),
-        (["convert", str(SHARED / "images" / "dog.jpg"), "x.safetensors"], "not a readable checkpoint"),
+        (
+            ["caption", str(SHARED / "images" / "dog.jpg"), "--model", "ofa-bsae"],
+            "unknown model 'ofa-bsae'",
+        ),
+        (
+            ["vqa", str(SHARED / "images" / "dog.jpg"), "--question", " ", *FIXTURE],
+            "needs a non-empty 'question'",
+        ),
+        (
+            ["convert", str(SHARED / "images" / "dog.jpg"), "x.safetensors"],
+            "not a readable checkpoint",
+        ),
     ],
 )
 def test_errors_are_one_line(args, needle, tmp_path):

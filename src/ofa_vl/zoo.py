@@ -22,7 +22,9 @@ from .hub import is_hub_id, resolve_files
 
 MMP = "https://download.openmmlab.com/mmclassification/v1/ofa/"
 OFA_OSS = "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/checkpoints/"
-ANS2LABEL = "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/datasets/vqa_data/trainval_ans2label.pkl"
+ANS2LABEL = (
+    "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/datasets/vqa_data/trainval_ans2label.pkl"
+)
 PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
 
 
@@ -155,7 +157,9 @@ def download(url: str, dest_dir: Path | None = None, progress: bool = True) -> P
     try:
         with urllib.request.urlopen(url, timeout=30) as resp, open(tmp, "wb") as f:  # noqa: S310
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=name, disable=not progress
+            ) as bar:
                 while chunk := resp.read(1 << 20):
                     f.write(chunk)
                     digest.update(chunk)
@@ -193,5 +197,7 @@ def resolve_checkpoint(name_or_ref: str) -> Path:
         get_card(name_or_ref)  # raises: unknown model, with suggestions
     path = PACKAGE_ASSETS / ref
     if not path.exists():
-        raise FileNotFoundError(f"model {name_or_ref!r}: its files {path} are missing from the package")
+        raise FileNotFoundError(
+            f"model {name_or_ref!r}: its files {path} are missing from the package"
+        )
     return path
