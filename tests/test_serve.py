@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ofa_vl.api import OFAPipeline
 from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.serve import Batcher, QueueFullError, ServeConfig, create_app, load_pipelines, running
 from ofa_vl.serve.schemas import ErrorResponse
+from ofa_vl.zoo import DEFAULT_MODEL
 
 HF_DIR = SHARED / "ofa-bpe" / "hf"
 Reply = Any  # an httpx response, or an httpx2 one from Starlette's TestClient
@@ -390,7 +391,6 @@ def test_openapi_is_complete(client: TestClient) -> None:
 def test_cli_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     import ofa_vl.serve
     from ofa_vl.cli import main
-    from ofa_vl.zoo import DEFAULT_MODEL
 
     seen: list[tuple[Any, ...]] = []
     monkeypatch.setattr(ofa_vl.serve, "serve", lambda models, **kw: seen.append((models, kw)))
@@ -404,14 +404,9 @@ def test_cli_serve(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --------------------------------------------------------------------------- the web page
 @pytest.fixture(scope="module")
-def web_url(pipelines: dict[str, OFAPipeline]) -> Iterator[str]:
-    """A real server. Its grounding may only say 4 distinct <bin> tokens inside the 64-pixel
-    image, so that the random fixture network answers a real box."""
-    tok = pipelines["grounding"].tokenizer
-    bins = (tok.bin_offset, tok.bin_offset + 125)  # bin 125 = 64 of OFA's 512 coordinate pixels
-    generation = {"constraint_range": bins, "max_new_tokens": 5, "no_repeat_ngram_size": 1}
-    grounding = replace(pipelines["grounding"], generation=generation)
-    with running(create_app({"fixture": {**pipelines, "grounding": grounding}})) as url:
+def web_url() -> Iterator[str]:
+    """A real server with the bundled model (the service's default)."""
+    with running(create_app({DEFAULT_MODEL: load_pipelines(DEFAULT_MODEL)})) as url:
         yield url
 
 
@@ -431,12 +426,12 @@ def test_web_page(web_url: str, tmp_path: Path) -> None:
         )  # fmt: skip
         page = browser.new_page()
         page.goto(web_url)
-        page.wait_for_selector("#model option[value=fixture]", state="attached")
+        page.wait_for_selector(f"#model option[value='{DEFAULT_MODEL}']", state="attached")
         page.set_input_files("#image-input", str(tmp_path / "scene.png"))
         for task, text in (
             ("caption", ""),
             ("grounding", "the red circle"),
-            ("vqa", "which shape?"),
+            ("vqa", "how many shapes are there?"),
         ):
             page.check(f"input[name=task][value={task}]")
             if text:
@@ -444,6 +439,11 @@ def test_web_page(web_url: str, tmp_path: Path) -> None:
             page.click("#run")
             result = page.wait_for_selector(f".result[data-task={task}] .result-text:not(:empty)")
             assert result is not None and result.inner_text().strip()
+        texts = {
+            t: page.inner_text(f".result[data-task={t}] .result-text") for t in ("caption", "vqa")
+        }
+        assert re.search(r"circle|square|triangle", texts["caption"]), texts  # the model sees
+        assert re.search(r"\d", texts["vqa"]), texts
         card = page.locator(".result[data-task=grounding]")
         x1, y1, x2, y2 = map(int, re.findall(r"\d+", card.locator(".result-text").inner_text()))
         img, box = card.locator("img").bounding_box(), card.locator(".box").bounding_box()
