@@ -81,8 +81,6 @@ class OFAPipeline:
             )
 
     def _batch(self, queries: Sequence[Query], overrides: dict[str, Any]) -> list[dict[str, Any]]:
-        for q in queries:
-            self.task.check(q.fields)
         images, infos = preprocess_batch(
             [q.image for q in queries],  # type: ignore[misc]
             self.task.image_size,
