@@ -89,3 +89,42 @@ def test_code_masks_rows_use_image_positions(fixture_model, golden):
 def test_too_large_image_is_refused(fixture_model):
     with pytest.raises(ValueError, match="patch grid"):
         fixture_model.encode(torch.tensor([[0, 2]]), torch.zeros(1, 3, 688, 688))
+
+
+def _entangled_pair() -> tuple[OFA, OFA]:
+    cfg = dict(embed_dim=32, encoder_layers=1, decoder_layers=2, num_heads=2, vocab_size=300,
+               resnet_layers=(1, 1, 1), resnet_width=8, max_positions=64, image_bucket_size=8,
+               code_image_size=32)  # fmt: skip
+    torch.manual_seed(0)
+    plain = OFA(OFAConfig(**cfg)).eval()  # type: ignore[arg-type]
+    entangled = OFA(OFAConfig(**cfg, entangle_position_embedding=True)).eval()  # type: ignore[arg-type]
+    entangled.load_state_dict(plain.state_dict())
+    return plain, entangled
+
+
+def test_entangled_positions_enter_encoder_and_decoder():
+    """OFA's --entangle-position-embedding adds positions to the inputs of both stacks."""
+    plain, entangled = _entangled_pair()
+    ids, images = torch.tensor([[0, 5, 6, 2]]), torch.randn(1, 3, 64, 64)
+    dec = torch.tensor([[0, 7, 8]])
+    with torch.no_grad():
+        a, b = plain.encode(ids, images), entangled.encode(ids, images)
+        P = 16  # 4 x 4 patches, then the text
+        assert not torch.allclose(a.last_hidden_state[:, :P], b.last_hidden_state[:, :P])
+        assert not torch.allclose(a.last_hidden_state[:, P:], b.last_hidden_state[:, P:])
+        # the same encoder output: only the decoder's own entangling changes its logits
+        assert not torch.allclose(plain.decoder(dec, a), entangled.decoder(dec, a))
+
+
+def test_entangled_incremental_decoding_matches_teacher_forcing():
+    _, model = _entangled_pair()
+    ids, images = torch.tensor([[0, 5, 6, 2]] * 2), torch.randn(2, 3, 64, 64)
+    dec = torch.tensor([[0, 7, 8, 9, 10]] * 2)
+    code_masks = torch.tensor([True, False])  # one image-code row, one text row
+    with torch.no_grad():
+        enc = model.encode(ids, images)
+        full = model.decoder(dec, enc, code_masks)
+        state = model.decoder.init_state(enc, group=1, max_len=8, code_masks=code_masks)
+        steps = [model.decoder.step(dec[:, :2], state)]
+        steps += [model.decoder.step(dec[:, t : t + 1], state) for t in range(2, dec.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, 1), full, **TOL)

@@ -219,3 +219,12 @@ def test_two_process_ddp_matches_one_process(data: Path, tiny_model: Path, tmp_p
     b = dict(OFA.from_pretrained(ddp / "model.safetensors").named_parameters())
     diff = {k: (a[k] - b[k]).abs().max().item() for k in a}
     assert all(d <= 1e-5 for d in diff.values()), {k: d for k, d in diff.items() if d > 1e-5}
+
+
+def test_backbone_steps_pretrain_the_resnet_first(
+    data: Path, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _args(data, tiny_model, tmp_path / "run", "--task", "caption", "--steps", "1",
+                 "--batch-size", "4", "--backbone-steps", "3", "--save-every", "1")  # fmt: skip
+    rows = train(_parse(argv))
+    assert "backbone step 3/3" in capsys.readouterr().err and len(rows) == 1

@@ -43,6 +43,9 @@ class OFAConfig:
     activation_dropout: float = 0.0
     encoder_drop_path_rate: float = 0.0
     decoder_drop_path_rate: float = 0.0
+    # OFA's --entangle-position-embedding: also add the position embeddings to the token/patch
+    # embeddings (every release trains with --disable-entangle, i.e. False)
+    entangle_position_embedding: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -115,5 +118,6 @@ PRESETS: dict[str, OFAConfig] = {
         resnet_layers=(1, 1, 1),
         resnet_width=16,
         vocab_size=1057,
+        entangle_position_embedding=True,  # a small model from scratch localises far faster
     ),
 }

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from .api import PIPELINE_FILE, get_model
+from .backbone_pretrain import pretrain_backbone
 from .checkpoints import load_model, save_pretrained
 from .config import PRESETS, OFAConfig
 from .data.training import (
@@ -55,6 +56,7 @@ from .data.training import (
     example_texts,
     load_examples,
 )
+from .images import Interpolation
 from .model import OFA
 from .tokenizer import OFATokenizer
 
@@ -107,6 +109,12 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-path", type=float, default=0.0, help="encoder and decoder drop-path")
     p.add_argument("--freeze-embeddings", action="store_true")
     p.add_argument("--freeze-resnet", action="store_true")
+    p.add_argument(
+        "--backbone-steps",
+        type=int,
+        default=0,
+        help="first pretrain the ResNet this many steps on the shapes world's per-patch labels",
+    )
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay (e.g. 0.9999); 0 = off")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -419,6 +427,12 @@ def train(args: argparse.Namespace) -> list[dict[str, float]]:
     else:
         model, tok, size, interp = _build(args, examples)
         model.to(device)
+        if args.backbone_steps:  # OFA starts from a pretrained ResNet; our stand-in for ImageNet
+            pretrain_backbone(
+                model.encoder.embed_images, args.data, args.backbone_steps, size,
+                cast(Interpolation, interp),
+                seed=args.seed, log_every=args.log_every * 5,
+            )  # fmt: skip
     if args.freeze_embeddings:  # OFA --freeze-encoder-embedding --freeze-decoder-embedding (tied)
         model.embed_tokens.weight.requires_grad_(False)
     if args.freeze_resnet:  # OFA --freeze-resnet

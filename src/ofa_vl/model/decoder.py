@@ -64,12 +64,17 @@ class Decoder(PositionalStack):
         self.output_projection.weight = embed_tokens.weight  # tied, as in every OFA release
 
     # ----------------------------------------------------------------- positions
-    def _positions(self, T: int, code: bool, device: torch.device) -> torch.Tensor:
-        """(1, T, C) normalised position embeddings of a text or an image-code sequence."""
+    def _raw_positions(self, T: int, code: bool, device: torch.device) -> torch.Tensor:
+        """(T, C) position embeddings of a text or an image-code sequence, before their LN."""
         if code:
             ids = code_position_ids(self.cfg.code_image_size, self.cfg.image_bucket_size, T)
-            return self.image_pos_ln(self.embed_image_positions(ids.to(device)))[None]
-        return self.pos_ln(self.embed_positions(torch.arange(T, device=device)))[None]
+            return self.embed_image_positions(ids.to(device))
+        return self.embed_positions(torch.arange(T, device=device))
+
+    def _positions(self, T: int, code: bool, device: torch.device) -> torch.Tensor:
+        """(1, T, C) normalised position embeddings of a text or an image-code sequence."""
+        ln = self.image_pos_ln if code else self.pos_ln
+        return ln(self._raw_positions(T, code, device))[None]
 
     def _rel_buckets(self, T: int, code: bool, device: torch.device) -> torch.Tensor:
         if code:
@@ -104,11 +109,22 @@ class Decoder(PositionalStack):
         cross_bias = torch.where(m, cross[1], cross[0]) + enc_pad
         return cross_bias, [torch.where(m, c, t) for t, c in zip(selfs[0], selfs[1])]
 
-    def _embed(self, tokens: torch.Tensor, code_rows: torch.Tensor | None) -> torch.Tensor:
+    def _embed(
+        self, tokens: torch.Tensor, code_rows: torch.Tensor | None, start: int = 0
+    ) -> torch.Tensor:
+        """Embed (N, T') tokens at positions ``start..start+T'-1``."""
         x = self.embed_tokens(tokens)
+        rows = code_rows if code_rows is not None and code_rows.any() else None
+        if self.cfg.entangle_position_embedding:
+            end = start + tokens.shape[1]
+            pos = self._raw_positions(end, False, x.device)[start:]
+            if rows is not None:
+                image_pos = self._raw_positions(end, True, x.device)[start:]
+                pos = torch.where(rows[:, None, None], image_pos, pos)
+            x = x + pos
         out = self.embedding_ln(x)
-        if code_rows is not None and code_rows.any():
-            out = torch.where(code_rows[:, None, None], self.code_embedding_ln(x), out)
+        if rows is not None:
+            out = torch.where(rows[:, None, None], self.code_embedding_ln(x), out)
         return nn.functional.dropout(out, self.cfg.dropout, self.training)
 
     def _run_layers(
@@ -184,7 +200,7 @@ class Decoder(PositionalStack):
         cb = state.cross_bias[:, :, t0 : t0 + Tn]  # (B, H, T', S), viewed as (B, G*T') queries
         if Tn > 1 and G > 1:
             cb = cb.repeat(1, 1, G, 1)
-        x = self._embed(tokens, state.code_rows)
+        x = self._embed(tokens, state.code_rows, t0)
         logits = self._run_layers(x, sb, state.cross_kv, cb, state.cache)
         state.cache.advance(Tn)
         return logits

@@ -113,8 +113,11 @@ class Encoder(PositionalStack):
         feats = feats.flatten(2).transpose(1, 2)  # (B, h*w, C')
         ids = image_position_ids(h, w, self.cfg.image_bucket_size).to(images.device)
         x = self.image_proj(feats) + self.embed_type.weight[1]
+        raw_pos = self.embed_image_positions(ids)  # (h*w, C)
+        if self.cfg.entangle_position_embedding:
+            x = x + raw_pos
         x = self.image_embedding_ln(x)
-        pos = self.image_pos_ln(self.embed_image_positions(ids)).expand(B, -1, -1)
+        pos = self.image_pos_ln(raw_pos).expand(B, -1, -1)
         if images_mask is None:
             pad = torch.zeros(B, h * w, dtype=torch.bool, device=images.device)
         else:
@@ -147,9 +150,13 @@ class Encoder(PositionalStack):
                 f"input has {Lt} tokens; OFA's encoder takes at most {self.cfg.max_positions}"
             )
         pad = input_ids.eq(self.cfg.pad_token_id)
-        x = self.embedding_ln(self.embed_tokens(input_ids) + self.embed_type.weight[0])
         text_pos = torch.arange(Lt, device=input_ids.device)
-        pos = self.pos_ln(self.embed_positions(text_pos)).expand(B, -1, -1)
+        raw_pos = self.embed_positions(text_pos)  # (Lt, C)
+        x = self.embed_tokens(input_ids) + self.embed_type.weight[0]
+        if self.cfg.entangle_position_embedding:
+            x = x + raw_pos
+        x = self.embedding_ln(x)
+        pos = self.pos_ln(raw_pos).expand(B, -1, -1)
         image_ids = None
         if images is not None:
             ix, ipad, ipos, image_ids = self.embed_image(images, images_mask)
