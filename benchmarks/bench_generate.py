@@ -120,6 +120,11 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=1, help="timed runs after a warm-up (best kept)")
     p.add_argument("--compare", action="store_true", help="also time the naive (uncached) path")
     p.add_argument("--cases", nargs="+", default=["caption", "grounding", "vqa5", "vqa20"])
+    p.add_argument(
+        "--linear-head",
+        action="store_true",
+        help="also time fp32 captioning with the output projection as a plain F.linear (before)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
@@ -140,6 +145,11 @@ def main() -> None:
             for batch in args.batch_sizes if case == "caption" else [1]:
                 if case == "caption":
                     rows.append(run_case(model, precision, batch, args, case))
+                    if args.linear_head and precision == "fp32":
+                        decoder = model.decoder
+                        decoder.project = decoder.output_projection  # type: ignore[method-assign]
+                        rows.append(run_case(model, precision, batch, args, "caption-F.linear"))
+                        del decoder.project  # back to the class's weight-stationary projection
                 elif case == "grounding":  # 4 bin tokens
                     rows.append(
                         run_case(
@@ -151,12 +161,12 @@ def main() -> None:
                     rows.append(run_case(model, precision, batch, args, case, num_beams=beams, constraint_trie=trie,
                                          max_new_tokens=6, min_new_tokens=0, length_penalty=0.0))  # fmt: skip
         del model
-    head = f"{'case':9s} {'prec':5s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
+    head = f"{'case':16s} {'prec':5s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
     extra = f" {'naive/img':>9s} {'speed-up':>8s} {'same ids':>8s}" if args.compare else ""
     print(head + extra)
     for r in rows:
         peak = peak16 if r["precision"] == "bf16" else peak32
-        line = (f"{r['case']:9s} {r['precision']:5s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
+        line = (f"{r['case']:16s} {r['precision']:5s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
                 f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f}")  # fmt: skip
         if "naive_s" in r:
             line += (
