@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ofa_vl import OFA, OFAConfig, Trie
 from ofa_vl.generation import generate
+from ofa_vl.model import linear as linear_module
 
 
 def peak_rss_mb() -> float:
@@ -121,9 +122,9 @@ def main() -> None:
     p.add_argument("--compare", action="store_true", help="also time the naive (uncached) path")
     p.add_argument("--cases", nargs="+", default=["caption", "grounding", "vqa5", "vqa20"])
     p.add_argument(
-        "--linear-head",
+        "--plain-linear",
         action="store_true",
-        help="also time fp32 captioning with the output projection as a plain F.linear (before)",
+        help="also time fp32 captioning with every Linear as a plain F.linear (before)",
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -145,11 +146,13 @@ def main() -> None:
             for batch in args.batch_sizes if case == "caption" else [1]:
                 if case == "caption":
                     rows.append(run_case(model, precision, batch, args, case))
-                    if args.linear_head and precision == "fp32":
-                        decoder = model.decoder
+                    if args.plain_linear and precision == "fp32":
+                        decoder, skinny = model.decoder, linear_module.SKINNY_ROWS
                         decoder.project = decoder.output_projection  # type: ignore[method-assign]
+                        linear_module.SKINNY_ROWS = 0
                         rows.append(run_case(model, precision, batch, args, "caption-F.linear"))
-                        del decoder.project  # back to the class's weight-stationary projection
+                        del decoder.project  # back to the weight-stationary products
+                        linear_module.SKINNY_ROWS = skinny
                 elif case == "grounding":  # 4 bin tokens
                     rows.append(
                         run_case(

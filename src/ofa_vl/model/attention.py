@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import linear
+
 
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, scale_factor: float = 2.0, dropout: float = 0.0):
@@ -31,7 +33,7 @@ class Attention(nn.Module):
 
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, C) -> keys and values, each (B, H, L, D)."""
-        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        return self._heads(linear(self.k_proj, x)), self._heads(linear(self.v_proj, x))
 
     def forward(
         self,
@@ -44,7 +46,7 @@ class Attention(nn.Module):
         ``bias`` broadcasts to (B, H, Lq, Lk) and holds positions and masks (-inf = masked).
         """
         B, Lq, C = x.shape
-        q = self._heads(self.q_proj(x))
+        q = self._heads(linear(self.q_proj, x))
         k, v = self.project_kv(x) if kv is None else kv
         if bias is not None:
             bias = bias.to(q.dtype)
@@ -57,4 +59,4 @@ class Attention(nn.Module):
             scale=self.scale,
         )
         out = out * self.c_attn.to(out.dtype)[:, None, None]
-        return self.out_proj(out.transpose(1, 2).reshape(B, Lq, C))
+        return linear(self.out_proj, out.transpose(1, 2).reshape(B, Lq, C))

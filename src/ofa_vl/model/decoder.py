@@ -19,6 +19,7 @@ from torch import nn
 from ..config import OFAConfig
 from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
 from .layers import DecoderLayer, KVCache
+from .linear import weight_stationary
 from .positions import code_position_ids, image_buckets, token_buckets
 from .resnet import linear_rates
 
@@ -144,10 +145,7 @@ class Decoder(PositionalStack):
         proj = self.output_projection
         if type(proj) is not nn.Linear:  # e.g. dynamically quantized (int8): its own kernel
             return proj(x)
-        # weight-stationary (V, C) @ (C, N): BLAS streams the big table once; 2.6x faster than
-        # F.linear for the 5 rows of a beam-search step, never slower (benchmarks/README.md)
-        flat = x.reshape(-1, x.shape[-1])
-        return (proj.weight @ flat.T).T.contiguous().view(*x.shape[:-1], -1)
+        return weight_stationary(x, proj.weight)  # faster for any number of rows here
 
     def cross_kv(self, enc: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values of every layer, computed once per image."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..config import OFAConfig
 from .attention import Attention
+from .linear import linear
 from .resnet import drop_path
 
 
@@ -64,9 +65,9 @@ class _Block(nn.Module):
         return x + drop_path(y, self.drop_path_rate, self.training)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(self.fc1(self.ffn_ln(x)))
+        y = F.gelu(linear(self.fc1, self.ffn_ln(x)))
         y = F.dropout(y, self.act_dropout, self.training)
-        return self._residual(x, self.fc2(self.ffn_mid_ln(y)))
+        return self._residual(x, linear(self.fc2, self.ffn_mid_ln(y)))
 
 
 class EncoderLayer(_Block):

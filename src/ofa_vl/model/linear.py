@@ -1,0 +1,28 @@
+"""Linear layers for the few rows of a decoding step (benchmarks/README.md has the measurements)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SKINNY_ROWS = 16  # up to this many rows (5 beams x 3 images) the weight-stationary product wins
+
+
+def weight_stationary(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` computed as ``(W @ xᵀ)ᵀ``: BLAS streams ``W`` once.
+
+    2.6x faster than ``F.linear`` for the 59,457 x 768 output projection on 5 rows and 1.5-2.7x
+    for a decoder layer's weights on 5 rows when they come from memory; slower on many rows.
+    """
+    flat = x.reshape(-1, x.shape[-1]).T  # (C_in, N)
+    y = weight @ flat if bias is None else torch.addmm(bias[:, None], weight, flat)
+    return y.T.contiguous().view(*x.shape[:-1], -1)
+
+
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``; a float ``nn.Linear`` on at most ``SKINNY_ROWS`` rows runs weight-stationary."""
+    if type(layer) is not nn.Linear or x.numel() > SKINNY_ROWS * x.shape[-1]:
+        return layer(x)  # many rows, or a quantized (int8) module with its own kernel
+    return weight_stationary(x, layer.weight, layer.bias)
