@@ -72,10 +72,8 @@ def _load(
     grid = size // PATCH
     images = [preprocess(data / s["image"], size, interpolation)[0] for s in scenes]
     labels = [patch_labels(s["objects"], s["image_size"], grid) for s in scenes]
-    return (
-        torch.stack(images),
-        *(torch.from_numpy(np.stack([lab[k] for lab in labels])) for k in range(3)),
-    )  # type: ignore[return-value]
+    classes, offsets, mask = (torch.from_numpy(np.stack(parts)) for parts in zip(*labels))
+    return torch.stack(images), classes, offsets, mask
 
 
 def pretrain_backbone(

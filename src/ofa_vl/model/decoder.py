@@ -19,7 +19,7 @@ from torch import nn
 from ..config import OFAConfig
 from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
 from .layers import DecoderLayer, KVCache
-from .linear import weight_stationary
+from .linear import linear
 from .positions import code_position_ids, image_buckets, token_buckets
 from .resnet import linear_rates
 
@@ -142,10 +142,7 @@ class Decoder(PositionalStack):
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """(..., C) states -> (..., V) logits of the tied output projection."""
-        proj = self.output_projection
-        if type(proj) is not nn.Linear:  # e.g. dynamically quantized (int8): its own kernel
-            return proj(x)
-        return weight_stationary(x, proj.weight)  # faster for any number of rows here
+        return linear(self.output_projection, x, any_rows=True)  # faster at any row count here
 
     def cross_kv(self, enc: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values of every layer, computed once per image."""

@@ -21,8 +21,10 @@ def weight_stationary(
     return y.T.contiguous().view(*x.shape[:-1], -1)
 
 
-def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)``; a float ``nn.Linear`` on at most ``SKINNY_ROWS`` rows runs weight-stationary."""
-    if type(layer) is not nn.Linear or x.numel() > SKINNY_ROWS * x.shape[-1]:
+def linear(layer: nn.Module, x: torch.Tensor, any_rows: bool = False) -> torch.Tensor:
+    """``layer(x)``; a float ``nn.Linear`` runs weight-stationary on at most ``SKINNY_ROWS`` rows
+    (on any number with ``any_rows``)."""
+    many = not any_rows and x.numel() > SKINNY_ROWS * x.shape[-1]
+    if type(layer) is not nn.Linear or many:
         return layer(x)  # many rows, or a quantized (int8) module with its own kernel
     return weight_stationary(x, layer.weight, layer.bias)
