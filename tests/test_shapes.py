@@ -149,13 +149,13 @@ def test_scene_dict_round_trip_renders_the_same_pixels() -> None:
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:
-    def files(out: Path, seed: int) -> dict[str, bytes]:
-        write_shapes_dataset(out, 12, 8, seed=seed, size=128)
+    def files(out: Path, seed: int, workers: int = 1) -> dict[str, bytes]:
+        write_shapes_dataset(out, 12, 8, seed=seed, size=128, workers=workers)
         return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     first, again, other = (
         files(tmp_path / "a", 1),
-        files(tmp_path / "b", 1),
+        files(tmp_path / "b", 1, workers=2),  # rendered in 2 processes: the same bytes
         files(tmp_path / "c", 2),
     )
     assert first == again

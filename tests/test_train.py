@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -146,6 +147,33 @@ def test_examples_follow_the_ofa_prompts(data: Path, tiny_model: Path) -> None:
     assert region.startswith("what does the region describe? region") and "<bin_" in region
 
 
+def test_image_cache_preprocesses_each_image_once(
+    data: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ofa_vl.data import training
+    from ofa_vl.tokenizer import OFATokenizer
+
+    tok = OFATokenizer.from_pretrained(tiny_model)
+    examples = load_examples(data, "multitask")
+    plain = [TrainingDataset(examples, tok, 64)[i] for i in range(len(examples))]
+    calls: list[Path] = []
+    real = training.preprocess
+
+    def counted(path: Path, *args: Any) -> Any:
+        calls.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(training, "preprocess", counted)
+    cached = TrainingDataset(examples, tok, 64, cache_images=True)
+    cached.preload()
+    images = {e.image for e in examples}
+    assert len(images) < len(examples) and sorted(calls) == sorted(images)
+    for a, i in zip(plain, range(len(examples))):
+        b = cached[i]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(calls) == len(images)  # every item came from the cache
+
+
 def test_step_sampler_shards_the_same_global_batch() -> None:
     one = list(StepSampler(40, 4, 2, 0, 1, seed=3, start_step=0, total_steps=9))
     ranks = [list(StepSampler(40, 4, 1, r, 2, seed=3, start_step=0, total_steps=9)) for r in (0, 1)]
@@ -187,7 +215,8 @@ def test_resume_is_bit_for_bit(data: Path, tiny_model: Path, tmp_path: Path) -> 
     shutil.rmtree(resumed / "checkpoints" / "step_0000006")
     state = torch.load(resumed / "checkpoints" / "step_0000003" / STATE_FILE, weights_only=True)
     assert state["step"] == 3 and state["ema"]
-    rows = train(_parse(_args(data, tiny_model, resumed, *extra, "--resume")))
+    # resumed with the image cache: the same batches, so the same weights
+    rows = train(_parse(_args(data, tiny_model, resumed, *extra, "--resume", "--cache-images")))
     assert [r["step"] for r in rows] == [4, 5, 6]
     a, b = _final_weights(straight), _final_weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -224,6 +224,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--val", type=int, default=200)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=256)
+    s.add_argument("--workers", type=int, default=1, help="processes rendering the images")
 
 
 @command("data", _data_args)
@@ -231,7 +232,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     """Generate datasets (the synthetic shapes world)."""
     from .data.shapes import shapes_command
 
-    shapes_command(args.out, args.train, args.val, args.seed, args.size)
+    shapes_command(args.out, args.train, args.val, args.seed, args.size, args.workers)
     return 0
 
 

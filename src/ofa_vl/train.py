@@ -119,6 +119,11 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--cache-images",
+        action="store_true",
+        help="preprocess each image once and keep it in memory (small image sets, e.g. shapes)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-source-length", type=int, default=80)
@@ -438,7 +443,10 @@ def train(args: argparse.Namespace) -> list[dict[str, float]]:
     if args.freeze_resnet:  # OFA --freeze-resnet
         model.encoder.embed_images.requires_grad_(False)
 
-    dataset = TrainingDataset(examples, tok, size, interp, args.max_source_length)
+    dataset = TrainingDataset(
+        examples, tok, size, interp, args.max_source_length, cache_images=args.cache_images
+    )
+    dataset.preload()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=args.weight_decay

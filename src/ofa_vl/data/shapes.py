@@ -40,12 +40,14 @@ exclusive. Same arguments give byte-identical files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import math
 import pickle
 import random
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,8 +242,11 @@ def write_shapes_dataset(
     seed: int = 0,
     size: int = 256,
     captions_per_image: int = 5,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Generate ``n_train`` + ``n_val`` scenes and write them in the real datasets' layouts.
+
+    ``workers`` > 1 renders the images in that many processes (same files).
 
     Returns the number of images, captions, refs, referring sentences, questions, region captions
     and image-text pairs written. The layout is described in the module docstring.
@@ -249,13 +254,15 @@ def write_shapes_dataset(
     out = Path(out_dir)
     for sub in ("annotations", "refcoco", "train2014", "val2014"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    items: list[_Item] = []
-    for split, count in zip(SPLITS, (n_train, n_val), strict=True):
-        for k in range(count):
-            image_id = len(items) + 1
-            scene, text, rng = _scene(seed, split, k, size, captions_per_image)
-            _write_image(out, split, image_id, scene)
-            items.append(_Item(split, k, image_id, scene, text, rng))
+    jobs = [(split, k) for split, count in zip(SPLITS, (n_train, n_val), strict=True)
+            for k in range(count)]  # fmt: skip
+    make = functools.partial(_make_item, out, seed, size, captions_per_image)
+    args = (jobs, range(1, len(jobs) + 1))
+    if workers > 1:  # every scene has its own seeded stream: the files do not depend on workers
+        with ProcessPoolExecutor(workers) as pool:
+            items = list(pool.map(make, *args, chunksize=32))
+    else:
+        items = list(map(make, *args))
 
     _dump(out / "annotations/coco_karpathy_train.json", _karpathy(items, "train"))
     _dump(out / "annotations/coco_karpathy_val.json", _karpathy(items, "val"))
@@ -284,10 +291,15 @@ def write_shapes_dataset(
 
 
 def shapes_command(
-    out: str | Path, train: int = 2000, val: int = 200, seed: int = 0, size: int = 256
+    out: str | Path,
+    train: int = 2000,
+    val: int = 200,
+    seed: int = 0,
+    size: int = 256,
+    workers: int = 1,
 ) -> dict[str, int]:
     """``ofa data shapes --out DIR --train N --val M --seed S``: write the dataset, print counts."""
-    counts = write_shapes_dataset(out, train, val, seed=seed, size=size)
+    counts = write_shapes_dataset(out, train, val, seed=seed, size=size, workers=workers)
     print(f"wrote the shapes dataset to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return counts
 
@@ -313,6 +325,15 @@ _DRAW: dict[str, _Painter] = {  # shape -> draw it filling the inclusive box (x0
         [((xy[0] + xy[2]) / 2, xy[1]), (xy[0], xy[3]), (xy[2], xy[3])], fill=fill
     ),
 }
+
+
+def _make_item(
+    out: Path, seed: int, size: int, captions_per_image: int, job: tuple[str, int], image_id: int
+) -> _Item:
+    split, k = job
+    scene, text, rng = _scene(seed, split, k, size, captions_per_image)
+    _write_image(out, split, image_id, scene)
+    return _Item(split, k, image_id, scene, text, rng)
 
 
 def _scene(
