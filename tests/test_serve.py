@@ -62,6 +62,8 @@ def scene_png(seed: int = 0, size: int = 128) -> bytes:
 
 PNG = scene_png()
 B64 = base64.b64encode(PNG).decode()
+_OBJECT = generate_scene(random.Random(0), 128).objects[0]
+REFERENT = f"the {_OBJECT.colour} {_OBJECT.shape}"  # an object of PNG's scene: the model boxes it
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -430,7 +432,7 @@ def test_web_page(web_url: str, tmp_path: Path) -> None:
         page.set_input_files("#image-input", str(tmp_path / "scene.png"))
         for task, text in (
             ("caption", ""),
-            ("grounding", "the red circle"),
+            ("grounding", REFERENT),
             ("vqa", "how many shapes are there?"),
         ):
             page.check(f"input[name=task][value={task}]")

@@ -8,7 +8,8 @@ environment variables, bf16 autocast, rank 0 logs and saves.
 Determinism: the example order of epoch ``e`` is ``randperm(n, seed=(seed, e))``; optimizer step
 ``s`` takes the slice ``[s * G, (s + 1) * G)`` of it (``G`` = batch x world x accumulation), split
 into micro-batches per accumulation step and rank. A checkpoint stores weights, optimizer,
-scheduler, EMA, RNG states and the step, so ``--resume`` continues bit-for-bit. The loss of a step
+scheduler, EMA, RNG states and the step, so ``--resume`` continues bit-for-bit on the CPU (on a
+GPU to float tolerance: some CUDA backward kernels are not deterministic). The loss of a step
 is summed over its target tokens on every rank and divided by their global count, so any split of
 the same global batch into ranks and accumulation steps computes the same gradient.
 """
