@@ -33,6 +33,8 @@ __all__ = [
     "ImageInfo",
     "ImageSource",
     "load_image",
+    "load_resized",
+    "normalize",
     "preprocess",
     "preprocess_batch",
     "resize",
@@ -250,6 +252,32 @@ def resize(img: Image.Image, size: int, interpolation: Interpolation = "bilinear
     raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
 
 
+def load_resized(
+    image: ImageSource, size: int, interpolation: Interpolation = "bilinear"
+) -> tuple[torch.Tensor, ImageInfo]:
+    """Load and resize to ``size`` x ``size``: a (3, S, S) uint8 tensor, before :func:`normalize`."""
+    rgb = load_image(image)
+    pixels = torch.from_numpy(resize(rgb, size, interpolation).copy()).permute(2, 0, 1)
+    info = ImageInfo(
+        ori_shape=(rgb.height, rgb.width), scale_factor=(size / rgb.width, size / rgb.height)
+    )
+    return pixels, info
+
+
+def normalize(
+    pixels: torch.Tensor,
+    mean: float | Sequence[float] = OFA_MEAN,
+    std: float | Sequence[float] = OFA_STD,
+) -> torch.Tensor:
+    """``(x - 255 * mean) / (255 * std)`` of (3, S, S) uint8 pixels as float32.
+
+    mmpretrain ``MultiModalDataPreprocessor``: mean / std in 0..255.
+    """
+    mean_255 = torch.tensor(mean, dtype=torch.float64).mul(255).float().reshape(-1, 1, 1)
+    std_255 = torch.tensor(std, dtype=torch.float64).mul(255).float().reshape(-1, 1, 1)
+    return (pixels.float() - mean_255) / std_255
+
+
 def preprocess(
     image: ImageSource,
     size: int,
@@ -262,16 +290,8 @@ def preprocess(
     ``mean`` / ``std`` are in [0, 1] units; the result is ``(x - 255 * mean) / (255 * std)``,
     i.e. ``(x - 127.5) / 127.5`` by default, as a (3, S, S) float32 tensor.
     """
-    rgb = load_image(image)
-    pixels = torch.from_numpy(resize(rgb, size, interpolation).copy()).permute(2, 0, 1)
-    # mmpretrain MultiModalDataPreprocessor: (x - mean) / std with mean/std in 0..255
-    mean_255 = torch.tensor(mean, dtype=torch.float64).mul(255).float().reshape(-1, 1, 1)
-    std_255 = torch.tensor(std, dtype=torch.float64).mul(255).float().reshape(-1, 1, 1)
-    tensor = (pixels.float() - mean_255) / std_255
-    info = ImageInfo(
-        ori_shape=(rgb.height, rgb.width), scale_factor=(size / rgb.width, size / rgb.height)
-    )
-    return tensor, info
+    pixels, info = load_resized(image, size, interpolation)
+    return normalize(pixels, mean, std), info
 
 
 def preprocess_batch(

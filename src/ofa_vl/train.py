@@ -123,7 +123,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-images",
         action="store_true",
-        help="preprocess each image once and keep it in memory (small image sets, e.g. shapes)",
+        help="resize each image once and keep it in memory (small image sets, e.g. shapes)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--seed", type=int, default=0)

@@ -19,7 +19,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch.utils.data import Dataset
 
-from ..images import ImageInfo, Interpolation, preprocess
+from ..images import ImageInfo, Interpolation, load_resized, normalize
 from ..tasks import get_task
 from ..tasks.caption import clean_caption
 from ..tokenizer import BOS, EOS, PAD, UNK, OFATokenizer
@@ -183,8 +183,9 @@ class TrainingDataset(Dataset[dict[str, Any]]):
         image_size: the model's input side (images are resized to a square).
         interpolation: the inference resize (``pipeline.json``).
         max_source_length: prompts longer than this many tokens are cut (keeping ``</s>``).
-        cache_images: keep each preprocessed image in memory after its first use (a small image
-            set read many times, e.g. the shapes world: 3 x 128 x 128 float32 is 196 KB each).
+        cache_images: keep each resized image in memory after its first use, for a small image set
+            read many times (the shapes world: 3 x 128 x 128 uint8, 48 KB an image; each
+            DataLoader worker holds its own cache unless :meth:`preload` ran before they fork).
     """
 
     def __init__(
@@ -212,10 +213,11 @@ class TrainingDataset(Dataset[dict[str, Any]]):
                 self._image(path)
 
     def _image(self, path: Path) -> tuple[torch.Tensor, ImageInfo]:
+        """The uint8 resized image (cached or not) and its resize info."""
         if self._cache is None:
-            return preprocess(path, self.image_size, self.interpolation)
+            return load_resized(path, self.image_size, self.interpolation)
         if path not in self._cache:
-            self._cache[path] = preprocess(path, self.image_size, self.interpolation)
+            self._cache[path] = load_resized(path, self.image_size, self.interpolation)
         return self._cache[path]
 
     def __len__(self) -> int:
@@ -223,7 +225,7 @@ class TrainingDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ex, tok = self.examples[index], self.tokenizer
-        image, info = self._image(ex.image)
+        pixels, info = self._image(ex.image)
         w_ratio, h_ratio = info.scale_factor
         prompt = ex.prompt
         if ex.region is not None:  # OFA-NOTES 2.2: boxes in resized pixels / 512, round-half-even
@@ -235,7 +237,7 @@ class TrainingDataset(Dataset[dict[str, Any]]):
             target = tok.encode(ex.target, add_special_tokens=False)
         dprompt = tok.encode(ex.decoder_prompt, False) if ex.decoder_prompt is not None else []
         return {
-            "image": image,
+            "image": normalize(pixels),
             "input_ids": source["input_ids"][0],
             "decoder_prompt": torch.tensor(dprompt, dtype=torch.long),
             "target": torch.tensor(target, dtype=torch.long),
