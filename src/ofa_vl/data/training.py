@@ -9,8 +9,10 @@ in the DataLoader worker, because box tokens depend on the image's resize ratios
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,11 +208,17 @@ class TrainingDataset(Dataset[dict[str, Any]]):
             {} if cache_images else None
         )
 
-    def preload(self) -> None:
-        """Fill the image cache now (before DataLoader workers fork, so they share it)."""
+    def preload(self, threads: int | None = None) -> None:
+        """Fill the image cache now (before DataLoader workers fork, so they share it).
+
+        Decoding and resizing release the GIL: ``threads`` (default: one per CPU) run in parallel.
+        """
         if self._cache is not None:
-            for path in dict.fromkeys(e.image for e in self.examples):
-                self._image(path)
+            todo = [
+                p for p in dict.fromkeys(e.image for e in self.examples) if p not in self._cache
+            ]
+            with ThreadPoolExecutor(threads or os.cpu_count()) as pool:
+                list(pool.map(self._image, todo))
 
     def _image(self, path: Path) -> tuple[torch.Tensor, ImageInfo]:
         """The uint8 resized image (cached or not) and its resize info."""
