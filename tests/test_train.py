@@ -147,7 +147,7 @@ def test_examples_follow_the_ofa_prompts(data: Path, tiny_model: Path) -> None:
     assert region.startswith("what does the region describe? region") and "<bin_" in region
 
 
-def test_image_cache_preprocesses_each_image_once(
+def test_image_cache_resizes_each_image_once(
     data: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ofa_vl import images
@@ -169,12 +169,12 @@ def test_image_cache_preprocesses_each_image_once(
     monkeypatch.setattr(training, "load_resized", counted)
     cached = TrainingDataset(examples, tok, 64, cache_images=True)
     cached.preload()
-    images = {e.image for e in examples}
-    assert len(images) < len(examples) and sorted(calls) == sorted(images)
-    for a, i in zip(plain, range(len(examples))):
+    paths = {e.image for e in examples}
+    assert len(paths) < len(examples) and sorted(calls) == sorted(paths)
+    for i, a in enumerate(plain):
         b = cached[i]
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert len(calls) == len(images)  # every item came from the cache
+    assert len(calls) == len(paths)  # every item came from the cache
 
 
 def test_step_sampler_shards_the_same_global_batch() -> None:

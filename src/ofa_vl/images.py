@@ -8,6 +8,7 @@ reproduces mmpretrain's OFA test pipelines (``LoadImageFromFile`` with cv2, mmcv
 
 from __future__ import annotations
 
+import functools
 import http.client
 import io
 import os
@@ -273,9 +274,17 @@ def normalize(
 
     mmpretrain ``MultiModalDataPreprocessor``: mean / std in 0..255.
     """
-    mean_255 = torch.tensor(mean, dtype=torch.float64).mul(255).float().reshape(-1, 1, 1)
-    std_255 = torch.tensor(std, dtype=torch.float64).mul(255).float().reshape(-1, 1, 1)
-    return (pixels.float() - mean_255) / std_255
+    return (pixels.float() - _times_255(_values(mean))) / _times_255(_values(std))
+
+
+def _values(v: float | Sequence[float]) -> tuple[float, ...]:
+    return (v,) if isinstance(v, int | float) else tuple(v)
+
+
+@functools.lru_cache(maxsize=8)
+def _times_255(values: tuple[float, ...]) -> torch.Tensor:
+    """``255 * values`` as a (C, 1, 1) float32 tensor, built once per ``values`` (a hot path)."""
+    return torch.tensor(values, dtype=torch.float64).mul(255).float().reshape(-1, 1, 1)
 
 
 def preprocess(

@@ -257,12 +257,12 @@ def write_shapes_dataset(
     jobs = [(split, k) for split, count in zip(SPLITS, (n_train, n_val), strict=True)
             for k in range(count)]  # fmt: skip
     make = functools.partial(_make_item, out, seed, size, captions_per_image)
-    args = (jobs, range(1, len(jobs) + 1))
+    image_ids = range(1, len(jobs) + 1)
     if workers > 1:  # every scene has its own seeded stream: the files do not depend on workers
         with ProcessPoolExecutor(workers) as pool:
-            items = list(pool.map(make, *args, chunksize=32))
+            items = list(pool.map(make, jobs, image_ids, chunksize=32))
     else:
-        items = list(map(make, *args))
+        items = list(map(make, jobs, image_ids))
 
     _dump(out / "annotations/coco_karpathy_train.json", _karpathy(items, "train"))
     _dump(out / "annotations/coco_karpathy_val.json", _karpathy(items, "val"))
