@@ -12,9 +12,9 @@ from conftest import MMP_CKPT, SHARED
 from ofa_vl import zoo
 from ofa_vl.api import get_model, inference_model, list_models
 from ofa_vl.images import preprocess
-from ofa_vl.tokenizer import OFATokenizer
+from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 
-HF_DIR = SHARED / "ofa-bpe" / "hf"
+HF_DIR = ENGLISH_BPE
 CAT = SHARED / "images" / "cat-dog.png"
 DOG = SHARED / "images" / "dog.jpg"
 FAST = {"max_new_tokens": 5, "num_beams": 2}

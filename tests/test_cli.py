@@ -9,7 +9,9 @@ import pytest
 from conftest import MMP_CKPT, SHARED
 from PIL import Image
 
-HF_DIR = str(SHARED / "ofa-bpe" / "hf")
+from ofa_vl.tokenizer import ENGLISH_BPE
+
+HF_DIR = str(ENGLISH_BPE)
 FIXTURE = ["--model", str(MMP_CKPT), "--tokenizer", HF_DIR, "--max-new-tokens", "4", "--beams", "2"]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import MMP_CKPT, SHARED
+from conftest import MMP_CKPT
 
 from ofa_vl.api import OFAPipeline, load_answers
 from ofa_vl.cli import main
@@ -36,9 +36,9 @@ from ofa_vl.evaluate import (
 )
 from ofa_vl.metrics import as_percentages, caption_metrics, load_caption_references
 from ofa_vl.tasks import get_task
-from ofa_vl.tokenizer import OFATokenizer
+from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 
-HF_DIR = SHARED / "ofa-bpe" / "hf"
+HF_DIR = ENGLISH_BPE
 FAST = {"max_new_tokens": 5, "num_beams": 2}
 LIMIT = 24  # VQA questions of the command's runs: 12 batches
 CLI_RUN = [

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
 
 from ofa_vl.images import preprocess_batch
 from ofa_vl.scoring import CandidateSet, score_candidates
 from ofa_vl.tasks import get_task
-from ofa_vl.tokenizer import OFATokenizer
+from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 
 # shared prefixes (" red ..."), multi-token names and a one-token name: every trie branch is used
 LABELS = ["red circle", "red square", "red", "blue triangle", "dark blue square", "cat", "zebra"]
@@ -20,7 +19,7 @@ ANSWERS = ["yes", "no", "2", "red", "dark blue", "blue", "circle on the left"]
 
 @pytest.fixture(scope="module")
 def tok() -> OFATokenizer:
-    return OFATokenizer.from_pretrained(SHARED / "ofa-bpe" / "hf")
+    return OFATokenizer.from_pretrained(ENGLISH_BPE)
 
 
 @pytest.fixture(scope="module")

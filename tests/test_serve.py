@@ -23,16 +23,17 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MMP_CKPT, SHARED
+from conftest import MMP_CKPT
 from fastapi.testclient import TestClient
 
 from ofa_vl.api import OFAPipeline
 from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.serve import Batcher, QueueFullError, ServeConfig, create_app, load_pipelines, running
 from ofa_vl.serve.schemas import ErrorResponse
+from ofa_vl.tokenizer import ENGLISH_BPE
 from ofa_vl.zoo import DEFAULT_MODEL
 
-HF_DIR = SHARED / "ofa-bpe" / "hf"
+HF_DIR = ENGLISH_BPE
 Reply = Any  # an httpx response, or an httpx2 one from Starlette's TestClient
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

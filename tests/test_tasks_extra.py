@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import MMP_CKPT, SHARED
+from conftest import MMP_CKPT
 
 from ofa_vl import cli
 from ofa_vl.api import OFAPipeline
@@ -19,7 +19,7 @@ from ofa_vl.tasks.entailment import LABELS as SNLI_LABELS
 from ofa_vl.tasks.image_gen import VQGANDecoder, codes_to_images, load_vqgan
 from ofa_vl.tasks.region_caption import REGION_PROMPT
 from ofa_vl.tasks.text_tasks import GLUE_TASKS
-from ofa_vl.tokenizer import OFATokenizer, bins_to_box
+from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer, bins_to_box
 
 FAST = {"max_new_tokens": 6, "num_beams": 2}
 RNG = np.random.default_rng(0)
@@ -31,7 +31,7 @@ IMAGES = [
 
 @pytest.fixture(scope="module")
 def tok() -> OFATokenizer:
-    return OFATokenizer.from_pretrained(SHARED / "ofa-bpe" / "hf")
+    return OFATokenizer.from_pretrained(ENGLISH_BPE)
 
 
 def pipe(model, tok, name, **opts) -> OFAPipeline:
@@ -196,7 +196,7 @@ def test_cli_ask(fixture_model, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ofa_vl.api, "load_model", lambda *a, **k: fixture_model)  # no reload
     img = tmp_path / "red.png"
     Image.new("RGB", (80, 60), "red").save(img)
-    fast = ["--max-new-tokens", "4", "--beams", "2", "--tokenizer", str(SHARED / "ofa-bpe" / "hf")]
+    fast = ["--max-new-tokens", "4", "--beams", "2", "--tokenizer", str(ENGLISH_BPE)]
     assert (
         cli.main(
             [

@@ -13,13 +13,13 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
-from conftest import FIXTURES, SHARED
+from conftest import FIXTURES
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from ofa_vl.hub import OFAHubError
-from ofa_vl.tokenizer import OFATokenizer, bins_to_box, box_to_bins
+from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer, bins_to_box, box_to_bins
 
-BPE_DIR = SHARED / "ofa-bpe" / "hf"
+BPE_DIR = ENGLISH_BPE
 CASES = json.loads((FIXTURES / "tokenizer" / "ofa_tokenizer_cases.json").read_text())
 REPO_ID = "OFA-Sys/OFA-base"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

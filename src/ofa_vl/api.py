@@ -17,7 +17,7 @@ from .checkpoints import load_model
 from .images import OFA_MEAN, OFA_STD, ImageInfo, ImageSource, preprocess_batch
 from .model import OFA
 from .tasks import Query, Task, get_task
-from .tokenizer import OFATokenizer
+from .tokenizer import ENGLISH_BPE, OFATokenizer
 from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -241,11 +241,12 @@ def _preprocessing(card: ModelCard | None, weights: str | Path) -> dict[str, Any
 
 
 def _tokenizer_source(card: ModelCard | None, weights: str | Path) -> str | Path:
-    """A tokenizer beside the weights (bundled models, local dirs), else the card's hub id."""
+    """A tokenizer beside the weights (bundled models, local dirs), else the card's (English BPE)."""
     folder = _model_dir(card, weights)
     if folder is not None and any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
         return folder
-    return card.tokenizer if card is not None else "OFA-Sys/OFA-base"
+    source = card.tokenizer if card is not None else "english"
+    return ENGLISH_BPE if source == "english" else source
 
 
 def inference_model(

@@ -20,7 +20,10 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 
 from ofa_vl.hub import OFAHubError, resolve_files
 
-__all__ = ["OFAHubError", "OFATokenizer", "bins_to_box", "box_to_bins"]
+__all__ = ["ENGLISH_BPE", "OFAHubError", "OFATokenizer", "bins_to_box", "box_to_bins"]
+
+# OFA's English BPE (OFA:utils/BPE as BART-layout vocab.json + merges.txt), shipped like open_clip's
+ENGLISH_BPE = Path(__file__).resolve().parent / "assets" / "ofa-bpe"
 
 NUM_CODES = 8192
 NUM_BINS = 1000
@@ -122,6 +125,11 @@ class OFATokenizer:
                 single=f"{BOS} $A {EOS}", special_tokens=[(BOS, self._bos), (EOS, self._eos)]
             )
         self._tok = tokenizer
+
+    @classmethod
+    def english(cls) -> OFATokenizer:
+        """The English OFA vocabulary shipped with the package (59457 ids, every English model)."""
+        return cls.from_pretrained(ENGLISH_BPE)
 
     @classmethod
     def from_pretrained(

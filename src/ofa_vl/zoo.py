@@ -37,7 +37,9 @@ class ModelCard:
     name: str
     task: str
     weights: str  # URL, hf-hub:org/name, or a path relative to the package assets
-    tokenizer: str = "OFA-Sys/OFA-base"  # hub id or directory; "bundled" = beside the weights
+    # "english" = the packaged English BPE (every English OFA); "bundled" = beside the weights;
+    # else a hub id or directory
+    tokenizer: str = "english"
     task_options: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # published reference numbers
@@ -79,7 +81,6 @@ register(ModelCard(
 ))  # fmt: skip
 register(ModelCard(
     "ofa-large_3rdparty-zeroshot_vqa", "vqa", OFA_OSS + "ofa_large.pt",
-    tokenizer="OFA-Sys/OFA-large",
     generation={"num_beams": 20, "max_new_tokens": 200, "length_penalty": 0.0},
     notes="mmpretrain's config converts the official ofa_large.pt; loaded here directly",
 ))  # fmt: skip
@@ -93,8 +94,7 @@ register(ModelCard(
 # The official fairseq checkpoints (OFA:checkpoints.md); no published hashes.
 for size in ("tiny", "medium", "base", "large", "huge"):
     register(ModelCard(f"ofa-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_{size}.pt"))
-    register(ModelCard(f"ofa-{size}_hf-pretrain", "caption", f"hf-hub:OFA-Sys/OFA-{size}",
-                       tokenizer=f"OFA-Sys/OFA-{size}"))  # fmt: skip
+    register(ModelCard(f"ofa-{size}_hf-pretrain", "caption", f"hf-hub:OFA-Sys/OFA-{size}"))
 for size in ("base", "large"):
     for task, file, opts in (
         ("caption", "caption_{}_best.pt", {}),
@@ -106,10 +106,10 @@ for size in ("base", "large"):
         fname = file.format(size)
         tag = fname.split("_")[0]
         register(ModelCard(f"ofa-{size}_official-finetuned_{tag}", task, OFA_OSS + fname,
-                           task_options=opts, tokenizer=f"OFA-Sys/OFA-{size}"))  # fmt: skip
+                           task_options=opts))  # fmt: skip
 register(ModelCard(
     "ofa-large_official-finetuned_caption_clean", "caption", OFA_OSS + "caption_large_best_clean.pt",
-    tokenizer="OFA-Sys/OFA-large", notes="after CIDEr optimisation (SCST)",
+    notes="after CIDEr optimisation (SCST)",
 ))  # fmt: skip
 
 
