@@ -82,7 +82,8 @@ def test_vqa_end_to_end_with_answer_list_and_objects(fixture_model, tokenizer):
     out = inference_model(
         pipe, [CAT, DOG], question=questions, objects=["cat", "dog"], num_beams=2, max_new_tokens=16
     )
-    assert [o["question"] for o in out] == ["is it a cat?", "what is it?"]
+    # the question as the model read it, as mmpretrain's inferencer echoes it (OFAAddObjects)
+    assert [o["question"] for o in out] == [f"{q} object: cat dog" for q in questions]
     assert all(o["pred_answer"] in answers for o in out)
 
 

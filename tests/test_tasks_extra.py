@@ -79,20 +79,24 @@ def test_region_caption_rejects_bad_regions(region):
 # ----------------------------------------------------------------------------- matching / entailment
 def test_matching_reports_yes_probability(fixture_model, tok):
     out = pipe(fixture_model, tok, "itm")(IMAGES, text=["A red circle.", "two squares"])
+    itm = get_task("itm")  # the official pre_caption, then the prompt
     assert (
-        get_task("itm").prompt({"text": "A red-circle"})
+        itm.prompt(itm.normalize({"text": "A red-circle"}))
         == ' does the image describe " a red circle "?'
     )
-    for r, text in zip(out, ["A red circle.", "two squares"]):
+    for r, text in zip(out, ["a red circle.", "two squares"]):  # echoed as the model read it
         assert r["text"] == text and 0.0 <= r["probability"] <= 1.0
         assert r["match"] == (r["probability"] > 0.5)
 
 
 def test_entailment_prompts_and_labels(fixture_model, tok):
     task = get_task("snli_ve")
-    assert task.prompt({"hypothesis": "A dog"}) == ' does the image describe " a dog "?'
     assert (
-        task.prompt({"hypothesis": "a dog", "premise": "Two pets"})
+        task.prompt(task.normalize({"hypothesis": "A dog"}))
+        == ' does the image describe " a dog "?'
+    )
+    assert (
+        task.prompt(task.normalize({"hypothesis": "a dog", "premise": "Two pets"}))
         == ' can image and text1 " two pets " imply text2 " a dog "?'
     )
     assert task.decoder_tokens({"hypothesis": "a dog"}, tok) == tok.encode(
@@ -126,7 +130,7 @@ def test_vqa_allcand_answers_from_the_list(fixture_model, tok):
     answers = ["yes", "no", "2", "red", "dark blue"]
     task = get_task("vqa_allcand", answers=answers)
     # the official evaluation: pre_question, and the question is the decoder prompt (prev_output)
-    assert task.prompt({"question": "What color-is it"}) == " what color is it?"
+    assert task.prompt(task.normalize({"question": "What color-is it"})) == " what color is it?"
     assert task.decoder_tokens({"question": "x?"}, tok) == tok.encode(
         " x?", add_special_tokens=False
     )

@@ -6,6 +6,8 @@ decoding defaults, parsing). ``inference_model`` batches any number of inputs th
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,14 +16,22 @@ from typing import Any
 import torch
 
 from .checkpoints import load_model
+from .errors import OFAValueError
+from .generation import generate
 from .images import OFA_MEAN, OFA_STD, ImageInfo, ImageSource, preprocess_batch
 from .model import OFA
-from .tasks import Query, Task, get_task
+from .tasks import TASKS, Query, Task, get_task
 from .tokenizer import ENGLISH_BPE, OFATokenizer
 from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
 
 PRECISIONS = ("fp32", "bf16", "int8")
 PIPELINE_FILE = "pipeline.json"  # a model folder's preprocessing (open_clip style)
+# decoding options a caller may set; the task itself fills prompts and constraints
+DECODING_OPTIONS = frozenset(
+    p.name
+    for p in inspect.signature(generate).parameters.values()
+    if p.kind is p.KEYWORD_ONLY and p.name not in ("decoder_prompts", "constraint_trie")
+)
 
 __all__ = ["OFAPipeline", "get_model", "inference_model", "list_models", "load_answers"]
 
@@ -65,9 +75,14 @@ class OFAPipeline:
         fields: Sequence[dict[str, Any]],
         **overrides: Any,
     ) -> list[dict[str, Any]]:
-        """Preprocessed images (B, 3, S, S) + their infos and text fields -> one result dict each."""
+        """Preprocessed images (B, 3, S, S) + their infos and text fields -> one result dict each.
+
+        Text fields are normalised here, as the model's pipeline says (``task.text_norm``).
+        """
         for f in fields:
             self.task.check(f)
+        _check_decoding_options(overrides)
+        fields = [self.task.normalize(f) for f in fields]
         kwargs = {**self.task.generation, **self.generation, **overrides}
         bf16 = self.precision == "bf16"
         with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
@@ -96,10 +111,11 @@ class OFAPipeline:
         batch_size: int = 8,
         **fields_and_overrides: Any,
     ) -> dict[str, Any] | list[dict[str, Any]]:
-        """Run the task. Text fields (``question=``, ``text=``, ``objects=``) may be lists."""
+        """Run the task. Text fields (``question=``, ``text=``, ``objects=``) may be lists; other
+        keywords are decoding options (``num_beams=``, ``max_new_tokens=``, ...)."""
         single = not isinstance(images, (list, tuple))
         image_list: list[Any] = [images] if single else list(images)  # type: ignore[arg-type]
-        fields, overrides = _split_fields(fields_and_overrides)
+        fields, overrides = _split_fields(self.task, fields_and_overrides)
         queries = list(_queries(image_list, fields))
         out: list[dict[str, Any]] = []
         for start in range(0, len(queries), batch_size):
@@ -107,22 +123,27 @@ class OFAPipeline:
         return out[0] if single else out
 
 
-_FIELDS = (
-    "question",
-    "text",
-    "objects",
-    "region",
-    "premise",
-    "hypothesis",
-    "text2",
-    "prompt",
-    "boxes",
-)
+def _check_decoding_options(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - DECODING_OPTIONS)
+    if unknown:
+        raise OFAValueError(
+            f"unknown decoding option {', '.join(unknown)}; "
+            f"valid ones: {', '.join(sorted(DECODING_OPTIONS))}"
+        )
 
 
-def _split_fields(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    fields = {k: v for k, v in kwargs.items() if k in _FIELDS}
-    return fields, {k: v for k, v in kwargs.items() if k not in _FIELDS}
+def _split_fields(task: Task, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The task's text fields and the decoding options among ``kwargs``; anything else is an error."""
+    fields = {k: v for k, v in kwargs.items() if k in task.fields()}
+    options = {k: v for k, v in kwargs.items() if k not in fields}
+    unknown = sorted(set(options) - DECODING_OPTIONS)
+    if unknown:
+        raise OFAValueError(
+            f"unknown keyword {', '.join(unknown)} for task {task.name!r}; its fields: "
+            f"{', '.join(task.fields()) or 'none'}; decoding options: "
+            f"{', '.join(sorted(DECODING_OPTIONS))}"
+        )
+    return fields, options
 
 
 _LIST_FIELDS = ("objects", "region")  # fields whose single value is itself a list
@@ -237,7 +258,7 @@ def _preprocessing(card: ModelCard | None, weights: str | Path) -> dict[str, Any
     import json
 
     cfg = json.loads((folder / PIPELINE_FILE).read_text())
-    return {k: cfg[k] for k in ("image_size", "interpolation") if k in cfg}
+    return {k: cfg[k] for k in ("image_size", "interpolation", "text_norm") if k in cfg}
 
 
 def _tokenizer_source(card: ModelCard | None, weights: str | Path) -> str | Path:
@@ -249,6 +270,9 @@ def _tokenizer_source(card: ModelCard | None, weights: str | Path) -> str | Path
     return ENGLISH_BPE if source == "english" else source
 
 
+_BUILDER_KEYS = ("pretrained", "device", "tokenizer", "task", "precision")
+
+
 def inference_model(
     model: OFAPipeline | str | Path,
     images: ImageSource | Sequence[ImageSource],
@@ -257,8 +281,23 @@ def inference_model(
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """mmpretrain-style results: ``{'pred_caption'}``, ``{'pred_bboxes'}``, ``{'question', 'pred_answer'}``.
 
-    ``model`` is a pipeline or a name for :func:`get_model`; a list of images gives a list.
+    ``model`` is a pipeline or a name / path for :func:`get_model`; a list of images gives a list.
+    As mmpretrain's ``inference_model``, keywords of the builder (``pretrained``, ``device``,
+    ``tokenizer``, ``task``, ``precision`` and the task's options such as ``answers`` or
+    ``text_norm``) build the model; the task's text fields (``question``, ``text``, ...) and
+    decoding options (``num_beams``, ...) go to the call. Anything else is one clear error.
     """
-    if not isinstance(model, OFAPipeline):
-        model = get_model(model, task=kwargs.pop("task", None))
-    return model(images, batch_size=batch_size, **kwargs)
+    if isinstance(model, OFAPipeline):
+        misplaced = sorted(set(kwargs) & set(_BUILDER_KEYS))
+        if misplaced:
+            raise OFAValueError(
+                f"{', '.join(misplaced)} build a model: pass them to get_model(), or pass a "
+                "model name instead of a built pipeline"
+            )
+        return model(images, batch_size=batch_size, **kwargs)
+    task_name = kwargs.get("task") or (MODELS[str(model)].task if str(model) in MODELS else None)
+    task_cls = TASKS.get(task_name or "caption")
+    options = {f.name for f in dataclasses.fields(task_cls)} if task_cls else set()
+    build = {k: v for k, v in kwargs.items() if k in _BUILDER_KEYS or k in options}
+    call = {k: v for k, v in kwargs.items() if k not in build}
+    return get_model(model, **build)(images, batch_size=batch_size, **call)

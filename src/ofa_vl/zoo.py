@@ -55,7 +55,10 @@ def register(card: ModelCard) -> ModelCard:
     return card
 
 
-# mmpretrain 1.2.0 configs/ofa/metafile.yml (converted from the official fairseq checkpoints)
+# mmpretrain 1.2.0 configs/ofa/metafile.yml (converted from the official fairseq checkpoints); each
+# card takes its config's whole test pipeline (docs/pipelines.md): zero-shot VQA cleans the question
+# (_base_/datasets/coco_vqa.py CleanCaption), refcoco boxes are bin / 1000 * 512 (OFA.post_process)
+MMP_ZEROSHOT_VQA = {"text_norm": {"question": "clean"}}
 register(ModelCard(
     "ofa-base_3rdparty-finetuned_caption", "caption",
     MMP + "ofa-base_3rdparty_coco-caption_20230418-de18914e.pth",
@@ -64,6 +67,7 @@ register(ModelCard(
 register(ModelCard(
     "ofa-base_3rdparty-finetuned_refcoco", "refcoco",
     MMP + "ofa-base_3rdparty_refcoco_20230418-2797d3ab.pth",
+    task_options={"divisor": "mmpretrain"},
     metrics={"Accuracy (testA)": 90.49, "Accuracy (testB)": 83.63},
 ))  # fmt: skip
 register(ModelCard(
@@ -76,11 +80,13 @@ register(ModelCard(
 register(ModelCard(
     "ofa-base_3rdparty-zeroshot_vqa", "vqa",
     MMP + "ofa-base_3rdparty_pretrain_20230418-dccfc07f.pth",
+    task_options=MMP_ZEROSHOT_VQA,
     generation={"num_beams": 20, "max_new_tokens": 200, "length_penalty": 0.0},
     metrics={"Accuracy": 58.32},
 ))  # fmt: skip
 register(ModelCard(
     "ofa-large_3rdparty-zeroshot_vqa", "vqa", OFA_OSS + "ofa_large.pt",
+    task_options=MMP_ZEROSHOT_VQA,
     generation={"num_beams": 20, "max_new_tokens": 200, "length_penalty": 0.0},
     notes="mmpretrain's config converts the official ofa_large.pt; loaded here directly",
 ))  # fmt: skip
@@ -95,13 +101,20 @@ register(ModelCard(
 for size in ("tiny", "medium", "base", "large", "huge"):
     register(ModelCard(f"ofa-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_{size}.pt"))
     register(ModelCard(f"ofa-{size}_hf-pretrain", "caption", f"hf-hub:OFA-Sys/OFA-{size}"))
+# Their text goes through the official code's normalisation (OFA:data/ofa_dataset.py).
+OFFICIAL_REFCOCO = {"text_norm": {"text": "pre_caption"}}  # OFA:data/mm_data/refcoco_dataset.py
 for size in ("base", "large"):
     for task, file, opts in (
         ("caption", "caption_{}_best.pt", {}),
-        ("refcoco", "refcoco_{}_best.pt", {}),
-        ("refcoco", "refcocoplus_{}_best.pt", {}),
-        ("refcoco", "refcocog_{}_best.pt", {}),
-        ("vqa", "vqa_{}_best.pt", {"answers_url": ANS2LABEL}),
+        ("refcoco", "refcoco_{}_best.pt", OFFICIAL_REFCOCO),
+        ("refcoco", "refcocoplus_{}_best.pt", OFFICIAL_REFCOCO),
+        ("refcoco", "refcocog_{}_best.pt", OFFICIAL_REFCOCO),
+        # OFA:data/mm_data/vqa_gen_dataset.py pre_question
+        (
+            "vqa",
+            "vqa_{}_best.pt",
+            {"answers_url": ANS2LABEL, "text_norm": {"question": "pre_question"}},
+        ),
     ):
         fname = file.format(size)
         tag = fname.split("_")[0]

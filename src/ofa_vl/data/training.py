@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..images import ImageInfo, Interpolation, load_resized, normalize
 from ..tasks import get_task
-from ..tasks.caption import clean_caption
+from ..text import clean_caption
 from ..tokenizer import BOS, EOS, PAD, UNK, OFATokenizer
 from .coco_caption import COCOCaption
 from .common import require_file
@@ -83,7 +83,9 @@ def refcoco_examples(root: Path, split: str = "train") -> list[Example]:
     """Referring expression -> the 4 bin tokens of its box."""
     task = get_task("refcoco")
     return [
-        Example("refcoco", s.image_path, task.prompt({"text": s.text}), box=s.gt_box)
+        Example(
+            "refcoco", s.image_path, task.prompt(task.normalize({"text": s.text})), box=s.gt_box
+        )
         for s in RefCOCO(root, "refcoco", split, check_images="lazy")
     ]
 
@@ -95,7 +97,7 @@ def vqa_examples(root: Path, split: str = "train2014") -> list[Example]:
     for s in VQAv2(root, split, check_images="lazy"):
         if not s.answers:
             continue
-        fields = {"question": s.question, "objects": s.objects}
+        fields = task.normalize({"question": s.question, "objects": s.objects})
         examples.append(
             Example(
                 "vqa",

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..errors import OFAValueError
+from ..text import TextNorm, normalize_text
+
 if TYPE_CHECKING:
     from ..images import ImageInfo
     from ..model import OFA
@@ -42,10 +45,35 @@ class Task:
     name: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
     required: ClassVar[tuple[str, ...]] = ()  # the query fields the prompt needs
+    optional: ClassVar[tuple[str, ...]] = ()  # fields it reads when given
 
     image_size: int = 480
     interpolation: str = "bilinear"  # "bilinear" = cv2 INTER_LINEAR, "bicubic" = Pillow
     generation: dict[str, Any] = field(default_factory=dict)
+    # field -> normalisation before the prompt (ofa_vl.text); a model card overrides it
+    text_norm: dict[str, TextNorm] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.text_norm) - set(self.fields())
+        if unknown:
+            raise OFAValueError(
+                f"task {self.name!r} has no text field {', '.join(sorted(unknown))} to normalise; "
+                f"its fields: {', '.join(self.fields()) or 'none'}"
+            )
+        self.text_norm = {k: TextNorm.parse(v) for k, v in self.text_norm.items()}
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        """Every query field the task reads."""
+        return cls.required + cls.optional
+
+    def normalize(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` with each text normalised as :attr:`text_norm` says (the model's pipeline)."""
+        out = dict(fields)
+        for key, how in self.text_norm.items():
+            if isinstance(out.get(key), str):
+                out[key] = normalize_text(out[key], how)
+        return out
 
     def check(self, fields: dict[str, Any]) -> None:
         """Raise one clear error if a field the prompt needs is missing or empty."""

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import re
-import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..text import clean_caption
 from .base import Task, register_task
-
-_NO_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def clean_caption(text: str) -> str:
-    """mmpretrain ``CleanCaption(lowercase=False)``: strip, drop punctuation, fold spaces."""
-    return re.sub(r"\s{2,}", " ", text.strip().translate(_NO_PUNCT))
 
 
 @register_task

@@ -5,13 +5,13 @@ image (and an optional premise text) imply the hypothesis? yes / no / maybe by a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..text import TextNorm
 from .base import register_task
-from .matching import pre_caption
 from .scored import PromptType, ScoringTask
 
 # OFA:data/mm_data/snli_ve_dataset.py: the answer words of the three SNLI labels
@@ -24,10 +24,17 @@ class Entailment(ScoringTask):
     name = "snli_ve"
     aliases = ("entailment", "visual_entailment")
     required = ("hypothesis",)
+    optional = ("premise",)
     image_size: int = 480
     interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
     prompt_type: PromptType = (
         "prev_output"  # OFA:run_scripts/snli_ve/*.sh --prompt-type=prev_output
+    )
+    text_norm: dict[str, TextNorm] = field(  # OFA:data/mm_data/snli_ve_dataset.py
+        default_factory=lambda: {
+            "hypothesis": TextNorm.PRE_CAPTION,
+            "premise": TextNorm.PRE_CAPTION,
+        }
     )
 
     def check(self, fields: dict[str, Any]) -> None:
@@ -36,9 +43,8 @@ class Entailment(ScoringTask):
             raise ValueError(f"task {self.name!r}: the premise must be a text")
 
     def prompt(self, fields: dict[str, Any]) -> str:
-        hypothesis = pre_caption(fields["hypothesis"])
-        if fields.get("premise"):  # --add-caption, as the official scripts run it
-            premise = pre_caption(fields["premise"])
+        hypothesis = fields["hypothesis"]
+        if premise := fields.get("premise"):  # --add-caption, as the official scripts run it
             return f' can image and text1 " {premise} " imply text2 " {hypothesis} "?'
         return f' does the image describe " {hypothesis} "?'
 

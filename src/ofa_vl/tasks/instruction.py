@@ -16,6 +16,7 @@ class Ask(Task):
     name = "ask"
     aliases = ("instruction",)
     required = ("prompt",)
+    optional = ("boxes",)
     image_size: int = 480
     interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
     generation: dict[str, Any] = field(

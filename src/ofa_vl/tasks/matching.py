@@ -3,22 +3,15 @@ image match the text? `` yes`` and `` no`` are scored by teacher forcing."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..text import TextNorm
 from .base import register_task
 from .scored import ScoringTask
-
-
-def pre_caption(caption: str, max_words: int = 80) -> str:
-    """The official caption normalisation (OFA:data/ofa_dataset.py ``pre_caption``)."""
-    text = caption.lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ")
-    text = re.sub(r"\s{2,}", " ", text.replace("<person>", "person")).rstrip("\n").strip(" ")
-    return " ".join(text.split(" ")[:max_words])
 
 
 @register_task
@@ -29,9 +22,10 @@ class Matching(ScoringTask):
     required = ("text",)
     image_size: int = 480
     interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
+    text_norm: dict[str, TextNorm] = field(default_factory=lambda: {"text": TextNorm.PRE_CAPTION})
 
     def prompt(self, fields: dict[str, Any]) -> str:
-        return f' does the image describe " {pre_caption(fields["text"])} "?'
+        return f' does the image describe " {fields["text"]} "?'
 
     def candidates(self) -> Sequence[str]:
         return ("yes", "no")  # OFA unify_dataset pos_tgt_item / neg_tgt_item

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..text import clean_caption
 from .base import Task, register_task
-from .caption import clean_caption
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +37,7 @@ def check_box(box: Any, name: str = "region") -> list[float]:
 class RegionCaption(Task):
     name = "region_caption"
     aliases = ("grounded_caption", "grounded_captioning")
+    required = ("region",)  # a box, checked by check_box
     image_size: int = 480
     interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
     generation: dict[str, Any] = field(  # as caption (mmpretrain OFA defaults)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..text import pre_caption
 from .base import Task, register_task
-from .matching import pre_caption
 from .scored import PromptType, ScoringTask
 
 if TYPE_CHECKING:

@@ -7,21 +7,13 @@ and the decoder is forced to start with it (mmpretrain ``OFAAddObjects``). An an
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..generation import Trie
+from ..text import TextNorm
 from .base import Task, register_task
-
-
-def pre_question(question: str, max_words: int = 128) -> str:
-    """The official OFA question normalisation (OFA:data/ofa_dataset.py ``pre_question``)."""
-    q = question.lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ")
-    q = re.sub(r"\s{2,}", " ", q).rstrip("\n").strip(" ")
-    q = " ".join(q.split(" ")[:max_words])
-    return q if q.endswith("?") else q + "?"
 
 
 @register_task
@@ -29,6 +21,7 @@ def pre_question(question: str, max_words: int = 128) -> str:
 class VQA(Task):
     name = "vqa"
     required = ("question",)
+    optional = ("objects",)
     image_size: int = 480
     interpolation: str = "bicubic"
     generation: dict[str, Any] = field(
@@ -39,14 +32,15 @@ class VQA(Task):
             "length_penalty": 0.0,
         }
     )
+    # mmpretrain's fine-tuned VQA: the question verbatim; zero-shot cards: CLEAN; official: PRE_QUESTION
+    text_norm: dict[str, TextNorm] = field(default_factory=dict)
     answers: Sequence[str] | None = None  # ans2label: constrain answers to this list
-    official_question: bool = False  # True: OFA's pre_question; False: as mmpretrain, verbatim
     _trie: Trie | None = field(default=None, init=False, repr=False)
 
     def _question(self, fields: dict[str, Any]) -> str:
-        q = fields["question"].strip()
-        q = pre_question(q) if self.official_question else q
+        """The (normalised) question, with VinVL object tags as mmpretrain's ``OFAAddObjects``."""
         objects = fields.get("objects")
+        q = fields["question"]
         return f"{q} object: {' '.join(objects)}" if objects else q
 
     def prompt(self, fields: dict[str, Any]) -> str:
@@ -66,4 +60,5 @@ class VQA(Task):
 
     def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
         answer = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        return {"question": fields["question"], "pred_answer": answer}
+        # mmpretrain's inferencer echoes the question as the model read it
+        return {"question": self._question(fields), "pred_answer": answer}

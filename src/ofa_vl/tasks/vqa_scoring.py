@@ -5,11 +5,12 @@ as decoder prompt; the best one is the answer."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..text import TextNorm
 from .base import register_task
 from .scored import PromptType, ScoringTask
 from .vqa import VQA
@@ -21,7 +22,9 @@ class VQAScoring(VQA, ScoringTask):
     name = "vqa_allcand"
     aliases = ("vqa_scoring",)
     prompt_type: PromptType = "prev_output"  # OFA:run_scripts/vqa/evaluate_vqa_allcand*.sh
-    official_question: bool = True  # the official evaluation normalises questions (pre_question)
+    text_norm: dict[str, TextNorm] = field(  # the official evaluation: OFA's pre_question
+        default_factory=lambda: {"question": TextNorm.PRE_QUESTION}
+    )
 
     def candidates(self) -> Sequence[str]:
         if not self.answers:
@@ -33,7 +36,7 @@ class VQAScoring(VQA, ScoringTask):
     ) -> dict[str, Any]:
         best = int(scores.argmax())
         return {
-            "question": fields["question"],
+            "question": self._question(fields),
             "pred_answer": names[best],
             "score": float(scores[best]),
         }
