@@ -90,7 +90,8 @@ def test_finetuned_models_take_text_verbatim_and_official_ones_normalise(tok):
     ground = get_model("ofa-base_3rdparty-finetuned_refcoco", pretrained=MMP_CKPT)
     assert ground.task.divisor == "mmpretrain" and ground.task.text_norm == {}
     official = get_model("ofa-base_official-finetuned_refcoco", pretrained=MMP_CKPT)
-    assert official.task.divisor == "official"
+    # OFA:utils/transforms.py resize: Pillow bicubic; eval_refcoco: bin / 999
+    assert (official.task.divisor, official.task.interpolation) == ("official", "bicubic")
     assert official.task.prompt(official.task.normalize({"text": "The DOG-left"})) == (
         ' which region does the text " the dog left " describe?'
     )

@@ -97,24 +97,31 @@ register(ModelCard(
     notes="small OFA trained multitask on the synthetic shapes world; runs offline in seconds",
 ))  # fmt: skip
 
-# The official fairseq checkpoints (OFA:checkpoints.md); no published hashes.
+# The official fairseq checkpoints (OFA:checkpoints.md); no published hashes. Their pipeline is
+# the official code's: every dataset resizes with Pillow bicubic (caption_dataset.py,
+# vqa_gen_dataset.py transforms.Resize; refcoco_dataset.py utils/transforms.py resize), and text
+# goes through OFA:data/ofa_dataset.py pre_caption / pre_question (docs/pipelines.md).
+OFFICIAL: dict[str, Any] = {"interpolation": "bicubic"}
+OFFICIAL_REFCOCO = {**OFFICIAL, "text_norm": {"text": "pre_caption"}}
+OFFICIAL_VQA = {**OFFICIAL, "answers_url": ANS2LABEL, "text_norm": {"question": "pre_question"}}
 for size in ("tiny", "medium", "base", "large", "huge"):
-    register(ModelCard(f"ofa-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_{size}.pt"))
-    register(ModelCard(f"ofa-{size}_hf-pretrain", "caption", f"hf-hub:OFA-Sys/OFA-{size}"))
-# Their text goes through the official code's normalisation (OFA:data/ofa_dataset.py).
-OFFICIAL_REFCOCO = {"text_norm": {"text": "pre_caption"}}  # OFA:data/mm_data/refcoco_dataset.py
+    register(ModelCard(f"ofa-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_{size}.pt",
+                       task_options=OFFICIAL))  # fmt: skip
+    register(
+        ModelCard(
+            f"ofa-{size}_hf-pretrain",
+            "caption",
+            f"hf-hub:OFA-Sys/OFA-{size}",
+            task_options=OFFICIAL,
+        )
+    )  # fmt: skip  (the HF port's README: BICUBIC)
 for size in ("base", "large"):
     for task, file, opts in (
-        ("caption", "caption_{}_best.pt", {}),
+        ("caption", "caption_{}_best.pt", OFFICIAL),
         ("refcoco", "refcoco_{}_best.pt", OFFICIAL_REFCOCO),
         ("refcoco", "refcocoplus_{}_best.pt", OFFICIAL_REFCOCO),
         ("refcoco", "refcocog_{}_best.pt", OFFICIAL_REFCOCO),
-        # OFA:data/mm_data/vqa_gen_dataset.py pre_question
-        (
-            "vqa",
-            "vqa_{}_best.pt",
-            {"answers_url": ANS2LABEL, "text_norm": {"question": "pre_question"}},
-        ),
+        ("vqa", "vqa_{}_best.pt", OFFICIAL_VQA),
     ):
         fname = file.format(size)
         tag = fname.split("_")[0]
@@ -122,7 +129,7 @@ for size in ("base", "large"):
                            task_options=opts))  # fmt: skip
 register(ModelCard(
     "ofa-large_official-finetuned_caption_clean", "caption", OFA_OSS + "caption_large_best_clean.pt",
-    notes="after CIDEr optimisation (SCST)",
+    task_options=OFFICIAL, notes="after CIDEr optimisation (SCST)",
 ))  # fmt: skip
 
 
