@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import USER_ERRORS
+    from .errors import user_errors
 
     args = build_parser().parse_args(argv)
     try:
@@ -400,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ofa: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
+    except user_errors() as e:
         if args.debug or os.environ.get("OFA_VL_DEBUG"):
             raise
         print(f"ofa: error: {e}", file=sys.stderr)

@@ -14,3 +14,23 @@ class OFAError(Exception):
 
 class OFAValueError(OFAError, ValueError):
     """A bad option, field or input value."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions the CLI shows as one line (imported late: this module imports nothing)."""
+    from .checkpoints import CheckpointError
+    from .data.common import DatasetError
+    from .images import ImageError
+    from .zoo import DownloadError
+
+    return (
+        OFAError,
+        CheckpointError,
+        DatasetError,
+        DownloadError,
+        ImageError,
+        ValueError,
+        FileNotFoundError,
+        PermissionError,
+        RuntimeError,
+    )
