@@ -37,6 +37,7 @@ from ofa_vl.hub import OFAHubError, resolve_files
 
 __all__ = [
     "CHINESE_VOCAB",
+    "CHINESE_VOCAB_SIZE",
     "ENGLISH_BPE",
     "OFAHubError",
     "OFATokenizer",
@@ -49,6 +50,7 @@ __all__ = [
 ENGLISH_BPE = Path(__file__).resolve().parent / "assets" / "ofa-bpe"
 # OFA-CN's vocabulary (OFA:utils/BERT_CN_dict: BERT vocab.txt + fairseq dict.txt), shipped the same way
 CHINESE_VOCAB = Path(__file__).resolve().parent / "assets" / "ofa-bpe-cn"
+CHINESE_VOCAB_SIZE = 30325  # 4 + 21,128 + <mask> + 8192 codes + 1000 bins
 
 NUM_CODES = 8192
 NUM_BINS = 1000

@@ -3,10 +3,12 @@ a parser of the generated tokens. Tasks are small, stateless and registered by n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+from ..errors import OFAValueError
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
@@ -108,3 +110,37 @@ class Task:
                 tokens = tokens[:1] + tokens[1 + len(prompts[i]) :]
             results.append(self.parse(tokens, tokenizer, infos[i], f))
         return results
+
+
+LANGUAGES = ("en", "zh")
+
+
+@dataclass
+class BilingualTask(Task):
+    """A task with an English and a Chinese (OFA-CN) prompt.
+
+    The official code picks the prompt by its BPE (``OFA:data/mm_data/*_dataset.py``: ``GPT2BPE``
+    English, ``BertBPE`` Chinese); ``language=None`` does the same with the tokenizer.
+    """
+
+    language: str | None = None  # "en" | "zh"; None: the tokenizer's (OFATokenizer.language)
+
+    def __post_init__(self) -> None:
+        if self.language not in (None, *LANGUAGES):
+            raise OFAValueError(
+                f"task {self.name!r}: language must be one of {', '.join(LANGUAGES)}, "
+                f"got {self.language!r}"
+            )
+
+    def predict(
+        self,
+        model: OFA,
+        tokenizer: OFATokenizer,
+        images: torch.Tensor,
+        infos: list[ImageInfo],
+        fields: list[dict[str, Any]],
+        generation: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """:meth:`Task.predict` with the prompt language settled by the tokenizer when unset."""
+        task = self if self.language else replace(self, language=tokenizer.language)
+        return Task.predict(task, model, tokenizer, images, infos, fields, generation)
