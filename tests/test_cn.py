@@ -20,7 +20,11 @@ from ofa_vl.images import preprocess
 from ofa_vl.tasks.caption import clean_caption
 from ofa_vl.tokenizer import bins_to_box, join_cjk
 
-FILES = {"caption": "caption_cn_base.pt", "refcoco": "refcoco_cn_base.pt", "ocr": "ofa_cn_ocr_base.pt"}
+FILES = {
+    "caption": "caption_cn_base.pt",
+    "refcoco": "refcoco_cn_base.pt",
+    "ocr": "ofa_cn_ocr_base.pt",
+}
 CARDS = {
     "caption": "ofa-cn-base_official-finetuned_caption",
     "refcoco": "ofa-cn-base_official-finetuned_refcoco",
@@ -41,21 +45,21 @@ def official_checkpoint() -> bytes:
     import io
 
     buf = io.BytesIO()
-    torch.save({"args": None, "cfg": {"task": {"bpe": "bert"}}, "model": sd, "extra_state": {}}, buf)
+    torch.save(
+        {"args": None, "cfg": {"task": {"bpe": "bert"}}, "model": sd, "extra_state": {}}, buf
+    )
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def cn_zoo(tmp_path_factory):
+@pytest.fixture
+def cn_zoo(tmp_path, monkeypatch):
     """The three OFA-CN cards with their weights served from a local HTTP server."""
-    data = official_checkpoint()
-    srv = _Server(dict.fromkeys(FILES.values(), data))
-    home = tmp_path_factory.mktemp("ofa_vl_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OFA_VL_HOME", str(home))
-        for task, name in CARDS.items():
-            mp.setitem(zoo.MODELS, name, dataclasses.replace(zoo.MODELS[name], weights=srv.url + FILES[task]))
-        yield home
+    srv = _Server(dict.fromkeys(FILES.values(), official_checkpoint()))
+    monkeypatch.setenv("OFA_VL_HOME", str(tmp_path))
+    for task, name in CARDS.items():
+        card = dataclasses.replace(zoo.MODELS[name], weights=srv.url + FILES[task])
+        monkeypatch.setitem(zoo.MODELS, name, card)
+    yield tmp_path
     srv.close()
 
 
@@ -97,7 +101,10 @@ def test_caption_grounding_ocr_through_the_zoo(cn_zoo):
     assert len(tokens) == 6 and tokens[-1] == 2  # <s>, 4 bins (min_len 4, max_len_b 4), </s>
     bins = [t - ground.tokenizer.bin_offset for t in tokens[1:5]]
     box = bins_to_box(bins, *info.scale_factor)
-    assert ground(image, text="沙发上的猫", **bins_only) == {"pred_bboxes": [box], "text": "沙发上的猫"}
+    assert ground(image, text="沙发上的猫", **bins_only) == {
+        "pred_bboxes": [box],
+        "text": "沙发上的猫",
+    }
 
     ocr = get_model(CARDS["ocr"])
     wide = picture(300, 60)
@@ -130,7 +137,17 @@ def test_unnamed_chinese_checkpoint_cli_and_service(tmp_path):
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        argv = ["ocr", str(line), "--model", str(path), "--json", "--beams", "2", "--max-new-tokens", "4"]
+        argv = [
+            "ocr",
+            str(line),
+            "--model",
+            str(path),
+            "--json",
+            "--beams",
+            "2",
+            "--max-new-tokens",
+            "4",
+        ]
         assert cli.main(argv) == 0
     assert json.loads(out.getvalue()) == [{"image": str(line), "pred_text": expected}]
 
@@ -138,3 +155,37 @@ def test_unnamed_chinese_checkpoint_cli_and_service(tmp_path):
     with TestClient(create_app({"cn": pipes})) as client:
         reply = client.post("/v1/ocr", files={"image": ("line.png", line.read_bytes())})
     assert reply.status_code == 200 and reply.json()["text"] == pipes["ocr"](line)["pred_text"]
+
+
+def test_zoo_has_the_twelve_official_chinese_checkpoints(capsys):
+    from ofa_vl import cli
+    from ofa_vl.api import _tokenizer_source
+    from ofa_vl.tokenizer import CHINESE_VOCAB
+
+    names = zoo.list_models("ofa-cn*")
+    files = {zoo.MODELS[n].weights.removeprefix(zoo.OFA_OSS) for n in names}
+    assert files == {  # OFA:checkpoints_cn.md
+        f"{kind}_{size}.pt"
+        for size in ("base", "large")
+        for kind in (
+            "ofa_cn",
+            "caption_cn",
+            "refcoco_cn",
+            "refcocoplus_cn",
+            "refcocog_cn",
+            "ofa_cn_ocr",
+        )
+    }
+    cards = [zoo.MODELS[n] for n in names]
+    assert all(c.tokenizer == "chinese" and c.task_options["language"] == "zh" for c in cards)
+    assert {_tokenizer_source(c, c.name) for c in cards} == {CHINESE_VOCAB}
+    assert sorted(c.task for c in cards).count("ocr") == 2 and zoo.list_models(
+        "*ocr*", task="ocr"
+    ) == [
+        "ofa-cn-base_official-finetuned_ocr",
+        "ofa-cn-large_official-finetuned_ocr",
+    ]
+    assert cli.main(["models", "ofa-*caption", "--json"]) == 0
+    listing = {row["name"]: row["language"] for row in json.loads(capsys.readouterr().out)}
+    assert listing["ofa-cn-base_official-finetuned_caption"] == "zh"
+    assert listing["ofa-base_official-finetuned_caption"] == "en"

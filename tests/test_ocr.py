@@ -42,9 +42,13 @@ def test_ocr_resize_sizes_and_edge_padding(w, h, content, pad):
     # torchvision F.pad(padding_mode="edge"): the first / last row or column repeated
     rows, cols = slice(top, top + ch), slice(left, left + cw)
     np.testing.assert_array_equal(out[:top, cols], np.broadcast_to(body[:1], (top, cw, 3)))
-    np.testing.assert_array_equal(out[top + ch :, cols], np.broadcast_to(body[-1:], (bottom, cw, 3)))
+    np.testing.assert_array_equal(
+        out[top + ch :, cols], np.broadcast_to(body[-1:], (bottom, cw, 3))
+    )
     np.testing.assert_array_equal(out[rows, :left], np.broadcast_to(body[:, :1], (ch, left, 3)))
-    np.testing.assert_array_equal(out[rows, left + cw :], np.broadcast_to(body[:, -1:], (ch, right, 3)))
+    np.testing.assert_array_equal(
+        out[rows, left + cw :], np.broadcast_to(body[:, -1:], (ch, right, 3))
+    )
     assert scale == (cw / w, ch / h)
 
 
@@ -54,7 +58,9 @@ def test_ocr_document_folds_a_line_into_four_rows():
     line = np.asarray(img.resize((1920, 64), Image.Resampling.BICUBIC))  # 64 x 1920 strip
     assert out.shape == (480, 480, 3) and scale == (1920 / 200, 64 / 40)
     for k in range(4):  # piece k of 480 columns is rows 112 + 64k .. 112 + 64(k+1)
-        np.testing.assert_array_equal(out[112 + 64 * k : 176 + 64 * k], line[:, 480 * k : 480 * (k + 1)])
+        np.testing.assert_array_equal(
+            out[112 + 64 * k : 176 + 64 * k], line[:, 480 * k : 480 * (k + 1)]
+        )
     np.testing.assert_array_equal(out[:112], np.broadcast_to(line[:1, :480], (112, 480, 3)))
     np.testing.assert_array_equal(out[368:], np.broadcast_to(line[-1:, 1440:], (112, 480, 3)))
     # the official ToTensor -> chunk -> cat -> ToPILImage round trip leaves uint8 values as they are
@@ -76,7 +82,8 @@ def test_ocr_task_preprocessing_and_prompts():
     np.testing.assert_array_equal(pixels.permute(1, 2, 0).numpy(), ocr_resize(img, 480)[0])
     assert info.ori_shape == (100, 300) and info.scale_factor == (1.6, 1.6)
     x, _ = preprocess(img, 480, "ocr_document")
-    assert x.shape == (3, 480, 480) and -1 <= x.min() and x.max() <= 1  # (x - 127.5) / 127.5
+    folded = torch.from_numpy(ocr_resize(img, 480, document=True)[0]).permute(2, 0, 1)
+    torch.testing.assert_close(x, (folded.float() - 127.5) / 127.5)  # mean = std = 0.5
     assert get_task("ocr", document=True).interpolation == "ocr_document"
     assert get_task("ocr", language="zh").prompt({}) == "图片上的文字是什么?"
     assert get_task("ocr", language="en").prompt({}) == " what are the texts on the image?"

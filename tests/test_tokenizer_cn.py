@@ -66,7 +66,10 @@ def test_save_and_directory_loading_keep_ids_and_decoding(tok, golden, tmp_path)
     tok.save_pretrained(tmp_path / "saved")
     for f in ("vocab.txt", "dict.txt"):
         shutil.copy(CHINESE_VOCAB / f, tmp_path / f)
-    for again in (OFATokenizer.from_pretrained(tmp_path / "saved"), OFATokenizer.from_pretrained(tmp_path)):
+    for again in (
+        OFATokenizer.from_pretrained(tmp_path / "saved"),
+        OFATokenizer.from_pretrained(tmp_path),
+    ):
         assert len(again) == len(tok) and again.language == "zh"
         for case in golden["cases"][:20]:
             assert again.encode(case["text"]) == case["ids"]
@@ -76,7 +79,10 @@ def test_save_and_directory_loading_keep_ids_and_decoding(tok, golden, tmp_path)
 def test_packaged_dictionary_covers_every_producible_piece():
     # every vocab.txt piece BERT can emit (no whitespace inside) has a fairseq id, in order
     pieces = (CHINESE_VOCAB / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    words = [ln.rsplit(" ", 1)[0] for ln in (CHINESE_VOCAB / "dict.txt").read_text("utf-8").split("\n")[:-1]]
+    words = [
+        ln.rsplit(" ", 1)[0]
+        for ln in (CHINESE_VOCAB / "dict.txt").read_text("utf-8").split("\n")[:-1]
+    ]
     assert len(pieces) == len(words) == 21128
     differ = [(p, w) for p, w in zip(pieces, words) if p != w]
     assert all(any(c.isspace() for c in p) for p, _ in differ) and len(differ) == 2

@@ -121,17 +121,24 @@ register(ModelCard(
 # OFA-CN (OFA:checkpoints_cn.md): Chinese vocabulary (BERT word pieces, 30,325 ids), Chinese prompts,
 # the official preprocessing (no mmpretrain configs exist) and the official run scripts' decoding.
 # fairseq's max_len_b counts the tokens before the forced </s> step: max_new_tokens = max_len_b + 1.
-_CN_CAPTION = {  # OFA:run_scripts/caption/generate_caption_cn.sh; caption_dataset.py: 480 bicubic
-    "task_options": {"language": "zh", "interpolation": "bicubic"},
-    "generation": {"num_beams": 8, "fairseq": True, "max_new_tokens": 129, "no_repeat_ngram_size": 3},
-}
-_CN_REFCOCO = {  # OFA:run_scripts/refcoco/evaluate_refcoco_cn.sh; T.RandomResize: 512 bicubic
-    "task_options": {"language": "zh", "interpolation": "bicubic"},
-    "generation": {"num_beams": 5, "fairseq": True, "min_new_tokens": 4, "max_new_tokens": 5,
-                   "no_repeat_ngram_size": 3},
+_ZH: dict[str, Any] = {"language": "zh"}
+_ZH_BICUBIC: dict[str, Any] = {"language": "zh", "interpolation": "bicubic"}  # torchvision Resize
+_CN_CAPTION_GEN: dict[str, Any] = {  # OFA:run_scripts/caption/generate_caption_cn.sh
+    "num_beams": 8, "fairseq": True, "max_new_tokens": 129, "no_repeat_ngram_size": 3,
 }  # fmt: skip
-_CN_OCR = {"task_options": {"language": "zh"}}  # the ocr task's defaults are evaluate_ocr.sh's
-_CN_METRICS = {  # OFA:checkpoints_cn.md results tables
+_CN_REFCOCO_GEN: dict[str, Any] = {  # OFA:run_scripts/refcoco/evaluate_refcoco_cn.sh
+    "num_beams": 5, "fairseq": True, "min_new_tokens": 4, "max_new_tokens": 5,
+    "no_repeat_ngram_size": 3,
+}  # fmt: skip
+# task, file, task options, decoding (ocr: the task's own = evaluate_ocr.sh), notes
+_CN_FINETUNED: tuple[tuple[str, str, dict[str, Any], dict[str, Any], str], ...] = (
+    ("caption", "caption_cn_{}.pt", _ZH_BICUBIC, _CN_CAPTION_GEN, "MUGE caption (stage 1)"),
+    ("refcoco", "refcoco_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCO-CN (translated)"),
+    ("refcoco", "refcocoplus_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCO+-CN (translated)"),
+    ("refcoco", "refcocog_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCOg-CN (translated)"),
+    ("ocr", "ofa_cn_ocr_{}.pt", _ZH, {}, "Chinese OCR, multitask fine-tuned"),
+)
+_CN_METRICS: dict[str, dict[str, float]] = {  # OFA:checkpoints_cn.md results tables
     "caption_cn_base.pt": {"BLEU-4": 26.23, "ROUGE-L": 58.95, "CIDEr-D": 50.70},
     "caption_cn_large.pt": {"BLEU-4": 27.32, "ROUGE-L": 59.20, "CIDEr-D": 53.51},
     "refcoco_cn_base.pt": {"Accuracy (val)": 82.18, "Accuracy (testA)": 86.07,
@@ -147,23 +154,14 @@ _CN_METRICS = {  # OFA:checkpoints_cn.md results tables
 }  # fmt: skip
 for size in ("base", "large"):
     register(ModelCard(f"ofa-cn-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_cn_{size}.pt",
-                       tokenizer="chinese", task_options={"language": "zh"},
-                       notes="OFA-CN pretrained"))  # fmt: skip
-    for task, file, defaults in (
-        ("caption", "caption_cn_{}.pt", _CN_CAPTION),
-        ("refcoco", "refcoco_cn_{}.pt", _CN_REFCOCO),
-        ("refcoco", "refcocoplus_cn_{}.pt", _CN_REFCOCO),
-        ("refcoco", "refcocog_cn_{}.pt", _CN_REFCOCO),
-        ("ocr", "ofa_cn_ocr_{}.pt", _CN_OCR),
-    ):
+                       tokenizer="chinese", task_options=_ZH, notes="OFA-CN pretrained"))  # fmt: skip
+    for task, file, options, generation, notes in _CN_FINETUNED:
         fname = file.format(size)
         tag = "ocr" if task == "ocr" else fname.split("_")[0]
         register(ModelCard(
             f"ofa-cn-{size}_official-finetuned_{tag}", task, OFA_OSS + fname, tokenizer="chinese",
-            task_options=defaults["task_options"], generation=defaults.get("generation", {}),
-            metrics=_CN_METRICS.get(fname, {}),
-            notes="OFA-CN; MUGE caption (stage 1)" if task == "caption" else
-            "OFA-CN; translated RefCOCO" if task == "refcoco" else "OFA-CN; multitask fine-tuned",
+            task_options=options, generation=generation, metrics=_CN_METRICS.get(fname, {}),
+            notes=f"OFA-CN: {notes}",
         ))  # fmt: skip
 
 

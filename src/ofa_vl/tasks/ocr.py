@@ -35,7 +35,9 @@ class OCR(BilingualTask):
 
     def prompt(self, fields: dict[str, Any]) -> str:
         # OFA:data/mm_data/ocr_dataset.py, GPT2BPE / BertBPE
-        return "图片上的文字是什么?" if self.language == "zh" else " what are the texts on the image?"
+        return (
+            "图片上的文字是什么?" if self.language == "zh" else " what are the texts on the image?"
+        )
 
     def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
         text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
