@@ -93,3 +93,13 @@ def test_malformed_dictionary_is_one_clear_error(tmp_path):
     (tmp_path / "dict.txt").write_text("猫 1\n狗\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"dict.txt:2: expected '<word> <count>'"):
         OFATokenizer.from_pretrained(tmp_path)
+
+
+def test_dictionary_over_other_pieces_is_refused(tmp_path):
+    shutil.copy(CHINESE_VOCAB / "vocab.txt", tmp_path / "vocab.txt")
+    words = (CHINESE_VOCAB / "dict.txt").read_text("utf-8").split("\n")
+    (tmp_path / "dict.txt").write_text("\n".join(words[:-2] + ["qqzzxx 1", ""]), encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"not a fairseq dictionary .*\(1 pieces missing, 1 words extra"
+    ):
+        OFATokenizer.from_pretrained(tmp_path)

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .errors import OFAValueError
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -262,13 +264,15 @@ def ocr_resize(
     centred vertically; it needs ``size`` 480.
     """
     if size < OCR_MIN_SIDE:
-        raise ValueError(f"OCR images need a size of at least {OCR_MIN_SIDE}, got {size}")
+        raise OFAValueError(f"OCR images need a size of at least {OCR_MIN_SIDE}, got {size}")
     w, h = img.size
     if document:
         strip_h, strip_w = OCR_DOCUMENT_STRIP
         row_w = strip_w // OCR_DOCUMENT_ROWS
         if size != row_w:
-            raise ValueError(f"document OCR needs image size {row_w} (its row width), got {size}")
+            raise OFAValueError(
+                f"document OCR needs image size {row_w} (its row width), got {size}"
+            )
         line = np.asarray(img.resize((strip_w, strip_h), Image.Resampling.BICUBIC))
         # the official ToTensor -> chunk -> cat -> ToPILImage round trip is exact on uint8 values
         content = np.concatenate(np.split(line, OCR_DOCUMENT_ROWS, axis=1), axis=0)  # (256, 480, 3)
@@ -305,7 +309,7 @@ def _resize(
         return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC)), square
     if interpolation in ("ocr", "ocr_document"):
         return ocr_resize(img, size, document=interpolation == "ocr_document")
-    raise ValueError(
+    raise OFAValueError(
         "interpolation must be 'bilinear', 'bicubic', 'ocr' or 'ocr_document', "
         f"got {interpolation!r}"
     )

@@ -33,6 +33,7 @@ from tokenizers import (
     processors,
 )
 
+from ofa_vl.errors import OFAValueError
 from ofa_vl.hub import OFAHubError, resolve_files
 
 __all__ = [
@@ -93,12 +94,12 @@ def _fairseq_words(path: Path) -> list[str]:
     words = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f.readlines(), 1):  # fairseq: readlines, rstrip, rsplit(" ", 1)
-            word, _, count = line.rstrip().rpartition(" ")
-            if not count.isdigit() or (not word and " " not in line):
-                raise ValueError(f"{path}:{n}: expected '<word> <count>', got {line.rstrip()!r}")
+            word, sep, count = line.rstrip().rpartition(" ")
+            if not sep or not count.isdigit():
+                raise OFAValueError(f"{path}:{n}: expected '<word> <count>', got {line.rstrip()!r}")
             words.append(word)
     if len(set(words)) != len(words):
-        raise ValueError(f"{path}: duplicate words (fairseq refuses to load it)")
+        raise OFAValueError(f"{path}: duplicate words (fairseq refuses to load it)")
     return words
 
 
@@ -107,13 +108,22 @@ def _bert_wordpiece(vocab_txt: Path, dict_txt: Path) -> Tokenizer:
 
     fairseq ``Dictionary``: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, then ``dict.txt`` in
     order; ``OFA:tasks/ofa_task.py`` appends ``<mask>``. The word-piece model runs over the
-    dictionary's words: they are ``vocab.txt``'s except two pieces with U+2028 in them (blank in
-    ``dict.txt``), which BERT's whitespace splitting can never produce, so the pieces are the same.
+    dictionary's words, which must hold every piece of ``vocab.txt`` BERT can emit (those without
+    whitespace inside); extra words may only be ones no word piece can be (``""``, ``"##"``).
+    OFA-CN's files differ in just that way: two ``vocab.txt`` pieces hold U+2028, blank in
+    ``dict.txt``.
     """
     words = _fairseq_words(dict_txt)
-    pieces = set(vocab_txt.read_text(encoding="utf-8").split("\n"))
-    if len(pieces & set(words)) < 0.99 * len(words):
-        raise ValueError(f"{dict_txt} is not a dictionary over the pieces of {vocab_txt}")
+    pieces = set(vocab_txt.read_text(encoding="utf-8").split("\n")) - {""}
+    known = set(words)
+    missing = [p for p in pieces if p not in known and not any(c.isspace() for c in p)]
+    extra = known - pieces - {"", "##"}
+    if missing or extra:
+        odd = (missing or sorted(extra))[:3]
+        raise OFAValueError(
+            f"{dict_txt} is not a fairseq dictionary over the pieces of {vocab_txt} "
+            f"({len(missing)} pieces missing, {len(extra)} words extra, e.g. {odd})"
+        )
     vocab = {BOS: 0, PAD: 1, EOS: 2, UNK: 3}
     vocab.update((w, 4 + i) for i, w in enumerate(words))
     vocab[MASK] = len(vocab)
@@ -139,16 +149,16 @@ def _bert_dropped(char: str) -> bool:
     return char in "\x00\ufffd" or (cat.startswith("C") and char not in "\t\n\r")
 
 
-def _bert_boundary(char: str) -> bool:
-    # whitespace (str.split) or a CJK ideograph, which _tokenize_chinese_chars pads with spaces
-    cp = ord(char)
-    return char.isspace() or any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
-
-
 _CJK_RANGES = (  # transformers BasicTokenizer._is_chinese_char (= tokenizers' BertNormalizer)
     (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
     (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
 )  # fmt: skip
+
+
+def _bert_boundary(char: str) -> bool:
+    # whitespace (str.split) or a CJK ideograph, which _tokenize_chinese_chars pads with spaces
+    cp = ord(char)
+    return char.isspace() or any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
 
 
 def _guard_bert_specials(text: str) -> str:

@@ -154,7 +154,7 @@ _CN_METRICS: dict[str, dict[str, float]] = {  # OFA:checkpoints_cn.md results ta
 }  # fmt: skip
 for size in ("base", "large"):
     register(ModelCard(f"ofa-cn-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_cn_{size}.pt",
-                       tokenizer="chinese", task_options=_ZH, notes="OFA-CN pretrained"))  # fmt: skip
+                       tokenizer="chinese", task_options=_ZH_BICUBIC, notes="OFA-CN pretrained"))  # fmt: skip
     for task, file, options, generation, notes in _CN_FINETUNED:
         fname = file.format(size)
         tag = "ocr" if task == "ocr" else fname.split("_")[0]

@@ -64,6 +64,10 @@ class Task:
         """Text the decoder is forced to start with (after ``<s>``), if any."""
         return None
 
+    def for_tokenizer(self, tokenizer: OFATokenizer) -> Task:
+        """This task with the options that depend on the vocabulary filled in (default: as is)."""
+        return self
+
     def constraint_trie(self, tokenizer: OFATokenizer) -> Any:
         """A :class:`~ofa_vl.generation.Trie` of allowed outputs, if any."""
         return None
@@ -89,6 +93,9 @@ class Task:
         """
         from ..generation import generate
 
+        task = self.for_tokenizer(tokenizer)
+        if task is not self:
+            return task.predict(model, tokenizer, images, infos, fields, generation)
         enc = tokenizer([self.prompt(f) for f in fields], return_tensors="pt")
         dec_texts = [self.decoder_prompt(f) for f in fields]
         prompts = None
@@ -132,15 +139,6 @@ class BilingualTask(Task):
                 f"got {self.language!r}"
             )
 
-    def predict(
-        self,
-        model: OFA,
-        tokenizer: OFATokenizer,
-        images: torch.Tensor,
-        infos: list[ImageInfo],
-        fields: list[dict[str, Any]],
-        generation: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """:meth:`Task.predict` with the prompt language settled by the tokenizer when unset."""
-        task = self if self.language else replace(self, language=tokenizer.language)
-        return Task.predict(task, model, tokenizer, images, infos, fields, generation)
+    def for_tokenizer(self, tokenizer: OFATokenizer) -> Task:
+        """This task with the prompt language settled by the tokenizer when unset."""
+        return self if self.language else replace(self, language=tokenizer.language)
