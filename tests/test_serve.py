@@ -43,12 +43,14 @@ CHROMIUM_FLAGS = [
 FIELDS: dict[str, dict[str, Any]] = {
     "caption": {},
     "grounding": {"text": "the red circle"},
+    "ocr": {},
     "vqa": {"question": "what color is the square?"},
     "generate": {"prompt": "what does the image describe?", "max_new_tokens": 3},
 }
 RESULT_KEYS = {
     "caption": {"caption"},
     "grounding": {"text", "boxes"},
+    "ocr": {"text"},
     "vqa": {"question", "answer"},
     "generate": {"prompt", "text", "boxes", "labels"},
 }

@@ -21,7 +21,7 @@ from .generation import generate
 from .images import OFA_MEAN, OFA_STD, ImageInfo, ImageSource, preprocess_batch
 from .model import OFA
 from .tasks import TASKS, Query, Task, get_task
-from .tokenizer import ENGLISH_BPE, OFATokenizer
+from .tokenizer import CHINESE_VOCAB, CHINESE_VOCAB_SIZE, ENGLISH_BPE, OFATokenizer
 from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -203,7 +203,9 @@ def get_model(
     tok = (
         tokenizer
         if isinstance(tokenizer, OFATokenizer)
-        else OFATokenizer.from_pretrained(tokenizer or _tokenizer_source(card, weights))
+        else OFATokenizer.from_pretrained(
+            tokenizer or _tokenizer_source(card, weights, model.cfg.vocab_size)
+        )
     )
     if len(tok) != model.cfg.vocab_size:
         raise ValueError(
@@ -261,13 +263,20 @@ def _preprocessing(card: ModelCard | None, weights: str | Path) -> dict[str, Any
     return {k: cfg[k] for k in ("image_size", "interpolation", "text_norm") if k in cfg}
 
 
-def _tokenizer_source(card: ModelCard | None, weights: str | Path) -> str | Path:
-    """A tokenizer beside the weights (bundled models, local dirs), else the card's (English BPE)."""
+def _tokenizer_source(
+    card: ModelCard | None, weights: str | Path, vocab_size: int | None = None
+) -> str | Path:
+    """A tokenizer beside the weights (bundled models, local dirs), else the card's; for an
+    unnamed checkpoint, OFA-CN's vocabulary when the model has its 30,325 tokens, else English."""
     folder = _model_dir(card, weights)
-    if folder is not None and any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+    beside = ("tokenizer.json", "vocab.json", "dict.txt")
+    if folder is not None and any((folder / f).is_file() for f in beside):
         return folder
-    source = card.tokenizer if card is not None else "english"
-    return ENGLISH_BPE if source == "english" else source
+    if card is not None:
+        source = card.tokenizer
+    else:
+        source = "chinese" if vocab_size == CHINESE_VOCAB_SIZE else "english"
+    return {"english": ENGLISH_BPE, "chinese": CHINESE_VOCAB}.get(source, source)
 
 
 _BUILDER_KEYS = ("pretrained", "device", "tokenizer", "task", "precision")

@@ -143,6 +143,21 @@ def cmd_ground(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ocr_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument(
+        "--document", action="store_true", help="document lines (a 64 x 1920 strip in 4 rows)"
+    )
+
+
+@command("ocr", _ocr_args)
+def cmd_ocr(args: argparse.Namespace) -> int:
+    """Read the text in images (OCR; the OFA-CN OCR models)."""
+    opts = {"document": True} if args.document else {}
+    _print(args, _run_task(args, "ocr", {}, **opts), "pred_text")
+    return 0
+
+
 def _vqa_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     p.add_argument("--question", required=True)
@@ -184,15 +199,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern, args.task)
     if args.json:
-        print(
-            json.dumps(
-                [{"name": n, "task": MODELS[n].task, "weights": MODELS[n].weights} for n in names],
-                indent=2,
-            )
-        )
+        rows = [
+            {
+                "name": n,
+                "task": MODELS[n].task,
+                "language": MODELS[n].language,
+                "weights": MODELS[n].weights,
+            }
+            for n in names
+        ]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
         for n in names:
-            print(f"{n:48s} {MODELS[n].task:10s} {MODELS[n].weights}")
+            card = MODELS[n]
+            print(f"{n:44s} {card.task:8s} {card.language:3s} {card.weights}")
     return 0 if names else 1
 
 

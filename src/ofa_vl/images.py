@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .errors import OFAValueError
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -36,6 +38,7 @@ __all__ = [
     "load_image",
     "load_resized",
     "normalize",
+    "ocr_resize",
     "preprocess",
     "preprocess_batch",
     "resize",
@@ -43,7 +46,8 @@ __all__ = [
 ]
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
-Interpolation = Literal["bilinear", "bicubic"]
+# "ocr" / "ocr_document": OFA's OCR resize (aspect kept, edge-padded square), not a plain square one
+Interpolation = Literal["bilinear", "bicubic", "ocr", "ocr_document"]
 
 MAX_IMAGE_PIXELS = 89_478_485  # cap on decoded width*height; PIL's own default
 URL_TIMEOUT_S = 10.0
@@ -240,17 +244,75 @@ def resize_cv2_bilinear(img: np.ndarray, size: int | tuple[int, int]) -> np.ndar
     return out.reshape((out_h, out_w) + img.shape[2:])
 
 
-def resize(img: Image.Image, size: int, interpolation: Interpolation = "bilinear") -> np.ndarray:
-    """Square ``size`` x ``size`` resize of an RGB image, as mmcv's ``Resize`` in the OFA configs.
+OCR_MIN_SIDE = 64  # OFA:data/mm_data/ocr_dataset.py ocr_resize: max(64, ...)
+OCR_DOCUMENT_STRIP = (64, 1920)  # (h, w) of a document line before it is folded into 4 rows
+OCR_DOCUMENT_ROWS = 4
 
-    ``"bilinear"``: cv2 INTER_LINEAR (caption, refcoco); ``"bicubic"``: Pillow BICUBIC (vqa, and
-    the official OFA's torchvision ``Resize``). Returns (S, S, 3) uint8 RGB.
+
+def ocr_resize(
+    img: Image.Image, size: int, document: bool = False
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """OFA's OCR resize: a (S, S, 3) uint8 square and the content's (w, h) scale factors.
+
+    ``OFA:data/mm_data/ocr_dataset.py ocr_resize``: the longer side becomes ``size`` and the
+    shorter ``max(64, int(size * short / long))`` (Pillow bicubic, as torchvision's ``F.resize`` on
+    PIL images), then the square is filled by repeating the edge pixels (``F.pad`` edge mode).
+    The official code places the image at a random offset; here it is centred, offset
+    ``(size - side) // 2``, as ModelScope's OFA OCR preprocessor does
+    (``MS:preprocessors/ofa/ocr_recognition.py``). ``document``: the image is resized to a
+    64 x 1920 strip, cut into 4 pieces of 64 x 480 stacked top to bottom (256 x 480), then
+    centred vertically; it needs ``size`` 480.
     """
+    if size < OCR_MIN_SIDE:
+        raise OFAValueError(f"OCR images need a size of at least {OCR_MIN_SIDE}, got {size}")
+    w, h = img.size
+    if document:
+        strip_h, strip_w = OCR_DOCUMENT_STRIP
+        row_w = strip_w // OCR_DOCUMENT_ROWS
+        if size != row_w:
+            raise OFAValueError(
+                f"document OCR needs image size {row_w} (its row width), got {size}"
+            )
+        line = np.asarray(img.resize((strip_w, strip_h), Image.Resampling.BICUBIC))
+        # the official ToTensor -> chunk -> cat -> ToPILImage round trip is exact on uint8 values
+        content = np.concatenate(np.split(line, OCR_DOCUMENT_ROWS, axis=1), axis=0)  # (256, 480, 3)
+        scale = (strip_w / w, strip_h / h)
+    else:
+        if w >= h:
+            new_w, new_h = size, max(OCR_MIN_SIDE, int(size * (h / w)))
+        else:
+            new_w, new_h = max(OCR_MIN_SIDE, int(size * (w / h))), size
+        content = np.asarray(img.resize((new_w, new_h), Image.Resampling.BICUBIC))
+        scale = (new_w / w, new_h / h)
+    top, left = (size - content.shape[0]) // 2, (size - content.shape[1]) // 2
+    bottom, right = size - content.shape[0] - top, size - content.shape[1] - left
+    return np.pad(content, ((top, bottom), (left, right), (0, 0)), mode="edge"), scale
+
+
+def resize(img: Image.Image, size: int, interpolation: Interpolation = "bilinear") -> np.ndarray:
+    """``size`` x ``size`` RGB image as the OFA pipelines make it; (S, S, 3) uint8.
+
+    ``"bilinear"``: cv2 INTER_LINEAR (mmcv ``Resize`` in mmpretrain's caption and refcoco configs);
+    ``"bicubic"``: Pillow BICUBIC (vqa, and the official OFA's torchvision ``Resize``); ``"ocr"``,
+    ``"ocr_document"``: :func:`ocr_resize`.
+    """
+    return _resize(img, size, interpolation)[0]
+
+
+def _resize(
+    img: Image.Image, size: int, interpolation: Interpolation
+) -> tuple[np.ndarray, tuple[float, float]]:
+    square = (size / img.width, size / img.height)
     if interpolation == "bilinear":
-        return resize_cv2_bilinear(np.asarray(img), size)
+        return resize_cv2_bilinear(np.asarray(img), size), square
     if interpolation == "bicubic":
-        return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
-    raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
+        return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC)), square
+    if interpolation in ("ocr", "ocr_document"):
+        return ocr_resize(img, size, document=interpolation == "ocr_document")
+    raise OFAValueError(
+        "interpolation must be 'bilinear', 'bicubic', 'ocr' or 'ocr_document', "
+        f"got {interpolation!r}"
+    )
 
 
 def load_resized(
@@ -258,11 +320,9 @@ def load_resized(
 ) -> tuple[torch.Tensor, ImageInfo]:
     """Load and resize to ``size`` x ``size``: a (3, S, S) uint8 tensor, before :func:`normalize`."""
     rgb = load_image(image)
-    pixels = torch.from_numpy(resize(rgb, size, interpolation).copy()).permute(2, 0, 1)
-    info = ImageInfo(
-        ori_shape=(rgb.height, rgb.width), scale_factor=(size / rgb.width, size / rgb.height)
-    )
-    return pixels, info
+    pixels, scale = _resize(rgb, size, interpolation)
+    info = ImageInfo(ori_shape=(rgb.height, rgb.width), scale_factor=scale)
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1), info
 
 
 def normalize(

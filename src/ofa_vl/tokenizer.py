@@ -1,29 +1,57 @@
-"""OFA tokenizer: BART byte-level BPE + ``<code_i>`` image-code tokens + ``<bin_i>`` location tokens.
+"""OFA tokenizer: BART byte-level BPE (or OFA-CN's BERT word pieces) + ``<code_i>`` image-code
+tokens + ``<bin_i>`` location tokens.
 
-Built on the ``tokenizers`` library. Ids, special tokens and ``decode`` reproduce the transformers
-4.28 ``BartTokenizer`` that mmpretrain's and the HF port's ``OFATokenizer`` extend with
-``add_tokens(<code_0..8191>)`` then ``add_tokens(<bin_0..999>)`` (golden cases:
-``fixtures/tokenizer/ofa_tokenizer_cases.json``). Box <-> bin conversion follows the official OFA
-code (``OFA:data/mm_data/refcoco_dataset.py``, ``OFA:utils/eval_utils.py eval_refcoco``).
+Built on the ``tokenizers`` library. For the English models, ids, special tokens and ``decode``
+reproduce the transformers 4.28 ``BartTokenizer`` that mmpretrain's and the HF port's
+``OFATokenizer`` extend with ``add_tokens(<code_0..8191>)`` then ``add_tokens(<bin_0..999>)``
+(golden cases: ``fixtures/tokenizer/ofa_tokenizer_cases.json``). For the Chinese models (OFA-CN,
+``--bpe bert``), ids reproduce transformers' ``BertTokenizer(vocab.txt, do_lower_case=True)``
+pieces mapped through fairseq's ``Dictionary`` of ``dict.txt``, and ``decode`` fairseq's
+``BertBPE.decode`` (golden: ``tests/goldens/cn_tokenizer.json``). Box <-> bin conversion follows
+the official OFA code (``OFA:data/mm_data/refcoco_dataset.py``, ``OFA:utils/eval_utils.py
+eval_refcoco``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 
+from ofa_vl.errors import OFAValueError
 from ofa_vl.hub import OFAHubError, resolve_files
 
-__all__ = ["ENGLISH_BPE", "OFAHubError", "OFATokenizer", "bins_to_box", "box_to_bins"]
+__all__ = [
+    "CHINESE_VOCAB",
+    "CHINESE_VOCAB_SIZE",
+    "ENGLISH_BPE",
+    "OFAHubError",
+    "OFATokenizer",
+    "bins_to_box",
+    "box_to_bins",
+    "join_cjk",
+]
 
 # OFA's English BPE (OFA:utils/BPE as BART-layout vocab.json + merges.txt), shipped like open_clip's
 ENGLISH_BPE = Path(__file__).resolve().parent / "assets" / "ofa-bpe"
+# OFA-CN's vocabulary (OFA:utils/BERT_CN_dict: BERT vocab.txt + fairseq dict.txt), shipped the same way
+CHINESE_VOCAB = Path(__file__).resolve().parent / "assets" / "ofa-bpe-cn"
+CHINESE_VOCAB_SIZE = 30325  # 4 + 21,128 + <mask> + 8192 codes + 1000 bins
 
 NUM_CODES = 8192
 NUM_BINS = 1000
@@ -31,8 +59,10 @@ MAX_IMAGE_SIZE = 512  # OFA:tasks/mm_tasks/refcoco.py max_image_size
 SIDE_FILE = "ofa_tokenizer.json"  # {"num_codes": int, "num_bins": int} next to a tokenizer.json
 # BART's specials; `<unk>` and `<mask>` are optional in a custom tokenizer.json.
 BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
-# The OFA/BART files first (exact BartTokenizer behaviour), else a full tokenizer.json.
-_FILE_CHOICES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+# transformers BertTokenizer's special tokens: never split, never lower-cased (plain words to fairseq)
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# The OFA/BART or OFA-CN files first (exact reference behaviour), else a full tokenizer.json.
+_FILE_CHOICES = (("vocab.json", "merges.txt"), ("vocab.txt", "dict.txt"), ("tokenizer.json",))
 
 Ids = Sequence[int] | torch.Tensor
 
@@ -57,6 +87,120 @@ def _bart_bpe(vocab: Path, merges: Path) -> Tokenizer:
         + [AddedToken(MASK, lstrip=True, normalized=False, special=True)]
     )
     return tok
+
+
+def _fairseq_words(path: Path) -> list[str]:
+    """The words of a fairseq ``dict.txt``, read as ``Dictionary.add_from_file`` reads them."""
+    words = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f.readlines(), 1):  # fairseq: readlines, rstrip, rsplit(" ", 1)
+            word, sep, count = line.rstrip().rpartition(" ")
+            if not sep or not count.isdigit():
+                raise OFAValueError(f"{path}:{n}: expected '<word> <count>', got {line.rstrip()!r}")
+            words.append(word)
+    if len(set(words)) != len(words):
+        raise OFAValueError(f"{path}: duplicate words (fairseq refuses to load it)")
+    return words
+
+
+def _bert_wordpiece(vocab_txt: Path, dict_txt: Path) -> Tokenizer:
+    """OFA-CN's ``--bpe bert``: BERT uncased word pieces whose ids are fairseq's dictionary ids.
+
+    fairseq ``Dictionary``: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, then ``dict.txt`` in
+    order; ``OFA:tasks/ofa_task.py`` appends ``<mask>``. The word-piece model runs over the
+    dictionary's words, which must hold every piece of ``vocab.txt`` BERT can emit (those without
+    whitespace inside); extra words may only be ones no word piece can be (``""``, ``"##"``).
+    OFA-CN's files differ in just that way: two ``vocab.txt`` pieces hold U+2028, blank in
+    ``dict.txt``.
+    """
+    words = _fairseq_words(dict_txt)
+    pieces = set(vocab_txt.read_text(encoding="utf-8").split("\n")) - {""}
+    known = set(words)
+    missing = [p for p in pieces if p not in known and not any(c.isspace() for c in p)]
+    extra = known - pieces - {"", "##"}
+    if missing or extra:
+        odd = (missing or sorted(extra))[:3]
+        raise OFAValueError(
+            f"{dict_txt} is not a fairseq dictionary over the pieces of {vocab_txt} "
+            f"({len(missing)} pieces missing, {len(extra)} words extra, e.g. {odd})"
+        )
+    vocab = {BOS: 0, PAD: 1, EOS: 2, UNK: 3}
+    vocab.update((w, 4 + i) for i, w in enumerate(words))
+    vocab[MASK] = len(vocab)
+    # transformers BertTokenizer(do_lower_case=True): clean text, split CJK characters and
+    # punctuation, strip accents, lower-case; [UNK] for unknown words and words over 100 chars
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.add_special_tokens(
+        [AddedToken(t, normalized=False, special=True) for t in BERT_SPECIALS if t in vocab]
+    )
+    return tok
+
+
+_BERT_SPECIAL = re.compile("|".join(re.escape(t) for t in BERT_SPECIALS))
+
+
+def _bert_dropped(char: str) -> bool:
+    # transformers BasicTokenizer._clean_text: NUL, U+FFFD and control characters but \t \n \r
+    cat = unicodedata.category(char)
+    return char in "\x00\ufffd" or (cat.startswith("C") and char not in "\t\n\r")
+
+
+_CJK_RANGES = (  # transformers BasicTokenizer._is_chinese_char (= tokenizers' BertNormalizer)
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+)  # fmt: skip
+
+
+def _bert_boundary(char: str) -> bool:
+    # whitespace (str.split) or a CJK ideograph, which _tokenize_chinese_chars pads with spaces
+    cp = ord(char)
+    return char.isspace() or any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+
+
+def _guard_bert_specials(text: str) -> str:
+    """Lower-case the ``[CLS]``-like tokens BertTokenizer would split, so only whole ones match.
+
+    BertTokenizer keeps a special token only when it is a whole word after cleaning, CJK spacing
+    and whitespace splitting (``never_split``); elsewhere it lower-cases and splits it like text.
+    """
+    if "[" not in text:
+        return text
+
+    def whole(m: re.Match[str]) -> str:
+        before = next((c for c in reversed(text[: m.start()]) if not _bert_dropped(c)), " ")
+        after = next((c for c in text[m.end() :] if not _bert_dropped(c)), " ")
+        keep = _bert_boundary(before) and _bert_boundary(after)
+        return m.group() if keep else m.group().lower()
+
+    return _BERT_SPECIAL.sub(whole, text)
+
+
+def _is_wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+def join_cjk(text: str) -> str:
+    """Drop the spaces word pieces leave between CJK characters: ``"图 片 ， 猫"`` -> ``"图片，猫"``.
+
+    A space goes when the characters on both sides are East Asian wide or full-width (ideographs,
+    kana, hangul, full-width forms and punctuation, emoji); spaces next to Latin text stay.
+    """
+    out: list[str] = []
+    for i, char in enumerate(text):
+        if (
+            char == " "
+            and out
+            and i + 1 < len(text)
+            and _is_wide(out[-1][-1])
+            and _is_wide(text[i + 1])
+        ):
+            continue
+        out.append(char)
+    return "".join(out)
 
 
 def _token_block(tok: Tokenizer, prefix: str, count: int) -> int:
@@ -125,11 +269,24 @@ class OFATokenizer:
                 single=f"{BOS} $A {EOS}", special_tokens=[(BOS, self._bos), (EOS, self._eos)]
             )
         self._tok = tokenizer
+        # OFA-CN: BERT word pieces, decoded as fairseq's BertBPE (spaces between pieces)
+        self._word_pieces = isinstance(tokenizer.model, models.WordPiece)
+        self._guard = _guard_bert_specials if self._word_pieces else str
 
     @classmethod
     def english(cls) -> OFATokenizer:
         """The English OFA vocabulary shipped with the package (59457 ids, every English model)."""
         return cls.from_pretrained(ENGLISH_BPE)
+
+    @classmethod
+    def chinese(cls) -> OFATokenizer:
+        """OFA-CN's vocabulary shipped with the package (30325 ids, every Chinese model)."""
+        return cls.from_pretrained(CHINESE_VOCAB)
+
+    @property
+    def language(self) -> str:
+        """``"zh"`` for OFA-CN's word pieces, else ``"en"``: the official code picks prompts by it."""
+        return "zh" if self._word_pieces else "en"
 
     @classmethod
     def from_pretrained(
@@ -140,7 +297,8 @@ class OFATokenizer:
         num_bins: int | None = None,
         revision: str | None = None,
     ) -> OFATokenizer:
-        """Load from a directory or hub id holding ``vocab.json`` + ``merges.txt`` or ``tokenizer.json``.
+        """Load from a directory or hub id holding ``vocab.json`` + ``merges.txt`` (English BPE),
+        ``vocab.txt`` + ``dict.txt`` (OFA-CN) or ``tokenizer.json``.
 
         ``num_codes`` / ``num_bins`` default to the values in an ``ofa_tokenizer.json`` beside the
         files, else 8192 / 1000. Hub files are cached by ``huggingface_hub``; failures raise
@@ -150,6 +308,8 @@ class OFATokenizer:
         side = json.loads(files[SIDE_FILE].read_text()) if SIDE_FILE in files else {}
         if "vocab.json" in files:
             base = _bart_bpe(files["vocab.json"], files["merges.txt"])
+        elif "dict.txt" in files:
+            base = _bert_wordpiece(files["vocab.txt"], files["dict.txt"])
         else:
             try:
                 base = Tokenizer.from_file(str(files["tokenizer.json"]))
@@ -212,7 +372,7 @@ class OFATokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of ``text``; with ``add_special_tokens`` wrapped as ``<s> ... </s>``."""
-        return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+        return list(self._tok.encode(self._guard(text), add_special_tokens=add_special_tokens).ids)
 
     def __call__(
         self,
@@ -236,7 +396,8 @@ class OFATokenizer:
                 f"max_length={max_length} leaves no room for {n_special} special tokens"
             )
         rows = []
-        for i, enc in enumerate(self._tok.encode_batch(batch, add_special_tokens=False)):
+        texts_in = [self._guard(t) for t in batch]
+        for i, enc in enumerate(self._tok.encode_batch(texts_in, add_special_tokens=False)):
             length = len(enc.ids) + n_special
             if max_length is not None and length > max_length:
                 if not truncation:
@@ -267,12 +428,16 @@ class OFATokenizer:
         ids: Ids,
         skip_special_tokens: bool = True,
         clean_up_tokenization_spaces: bool = True,
+        join_cjk_spaces: bool = False,
     ) -> str:
-        """Text of ``ids`` exactly as transformers 4.28's slow ``BartTokenizer`` + OFA tokens decodes it.
+        """Text of ``ids`` exactly as the reference tokenizer decodes it.
 
-        ``skip_special_tokens`` drops ``<s> <pad> </s> <unk> <mask>`` but keeps code and bin tokens,
-        which are joined to the text around them with single spaces (transformers'
-        ``spaces_between_special_tokens``).
+        English: transformers 4.28's slow ``BartTokenizer`` + OFA tokens; ``skip_special_tokens``
+        drops ``<s> <pad> </s> <unk> <mask>`` but keeps code and bin tokens, which are joined to the
+        text around them with single spaces (transformers' ``spaces_between_special_tokens``).
+        Chinese: fairseq's ``Dictionary.string`` + ``BertBPE.decode``, which leaves a space between
+        CJK characters; ``skip_special_tokens`` drops ``<s> <pad> </s>`` (fairseq shows ``<unk>``).
+        ``join_cjk_spaces`` removes the spaces between CJK characters (:func:`join_cjk`).
         """
         ids = _as_list(ids)
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
@@ -280,6 +445,21 @@ class OFATokenizer:
             raise ValueError(
                 f"token ids {bad[:5]} are outside the vocabulary (size {self.vocab_size})"
             )
+        if self._word_pieces:
+            text = self._decode_pieces(ids, skip_special_tokens, clean_up_tokenization_spaces)
+        else:
+            text = self._decode_bpe(ids, skip_special_tokens, clean_up_tokenization_spaces)
+        return join_cjk(text) if join_cjk_spaces else text
+
+    def _decode_pieces(self, ids: list[int], skip_special: bool, clean_up: bool) -> str:
+        if skip_special:  # fairseq: the generator strips <s> </s>; <pad> only pads batches
+            ids = [i for i in ids if i not in (self._bos, self._pad, self._eos)]
+        # Dictionary.string joins symbols with " "; BertBPE.decode = clean_up_tokenization(
+        # convert_tokens_to_string(x.split(" "))) = " ".join(...).replace(" ##", "").strip()
+        text = " ".join(self._tok.id_to_token(i) or "" for i in ids).replace(" ##", "").strip()
+        return _clean_up_tokenization(text) if clean_up else text
+
+    def _decode_bpe(self, ids: list[int], skip_special_tokens: bool, clean_up: bool) -> str:
         if skip_special_tokens:
             ids = [i for i in ids if i not in self._special_ids]
         end_added = self._bin_offset + self._num_bins
@@ -296,17 +476,19 @@ class OFATokenizer:
         if run:
             pieces.append(self._tok.decode(run, skip_special_tokens=False))
         text = " ".join(pieces)
-        return _clean_up_tokenization(text) if clean_up_tokenization_spaces else text
+        return _clean_up_tokenization(text) if clean_up else text
 
     def batch_decode(
         self,
         sequences: Iterable[Ids] | torch.Tensor,
         skip_special_tokens: bool = True,
         clean_up_tokenization_spaces: bool = True,
+        join_cjk_spaces: bool = False,
     ) -> list[str]:
         """:meth:`decode` for each row."""
         return [
-            self.decode(s, skip_special_tokens, clean_up_tokenization_spaces) for s in sequences
+            self.decode(s, skip_special_tokens, clean_up_tokenization_spaces, join_cjk_spaces)
+            for s in sequences
         ]
 
     def bin_token(self, index: int) -> str:

@@ -37,13 +37,18 @@ class ModelCard:
     name: str
     task: str
     weights: str  # URL, hf-hub:org/name, or a path relative to the package assets
-    # "english" = the packaged English BPE (every English OFA); "bundled" = beside the weights;
-    # else a hub id or directory
+    # "english" = the packaged English BPE (every English OFA); "chinese" = the packaged OFA-CN
+    # vocabulary; "bundled" = beside the weights; else a hub id or directory
     tokenizer: str = "english"
     task_options: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # published reference numbers
     notes: str = ""
+
+    @property
+    def language(self) -> str:
+        """``"zh"`` for the OFA-CN models, else ``"en"``."""
+        return "zh" if self.tokenizer == "chinese" else "en"
 
 
 MODELS: dict[str, ModelCard] = {}
@@ -131,6 +136,53 @@ register(ModelCard(
     "ofa-large_official-finetuned_caption_clean", "caption", OFA_OSS + "caption_large_best_clean.pt",
     task_options=OFFICIAL, notes="after CIDEr optimisation (SCST)",
 ))  # fmt: skip
+
+
+# OFA-CN (OFA:checkpoints_cn.md): Chinese vocabulary (BERT word pieces, 30,325 ids), Chinese prompts,
+# the official preprocessing (no mmpretrain configs exist) and the official run scripts' decoding.
+# fairseq's max_len_b counts the tokens before the forced </s> step: max_new_tokens = max_len_b + 1.
+_ZH: dict[str, Any] = {"language": "zh"}
+_ZH_BICUBIC: dict[str, Any] = {"language": "zh", "interpolation": "bicubic"}  # torchvision Resize
+_CN_CAPTION_GEN: dict[str, Any] = {  # OFA:run_scripts/caption/generate_caption_cn.sh
+    "num_beams": 8, "fairseq": True, "max_new_tokens": 129, "no_repeat_ngram_size": 3,
+}  # fmt: skip
+_CN_REFCOCO_GEN: dict[str, Any] = {  # OFA:run_scripts/refcoco/evaluate_refcoco_cn.sh
+    "num_beams": 5, "fairseq": True, "min_new_tokens": 4, "max_new_tokens": 5,
+    "no_repeat_ngram_size": 3,
+}  # fmt: skip
+# task, file, task options, decoding (ocr: the task's own = evaluate_ocr.sh), notes
+_CN_FINETUNED: tuple[tuple[str, str, dict[str, Any], dict[str, Any], str], ...] = (
+    ("caption", "caption_cn_{}.pt", _ZH_BICUBIC, _CN_CAPTION_GEN, "MUGE caption (stage 1)"),
+    ("refcoco", "refcoco_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCO-CN (translated)"),
+    ("refcoco", "refcocoplus_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCO+-CN (translated)"),
+    ("refcoco", "refcocog_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCOg-CN (translated)"),
+    ("ocr", "ofa_cn_ocr_{}.pt", _ZH, {}, "Chinese OCR, multitask fine-tuned"),
+)
+_CN_METRICS: dict[str, dict[str, float]] = {  # OFA:checkpoints_cn.md results tables
+    "caption_cn_base.pt": {"BLEU-4": 26.23, "ROUGE-L": 58.95, "CIDEr-D": 50.70},
+    "caption_cn_large.pt": {"BLEU-4": 27.32, "ROUGE-L": 59.20, "CIDEr-D": 53.51},
+    "refcoco_cn_base.pt": {"Accuracy (val)": 82.18, "Accuracy (testA)": 86.07,
+                           "Accuracy (testB)": 76.68},
+    "refcoco_cn_large.pt": {"Accuracy (val)": 82.84, "Accuracy (testA)": 86.54,
+                            "Accuracy (testB)": 76.50},
+    "refcocoplus_cn_base.pt": {"Accuracy (val)": 69.38, "Accuracy (testA)": 77.26,
+                               "Accuracy (testB)": 60.14},
+    "refcocoplus_cn_large.pt": {"Accuracy (val)": 71.30, "Accuracy (testA)": 78.56,
+                                "Accuracy (testB)": 61.85},
+    "refcocog_cn_base.pt": {"Accuracy (val)": 73.57, "Accuracy (test-u)": 72.53},
+    "refcocog_cn_large.pt": {"Accuracy (val)": 71.96, "Accuracy (test-u)": 71.30},
+}  # fmt: skip
+for size in ("base", "large"):
+    register(ModelCard(f"ofa-cn-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_cn_{size}.pt",
+                       tokenizer="chinese", task_options=_ZH_BICUBIC, notes="OFA-CN pretrained"))  # fmt: skip
+    for task, file, options, generation, notes in _CN_FINETUNED:
+        fname = file.format(size)
+        tag = "ocr" if task == "ocr" else fname.split("_")[0]
+        register(ModelCard(
+            f"ofa-cn-{size}_official-finetuned_{tag}", task, OFA_OSS + fname, tokenizer="chinese",
+            task_options=options, generation=generation, metrics=_CN_METRICS.get(fname, {}),
+            notes=f"OFA-CN: {notes}",
+        ))  # fmt: skip
 
 
 def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:

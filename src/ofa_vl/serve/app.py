@@ -68,6 +68,10 @@ ENDPOINTS: dict[str, Endpoint] = {
         "refcoco", S.GroundingParams, S.GroundingResponse,
         lambda r: {"text": r["text"], "boxes": r["pred_bboxes"]}, "Find the region a text describes",
     ),
+    "ocr": Endpoint(
+        "ocr", S.OCRParams, S.OCRResponse,
+        lambda r: {"text": r["pred_text"]}, "Read the text in an image",
+    ),
     "vqa": Endpoint(
         "vqa", S.VQAParams, S.VQAResponse,
         lambda r: {"question": r["question"], "answer": r["pred_answer"]}, "Answer a question",
@@ -451,7 +455,7 @@ def create_app(
 
     app = FastAPI(
         title="ofa-vl",
-        summary="OFA vision-language models: caption, grounding, VQA, free instructions",
+        summary="OFA vision-language models: caption, grounding, OCR, VQA, free instructions",
         lifespan=lifespan,
     )
     for endpoint, spec in ENDPOINTS.items():

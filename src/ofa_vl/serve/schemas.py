@@ -47,6 +47,10 @@ class GroundingParams(CaptionParams):
         return {"text": self.text}
 
 
+class OCRParams(CaptionParams):
+    """``POST /v1/ocr``: the text in the image (the OFA-CN OCR models)."""
+
+
 class VQAParams(CaptionParams):
     """``POST /v1/vqa``: answer a question about the image."""
 
@@ -97,6 +101,10 @@ class CaptionResponse(Prediction):
 class GroundingResponse(Prediction):
     text: str
     boxes: list[Box] = Field(description="one box, or none when the model did not answer a box")
+
+
+class OCRResponse(Prediction):
+    text: str = Field(description="the recognised text")
 
 
 class VQAResponse(Prediction):

@@ -9,11 +9,12 @@ from . import (  # noqa: F401  (registration)
     image_gen,
     instruction,
     matching,
+    ocr,
     region_caption,
     text_tasks,
     vqa,
     vqa_scoring,
 )
-from .base import TASKS, Query, Task, get_task, register_task
+from .base import TASKS, BilingualTask, Query, Task, get_task, register_task
 
-__all__ = ["TASKS", "Query", "Task", "get_task", "register_task"]
+__all__ = ["TASKS", "BilingualTask", "Query", "Task", "get_task", "register_task"]

@@ -3,7 +3,7 @@ a parser of the generated tokens. Tasks are small, stateless and registered by n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -90,6 +90,10 @@ class Task:
         """Text the decoder is forced to start with (after ``<s>``), if any."""
         return None
 
+    def for_tokenizer(self, tokenizer: OFATokenizer) -> Task:
+        """This task with the options that depend on the vocabulary filled in (default: as is)."""
+        return self
+
     def constraint_trie(self, tokenizer: OFATokenizer) -> Any:
         """A :class:`~ofa_vl.generation.Trie` of allowed outputs, if any."""
         return None
@@ -115,6 +119,9 @@ class Task:
         """
         from ..generation import generate
 
+        task = self.for_tokenizer(tokenizer)
+        if task is not self:
+            return task.predict(model, tokenizer, images, infos, fields, generation)
         enc = tokenizer([self.prompt(f) for f in fields], return_tensors="pt")
         dec_texts = [self.decoder_prompt(f) for f in fields]
         prompts = None
@@ -136,3 +143,29 @@ class Task:
                 tokens = tokens[:1] + tokens[1 + len(prompts[i]) :]
             results.append(self.parse(tokens, tokenizer, infos[i], f))
         return results
+
+
+LANGUAGES = ("en", "zh")
+
+
+@dataclass
+class BilingualTask(Task):
+    """A task with an English and a Chinese (OFA-CN) prompt.
+
+    The official code picks the prompt by its BPE (``OFA:data/mm_data/*_dataset.py``: ``GPT2BPE``
+    English, ``BertBPE`` Chinese); ``language=None`` does the same with the tokenizer.
+    """
+
+    language: str | None = None  # "en" | "zh"; None: the tokenizer's (OFATokenizer.language)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.language not in (None, *LANGUAGES):
+            raise OFAValueError(
+                f"task {self.name!r}: language must be one of {', '.join(LANGUAGES)}, "
+                f"got {self.language!r}"
+            )
+
+    def for_tokenizer(self, tokenizer: OFATokenizer) -> Task:
+        """This task with the prompt language settled by the tokenizer when unset."""
+        return self if self.language else replace(self, language=tokenizer.language)

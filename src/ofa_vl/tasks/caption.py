@@ -1,4 +1,8 @@
-"""Image captioning (mmpretrain ``OFA`` task ``caption``; OFA:data/mm_data/caption_dataset.py)."""
+"""Image captioning (mmpretrain ``OFA`` task ``caption``; OFA:data/mm_data/caption_dataset.py).
+
+English and Chinese (OFA-CN, MUGE) prompts; a Chinese caption comes without the spaces the word
+pieces leave between characters.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..text import clean_caption
-from .base import Task, register_task
+from ..tokenizer import join_cjk
+from .base import BilingualTask, register_task
 
 
 @register_task
 @dataclass
-class Caption(Task):
+class Caption(BilingualTask):
     name = "caption"
     image_size: int = 480
     interpolation: str = "bilinear"
@@ -21,7 +26,10 @@ class Caption(Task):
     )
 
     def prompt(self, fields: dict[str, Any]) -> str:
-        return " what does the image describe?"  # OFA:data/mm_data/caption_dataset.py
+        # OFA:data/mm_data/caption_dataset.py, GPT2BPE / BertBPE
+        return "图片描述了什么内容?" if self.language == "zh" else " what does the image describe?"
 
     def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
-        return {"pred_caption": clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))}
+        # OFA:utils/eval_utils.py eval_caption also strips string.punctuation from Chinese ones
+        caption = clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))
+        return {"pred_caption": join_cjk(caption) if self.language == "zh" else caption}

@@ -1,17 +1,22 @@
-"""Visual grounding / RefCOCO (OFA:data/mm_data/refcoco_dataset.py): text -> 4 bin tokens -> box."""
+"""Visual grounding / RefCOCO (OFA:data/mm_data/refcoco_dataset.py): text -> 4 bin tokens -> box.
+
+English (text verbatim, as mmpretrain) and Chinese (OFA-CN's RefCOCO-CN: the official
+``pre_caption`` of the text, since there is no mmpretrain config for it) prompts.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..text import pre_caption
 from ..tokenizer import bins_to_box
-from .base import Task, register_task
+from .base import BilingualTask, register_task
 
 
 @register_task
 @dataclass
-class Grounding(Task):
+class Grounding(BilingualTask):
     name = "refcoco"
     aliases = ("grounding", "visual_grounding")
     required = ("text",)
@@ -24,6 +29,8 @@ class Grounding(Task):
     divisor: Literal["official", "mmpretrain"] = "official"
 
     def prompt(self, fields: dict[str, Any]) -> str:
+        if self.language == "zh":  # BertBPE prompt; refcoco's --max-src-length=80
+            return f'这段文字" {pre_caption(fields["text"], 80)} "描述的是哪个区域？'
         return f' which region does the text " {fields["text"]} " describe?'
 
     def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]

@@ -43,6 +43,7 @@ function showTextField() {
 
 function describe(task, data) {
   if (task === "caption") return data.caption;
+  if (task === "ocr") return data.text;
   if (task === "vqa") return `${data.question} → ${data.answer}`;
   if (!data.boxes.length) return `“${data.text}”: no box found`;
   return `“${data.text}”: [${data.boxes[0].map(Math.round).join(", ")}]`;
