@@ -3,7 +3,7 @@
 Runs in the reference virtualenv only (never needed by the tests):
 
     $REFENV/bin/python scripts/goldens/make_goldens.py [weights] [network] [tokenizer]
-        [preprocess] [pipelines]         # no argument: all of them, in this order
+        [preprocess] [pipelines] [sha256]   # no argument: all, in this order
 
 ``weights`` re-seeds the fixture checkpoint (and calibrates its BatchNorm statistics on the test
 images); every other step reads the checkpoint that ``tests/golden_weights.py`` rebuilds from it.
@@ -442,13 +442,6 @@ def make_pipelines() -> None:
     print("pipelines:", len(cases), "cases")
 
 
-STEPS = {
-    "weights": make_weights,
-    "network": make_network,
-    "tokenizer": make_tokenizer,
-    "preprocess": make_preprocess,
-    "pipelines": make_pipelines,
-}
 
 SHA_MARKER = "<!-- sha256: made by make_goldens.py -->"
 
@@ -463,8 +456,16 @@ def record_sha256() -> None:
     print("\n".join(lines))
 
 
+STEPS = {
+    "weights": make_weights,
+    "network": make_network,
+    "tokenizer": make_tokenizer,
+    "preprocess": make_preprocess,
+    "pipelines": make_pipelines,
+    "sha256": record_sha256,
+}
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
     for step in sys.argv[1:] or list(STEPS):
         STEPS[step]()
-    record_sha256()
