@@ -63,6 +63,8 @@ def random_tensor(key: str, shape: tuple[int, ...], shapes: dict[str, tuple[int,
         return randn
     if len(shape) == 4:  # conv: kaiming normal, fan_out (torchvision's ResNet init)
         return randn * math.sqrt(2 / (shape[0] * shape[2] * shape[3]))
+    if len(shape) == 2 and "attn." in key:  # q/k/v/out: 4x sharper attention, so that the
+        return 4 * uniform / math.sqrt(shape[1])  # outputs depend on the prompt and the image
     if len(shape) == 2:  # linear: torch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in))
         return uniform / math.sqrt(shape[1])
     weight = shapes.get(module + ".weight", ())

@@ -43,7 +43,9 @@ def test_checkpoint_is_the_recorded_one_with_every_parameter_non_trivial() -> No
     for key, t in sd.items():
         if t.is_floating_point():
             assert t.std() > 0.01 and (t - 1).abs().max() > 0.01, key  # random, not 0 / 1 init
-    params = [t for k, t in sd.items() if k not in golden_weights.TIED and not golden_weights.is_stored(k)]
+    params = [
+        t for k, t in sd.items() if k not in golden_weights.TIED and not golden_weights.is_stored(k)
+    ]
     assert sum(t.numel() for t in params) == 13_152_520
 
 

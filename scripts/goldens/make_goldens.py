@@ -19,18 +19,16 @@ import types
 from pathlib import Path
 
 # PyPI's torchvision 0.28 is a CUDA build whose compiled ops do not load against the CPU torch;
-# OFA never uses them (../../shared/reference/README.md): skip its op registrations.
+# OFA never uses them (README.md here): skip its op registrations.
 for _name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
     sys.modules.setdefault(_name, types.ModuleType(_name))
 
 import mmengine  # noqa: E402
+import mmpretrain  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import mmpretrain  # noqa: E402
 from mmpretrain.apis import (  # noqa: E402
     ImageCaptionInferencer,
     VisualGroundingInferencer,
@@ -38,6 +36,7 @@ from mmpretrain.apis import (  # noqa: E402
 )
 from mmpretrain.datasets.transforms import processing  # noqa: E402
 from mmpretrain.registry import MODELS, TRANSFORMS  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
@@ -52,7 +51,11 @@ import golden_weights  # noqa: E402
 # The fixture size: the network of every seed config shrunk to this (13 M parameters).
 FIXTURE_SIZE = {
     "embedding_dim": 64,
-    "encoder_cfg": {"embed_images": {"type": "OFAResNet", "depth": 50}, "num_layers": 2, "num_heads": 4},
+    "encoder_cfg": {
+        "embed_images": {"type": "OFAResNet", "depth": 50},
+        "num_layers": 2,
+        "num_heads": 4,
+    },
     "decoder_cfg": {"num_layers": 2, "num_heads": 4},
 }
 VERSIONS = {
@@ -183,7 +186,10 @@ def make_network() -> None:
                     # mmpretrain needs a mask tensor even without padding (all False: no mask)
                     attention_mask=inputs[ids].eq(1),
                 ).logits
-                for key, ids in (("logits", "decoder_input_ids"), ("logits_nopad", "decoder_input_ids_nopad"))
+                for key, ids in (
+                    ("logits", "decoder_input_ids"),
+                    ("logits_nopad", "decoder_input_ids_nopad"),
+                )
             }
             generate = {}
             for mode, beams in (("greedy", 1), ("beam5", 5)):
@@ -314,7 +320,8 @@ def make_preprocess() -> None:
         assert type(resize).__name__ == "Resize", steps
         for image in IMAGE_FILES:
             r = resize(load({"img_path": str(IMAGES / image)}))
-            rgb = np.ascontiguousarray(r["img"][..., ::-1])  # BGR -> RGB (the preprocessor's to_rgb)
+            # BGR -> RGB, as the data preprocessor's to_rgb
+            rgb = np.ascontiguousarray(r["img"][..., ::-1])
             png = f"{image}.{task}.png"
             Image.fromarray(rgb).save(out / png, optimize=True)
             meta[f"{image}/{task}"] = {
@@ -336,7 +343,12 @@ OBJECTS = {
     "bird.JPEG": ["bird", "branch"],
     "demo.JPEG": ["car", "road", "tree", "sky"],
 }
-QUESTIONS = ["What COLOR is the cat??", "  how many Dogs are there ?  ", "is there a Cat?!", "What's this, a BIRD?"]
+QUESTIONS = [
+    "What COLOR is the cat??",
+    "  how many Dogs are there ?  ",
+    "is there a Cat?!",
+    "What's this, a BIRD?",
+]
 REGIONS = ["  the dog ,on the LEFT. ", "The Cat!", "a small bird (on a branch)", "man in red shirt"]
 # Random weights never say </s>: the zero-shot config's 200 new tokens x 20 beams would take
 # minutes a case (mmpretrain's KV cache never engages). Its one change besides the size; the
@@ -344,11 +356,30 @@ REGIONS = ["  the dog ,on the LEFT. ", "The Cat!", "a small bird (on a branch)",
 GENERATION_OVERRIDES = {"ofa-base_3rdparty-zeroshot_vqa": {"max_new_tokens": 16}}
 PIPELINES = {
     # zoo name in ofa-vl: (config file, inferencer, text field)
-    "ofa-base_3rdparty-finetuned_caption": ("ofa-base_finetuned_caption", ImageCaptionInferencer, None),
-    "ofa-base_3rdparty-finetuned_refcoco": ("ofa-base_finetuned_refcoco", VisualGroundingInferencer, "text"),
-    "ofa-base_3rdparty-finetuned_vqa": ("ofa-base_finetuned_vqa", VisualQuestionAnsweringInferencer, "question"),
-    "ofa-base_3rdparty-zeroshot_vqa": ("ofa-base_zeroshot_vqa", VisualQuestionAnsweringInferencer, "question"),
+    "ofa-base_3rdparty-finetuned_caption": (
+        "ofa-base_finetuned_caption",
+        ImageCaptionInferencer,
+        None,
+    ),
+    "ofa-base_3rdparty-finetuned_refcoco": (
+        "ofa-base_finetuned_refcoco",
+        VisualGroundingInferencer,
+        "text",
+    ),
+    "ofa-base_3rdparty-finetuned_vqa": (
+        "ofa-base_finetuned_vqa",
+        VisualQuestionAnsweringInferencer,
+        "question",
+    ),
+    "ofa-base_3rdparty-zeroshot_vqa": (
+        "ofa-base_zeroshot_vqa",
+        VisualQuestionAnsweringInferencer,
+        "question",
+    ),
 }
+
+
+_add_objects_buggy = processing.OFAAddObjects.transform
 
 
 def _add_objects_fixed(self, results: dict) -> dict:
@@ -356,9 +387,6 @@ def _add_objects_fixed(self, results: dict) -> dict:
     the pipeline yields None); the intended behaviour returns the dict it built."""
     _add_objects_buggy(self, results)
     return results
-
-
-_add_objects_buggy = processing.OFAAddObjects.transform
 
 
 def _jsonable(result: dict) -> dict:
@@ -432,7 +460,9 @@ def make_pipelines() -> None:
             "tests/golden_weights.py; batch_size 1; OFAAddObjects.transform made to return its dict",
             "fixture_size": FIXTURE_SIZE,
             "answers": ANSWERS,
-            "generation_cfg": {k: dict(fixture_config(v[0]).model.generation_cfg) for k, v in PIPELINES.items()},
+            "generation_cfg": {
+                k: dict(fixture_config(v[0]).model.generation_cfg) for k, v in PIPELINES.items()
+            },
             "versions": VERSIONS,
         },
         "cases": cases,
@@ -440,7 +470,6 @@ def make_pipelines() -> None:
     path = GOLDENS / "pipelines.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print("pipelines:", len(cases), "cases")
-
 
 
 SHA_MARKER = "<!-- sha256: made by make_goldens.py -->"
