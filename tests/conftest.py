@@ -1,28 +1,28 @@
-"""Shared test fixtures: the golden data lives in ``../shared`` beside the repository."""
+"""Shared test fixtures: the golden data of the reference implementation lives in ``goldens/``
+(provenance in goldens/README.md); the fixture checkpoint is rebuilt from a seed (golden_weights)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from golden_weights import write_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    assert SHARED.is_dir(), f"golden data folder {SHARED} is missing (it sits beside the checkout)"
-    return SHARED
+TESTS = Path(__file__).resolve().parent
+GOLDENS = TESTS / "goldens"
+IMAGES = TESTS / "images"  # mmpretrain's demo images (provenance in goldens/README.md)
+# The golden-fixture checkpoint (mmpretrain layout, 2+2 layers, width 64), built once per session
+# into a git-ignored cache; a path, so tests can hand it to the CLI.
+MMP_CKPT = TESTS / ".cache" / "ofa-test_seed0.pth"
 
 
-MMP_CKPT = FIXTURES / "mmpretrain-ofa" / "ofa-test_seed0.pth"
+def pytest_sessionstart(session: pytest.Session) -> None:
+    write_checkpoint(MMP_CKPT)
 
 
 @pytest.fixture(scope="session")
 def fixture_model():
-    """The golden-fixture OFA (mmpretrain layout, 2+2 layers, width 64), loaded once."""
+    """The golden-fixture OFA, loaded once."""
     from ofa_vl import OFA
 
     return OFA.from_pretrained(MMP_CKPT)
@@ -33,5 +33,4 @@ def golden(request) -> dict:
     """One golden case of the reference implementation (image size 64 or 96)."""
     import torch
 
-    path = FIXTURES / "mmpretrain-ofa" / f"ofa-test_seed0_img{request.param}.pt"
-    return torch.load(path, weights_only=True)
+    return torch.load(GOLDENS / f"ofa-test_seed0_img{request.param}.pt", weights_only=True)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MMP_CKPT, SHARED
+from conftest import IMAGES, MMP_CKPT
 from PIL import Image
 
 from ofa_vl.tokenizer import ENGLISH_BPE
@@ -85,15 +85,15 @@ def test_convert(tmp_path):
         (["caption", "/no/such/image.png", *FIXTURE], "/no/such/image.png: no such image"),
         (["caption", str(MMP_CKPT), *FIXTURE], "not a readable image"),
         (
-            ["caption", str(SHARED / "images" / "dog.jpg"), "--model", "ofa-bsae"],
+            ["caption", str(IMAGES / "dog.jpg"), "--model", "ofa-bsae"],
             "unknown model 'ofa-bsae'",
         ),
         (
-            ["vqa", str(SHARED / "images" / "dog.jpg"), "--question", " ", *FIXTURE],
+            ["vqa", str(IMAGES / "dog.jpg"), "--question", " ", *FIXTURE],
             "needs a non-empty 'question'",
         ),
         (
-            ["convert", str(SHARED / "images" / "dog.jpg"), "x.safetensors"],
+            ["convert", str(IMAGES / "dog.jpg"), "x.safetensors"],
             "not a readable checkpoint",
         ),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import io
+import json
 import socket
 import struct
 import threading
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURES, SHARED
+from conftest import GOLDENS, IMAGES
 from PIL import Image
 
 from ofa_vl.images import (
@@ -30,15 +31,14 @@ from ofa_vl.images import (
     resize_cv2_bilinear,
 )
 
-IMAGES = SHARED / "images"
 CAT_DOG = IMAGES / "cat-dog.png"
 TASKS = {"caption": (480, "bilinear"), "refcoco": (512, "bilinear"), "vqa": (480, "bicubic")}
-PIPELINES = FIXTURES / "preprocess" / "mmpretrain_ofa_pipelines.pt"
+PIPELINES = GOLDENS / "preprocess"  # cases.json + the resized images as PNG
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(PIPELINES, weights_only=True)["cases"]
+    return json.loads((PIPELINES / "cases.json").read_text())
 
 
 def _rgb(src: object) -> np.ndarray:
@@ -58,18 +58,20 @@ def _encoded(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
 @pytest.mark.parametrize("name", sorted(p.name for p in IMAGES.iterdir()))
 def test_matches_mmpretrain_pipeline(golden: dict, name: str, task: str) -> None:
     ref = golden[f"{name}/{task}"]
+    ref_rgb = np.array(Image.open(PIPELINES / ref["resized_rgb"]))  # (H, W, 3) uint8
     size, interpolation = TASKS[task]
     resized = resize(load_image(IMAGES / name), size, interpolation).astype(np.int16)
-    diff = np.abs(resized - ref["resized_rgb"].numpy().astype(np.int16))
+    diff = np.abs(resized - ref_rgb.astype(np.int16))
     if name.endswith(".png"):  # lossless decode: the arithmetic must match exactly
         assert diff.max() == 0
     assert diff.max() <= 1 and diff.mean() < 0.5  # JPEG decoders may differ by a grey level
 
     tensor, info = preprocess(IMAGES / name, size, interpolation)
     assert tensor.dtype == torch.float32 and tensor.shape == (3, size, size)
-    assert info.ori_shape == ref["ori_shape"] and info.scale_factor == ref["scale_factor"]
-    if "normalized" in ref:
-        torch.testing.assert_close(tensor, ref["normalized"], rtol=0, atol=1 / 127.5 + 1e-6)
+    assert list(info.ori_shape) == ref["ori_shape"]
+    assert list(info.scale_factor) == ref["scale_factor"]
+    want = (torch.from_numpy(ref_rgb).permute(2, 0, 1).float() - 127.5) / 127.5  # the model input
+    torch.testing.assert_close(tensor, want, rtol=0, atol=1 / 127.5 + 1e-6)
 
 
 def test_preprocess_batch_and_imagenet_normalisation() -> None:

@@ -13,14 +13,14 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
-from conftest import FIXTURES
+from conftest import GOLDENS
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from ofa_vl.hub import OFAHubError
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer, bins_to_box, box_to_bins
 
 BPE_DIR = ENGLISH_BPE
-CASES = json.loads((FIXTURES / "tokenizer" / "ofa_tokenizer_cases.json").read_text())
+CASES = json.loads((GOLDENS / "ofa_tokenizer_cases.json").read_text())
 REPO_ID = "OFA-Sys/OFA-base"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
