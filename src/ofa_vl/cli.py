@@ -128,12 +128,13 @@ def _decoding(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _failures(failed: list[tuple[str, str]], total: int) -> int:
-    """Report the images that could not be read, one line each; the exit status."""
+    """Report the images that could not be read, one line each; the exit status: 0 when all were
+    read, 1 when some were (their results are printed), 2 when none was."""
     for src, reason in failed:
         print(f"ofa: error: {reason if src in reason else f'{src}: {reason}'}", file=sys.stderr)
-    if failed:
+    if failed and total > 1:
         print(f"ofa: {len(failed)} of {total} images failed", file=sys.stderr)
-    return 1 if failed else 0
+    return 0 if not failed else 2 if len(failed) == total else 1
 
 
 def _print(args: argparse.Namespace, rows: Rows, key: str) -> None:

@@ -416,17 +416,17 @@ def _resume_point(
     """Rank 0 locks ``out`` (into ``held``), reads the ids already predicted and readies the file;
     every rank gets the ids, or the failure."""
     done: set[int] = set()
-    failure: str | None = None
+    error: OFAError | OSError | None = None
     if ranks.rank == 0:
         try:
             held.enter_context(RunLock(out, "ofa test"))
             done = _prepare_output(out, resume, bench)
-        except OSError as e:
-            failure = describe(e)
-        except OFAError as e:
-            failure = str(e)
-    done, failure = ranks.broadcast((done, failure))
-    if failure is not None:
+        except (OFAError, OSError) as e:
+            error = e
+    done, failure = ranks.broadcast((done, None if error is None else describe(error)))
+    if error is not None:
+        raise error
+    if failure is not None:  # rank 0's, on the other ranks
         raise OFARuntimeError(failure)
     return done
 
