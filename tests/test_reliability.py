@@ -640,3 +640,18 @@ def test_written_files_follow_the_umask(tiny: Path, tmp_path: Path) -> None:
 def test_no_matching_model_says_so(capsys) -> None:
     assert main(["models", "zzz*"]) == 1
     assert "no model matches pattern 'zzz*'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the replay script
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_hostile_clients_replay_against_ofa_serve() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hostile_clients.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, str(script), "--good", "4", "--slow", "4", "--deadline-s", "200"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert "all good clients served, all bad ones refused" in r.stdout

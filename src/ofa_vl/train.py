@@ -458,11 +458,11 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def _check_settings(
-    out: Path, args: argparse.Namespace, world: int, init_file: Path | None, resuming: bool
+    out: Path, args: argparse.Namespace, init_file: Path | None, resuming: bool
 ) -> None:
     """Record the run's options (and its init weights' fingerprint); a resume must match them."""
     path = out / SETTINGS_FILE
-    want = {k: getattr(args, k) for k in _RUN_OPTIONS} | {"data": str(args.data), "world": world}
+    want = {k: getattr(args, k) for k in _RUN_OPTIONS} | {"data": str(args.data)}
     want = json.loads(json.dumps(want))
     if resuming and path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -550,7 +550,7 @@ def _train(args: argparse.Namespace, ddp: _Dist, device: torch.device) -> list[d
         (out / PIPELINE_FILE).write_text(json.dumps(pipeline, indent=2) + "\n")
         (out / METRICS_FILE).unlink(missing_ok=True)
     if ddp.main:
-        _check_settings(out, args, ddp.world, init_file, resume_from is not None)
+        _check_settings(out, args, init_file, resume_from is not None)
         _trim_metrics(out / METRICS_FILE, start)
 
     sampler = StepSampler(
