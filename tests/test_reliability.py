@@ -36,6 +36,7 @@ from ofa_vl.cli import main
 from ofa_vl.config import OFAConfig
 from ofa_vl.errors import OFAError, OFARuntimeError, OFAValueError, describe, is_user_error
 from ofa_vl.evaluate import RUN_SETTINGS, evaluate
+from ofa_vl.generation import generate
 from ofa_vl.images import ImageError, load_image
 from ofa_vl.model import OFA
 from ofa_vl.options import check_decoding, check_threads, max_image_pixels
@@ -74,6 +75,12 @@ def png(color: str = "red", size: tuple[int, int] = (48, 40)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, "PNG")
     return buf.getvalue()
+
+
+def ofa_on_an_image(tiny: Path, tmp_path: Path, *args: str, command: str = "caption") -> int:
+    """``ofa COMMAND a.png --model TINY ARGS...`` in this process, on a fresh red image."""
+    (tmp_path / "a.png").write_bytes(png())
+    return main([command, str(tmp_path / "a.png"), "--model", str(tiny), *args])
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], status: int, needle: str) -> None:
@@ -238,10 +245,7 @@ def test_one_unreadable_file_keeps_the_results_of_the_others(
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_a_batch_size_below_one_is_refused(tiny: Path, tmp_path: Path, capsys, value: str) -> None:
-    (tmp_path / "a.png").write_bytes(png())
-    status = main(
-        ["caption", str(tmp_path / "a.png"), "--model", str(tiny), "--batch-size", value, *FAST]
-    )
+    status = ofa_on_an_image(tiny, tmp_path, "--batch-size", value, *FAST)
     one_line_error(capsys, status, f"batch-size must be at least 1, got {value}")
 
 
@@ -387,14 +391,22 @@ def test_beams_are_bounded_by_the_machines_memory(tiny: Path) -> None:
                        device=torch.device("cpu"))  # fmt: skip
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_beams_are_bounded_by_the_gpus_memory(tiny: Path) -> None:
+    model = load_model(tiny, device="cuda")
+    image = torch.zeros(1, 3, 64, 64, device="cuda")
+    ids = torch.tensor([[0, 100, 2]], device="cuda")
+    with pytest.raises(OFAValueError, match="GiB of decoder cache"):
+        generate(model, ids, image, num_beams=10**7, max_new_tokens=100)
+    assert generate(model, ids, image, num_beams=4, max_new_tokens=3).shape[0] == 1
+
+
 def test_threads_are_bounded_by_the_cores(tiny: Path, tmp_path: Path, capsys) -> None:
     assert check_threads(1) == 1
     with pytest.raises(OFAValueError, match="this machine's cores"):
         check_threads((os.cpu_count() or 1) + 1)
-    (tmp_path / "a.png").write_bytes(png())
-    status = main(
-        ["caption", str(tmp_path / "a.png"), "--model", str(tiny), "--threads", "100000", *FAST]
-    )
+    status = ofa_on_an_image(tiny, tmp_path, "--threads", "100000", *FAST)
     one_line_error(capsys, status, "threads must be between 1 and")
 
 
@@ -448,32 +460,20 @@ def test_a_client_leaving_mid_body_is_counted_as_the_clients(pipes) -> None:
 
 # --------------------------------------------------------------------------- 8. one line, not a traceback
 def test_invalid_utf8_in_a_question_is_one_line(tiny: Path, tmp_path: Path, capsys) -> None:
-    (tmp_path / "a.png").write_bytes(png())
     question = b"what \xff?".decode("utf-8", "surrogateescape")  # as argv holds it
-    status = main(
-        ["vqa", str(tmp_path / "a.png"), "--question", question, "--model", str(tiny), *FAST]
-    )
+    status = ofa_on_an_image(tiny, tmp_path, "--question", question, *FAST, command="vqa")
     one_line_error(capsys, status, "is not valid UTF-8")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_one_line(tiny: Path, tmp_path: Path, capsys) -> None:
-    (tmp_path / "a.png").write_bytes(png())
-    status = main(["caption", str(tmp_path / "a.png"), "--model", str(tiny), "--device", "cuda"])
+    status = ofa_on_an_image(tiny, tmp_path, "--device", "cuda")
     one_line_error(capsys, status, "no CUDA device is available")
 
 
 def test_a_tokenizer_file_is_one_line(tiny: Path, tmp_path: Path, capsys) -> None:
-    (tmp_path / "a.png").write_bytes(png())
-    args = [
-        "caption",
-        str(tmp_path / "a.png"),
-        "--model",
-        str(tiny),
-        "--tokenizer",
-        str(tiny / "tokenizer.json"),
-    ]
-    one_line_error(capsys, main([*args, *FAST]), "is a file; expected a directory")
+    status = ofa_on_an_image(tiny, tmp_path, "--tokenizer", str(tiny / "tokenizer.json"), *FAST)
+    one_line_error(capsys, status, "is a file; expected a directory")
 
 
 def test_convert_onto_a_directory_is_one_line_and_leaves_nothing(
@@ -568,18 +568,8 @@ def test_a_negative_port_is_one_line(capsys) -> None:
 def test_decoding_values_below_one_are_refused(
     tiny: Path, tmp_path: Path, capsys, flag: str, value: str
 ) -> None:
-    (tmp_path / "a.png").write_bytes(png())
-    args = [
-        "caption",
-        str(tmp_path / "a.png"),
-        "--model",
-        str(tiny),
-        "--device",
-        "cpu",
-        flag,
-        value,
-    ]
-    one_line_error(capsys, main(args), f"must be at least 1, got {value}")
+    status = ofa_on_an_image(tiny, tmp_path, *FAST, flag, value)  # the last value wins
+    one_line_error(capsys, status, f"must be at least 1, got {value}")
 
 
 def test_min_new_tokens_above_max_new_tokens_is_422(pipes) -> None:

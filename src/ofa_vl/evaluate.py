@@ -379,35 +379,21 @@ def evaluate(
                     model, pretrained, device=dev, tokenizer=tokenizer, task=bench.task,
                     **task_options,
                 )  # fmt: skip
+            if pipe.task.name != bench.task:
+                raise OFAValueError(
+                    f"{dataset} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
+                )
+            check_image_size(pipe.task.image_size, pipe.model.cfg)
             overrides = dict(generation or {})
-            return _run(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
+            _check_settings(out, _settings(pipe, overrides), bool(done), ranks)
+            _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
+            result = _finish(pipe, bench, out, overrides) if ranks.rank == 0 else None
+            result = ranks.broadcast(result)
+            assert result is not None
+            return result
     finally:
         if created:
             dist.destroy_process_group()
-
-
-def _run(
-    pipe: OFAPipeline,
-    bench: Benchmark,
-    out: Path,
-    done: set[int],
-    ranks: _Dist,
-    batch_size: int,
-    workers: int,
-    overrides: dict[str, Any],
-    progress: bool,
-) -> dict[str, Any]:
-    """Check the model and settings against the run's, predict what is left, score it all."""
-    if pipe.task.name != bench.task:
-        raise OFAValueError(
-            f"{bench.name} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
-        )
-    check_image_size(pipe.task.image_size, pipe.model.cfg)
-    _check_settings(out, _settings(pipe, overrides), bool(done), ranks)
-    _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
-    result = ranks.broadcast(_finish(pipe, bench, out, overrides) if ranks.rank == 0 else None)
-    assert result is not None
-    return result
 
 
 def _resume_point(

@@ -257,7 +257,7 @@ def resize(img: Image.Image, size: int, interpolation: Interpolation = "bilinear
         return resize_cv2_bilinear(np.asarray(img), size)
     if interpolation == "bicubic":
         return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
-    raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
+    raise OFAValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
 
 
 def load_resized(

@@ -20,13 +20,21 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from io import BytesIO
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from fastapi import FastAPI, Request
@@ -55,6 +63,9 @@ from ..zoo import MODELS
 from . import schemas as S
 from .batcher import Batcher, QueueFullError
 from .limits import TIMED_OUT, uvicorn_config
+
+if TYPE_CHECKING:
+    import uvicorn
 
 STATIC = Path(__file__).resolve().parent / "static"
 CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer: not a server error
@@ -157,8 +168,10 @@ class ServeConfig:
             max_batch=self.max_batch, max_queue=self.max_queue, max_pixels=self.max_pixels,
             max_connections=self.max_connections, decode_slots=self.decode_slots,
         )  # fmt: skip
-        for name in ("batch_wait_ms", "timeout_s", "max_upload_mb", "read_timeout_s"):
-            if not getattr(self, name) >= (0 if name == "batch_wait_ms" else 1e-3):
+        if not self.batch_wait_ms >= 0:
+            raise OFAValueError(f"batch-wait-ms must be at least 0, got {self.batch_wait_ms}")
+        for name in ("timeout_s", "max_upload_mb", "read_timeout_s"):
+            if not getattr(self, name) > 0:
                 raise OFAValueError(
                     f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
                 )
@@ -566,7 +579,7 @@ def serve(
     uvicorn.Server(server_config(app, host=host, port=port)).run()
 
 
-def served_name(ref: str | Path, taken: Mapping[str, Any] = {}) -> str:  # noqa: B006 (read only)
+def served_name(ref: str | Path, taken: Collection[str] = ()) -> str:
     """A model's name in the API: its zoo name or hub id, else its folder or file name (never
     the absolute path of a file on the server), made unique among ``taken``."""
     text = str(ref)
@@ -585,7 +598,7 @@ def served_name(ref: str | Path, taken: Mapping[str, Any] = {}) -> str:  # noqa:
     return unique
 
 
-def server_config(app: FastAPI, **kwargs: Any) -> Any:
+def server_config(app: FastAPI, **kwargs: Any) -> uvicorn.Config:
     """uvicorn's config for ``app`` with the service's connection limits (:mod:`.limits`)."""
     config: ServeConfig = app.state.serve_config
     return uvicorn_config(
