@@ -589,7 +589,7 @@ def test_shapes_counts_below_zero_are_refused(tmp_path: Path, capsys) -> None:
     one_line_error(
         capsys,
         main(["data", "shapes", "--out", str(tmp_path), "--train", "-5"]),
-        "train must be at least 1",
+        "train must be at least 0",
     )
 
 

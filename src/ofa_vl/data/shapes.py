@@ -253,7 +253,8 @@ def write_shapes_dataset(
     Returns the number of images, captions, refs, referring sentences, questions, region captions
     and image-text pairs written. The layout is described in the module docstring.
     """
-    check_counts(train=n_train, captions_per_image=captions_per_image, workers=workers)
+    check_counts(captions_per_image=captions_per_image, workers=workers, scenes=n_train + n_val)
+    at_least("train", n_train, 0)
     at_least("val", n_val, 0)
     out = Path(out_dir)
     for sub in ("annotations", "refcoco", "train2014", "val2014"):
