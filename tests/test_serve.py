@@ -379,7 +379,7 @@ def test_openapi_is_complete(client: TestClient) -> None:
             assert resolved(ok)["properties"], (path, method)
             errors = {int(c): r for c, r in op["responses"].items() if c != "200"}
             if method == "post":
-                assert set(errors) == {400, 404, 413, 415, 422, 503, 504}, path
+                assert set(errors) == {400, 404, 408, 413, 415, 422, 503, 504}, path
                 assert "Retry-After" in errors[503]["headers"]
                 body = op["requestBody"]["content"]
                 assert set(body) == {"multipart/form-data", "application/json"}

@@ -159,7 +159,7 @@ def _per_image(key: str, value: Any) -> bool:
 def _queries(images: list[Any], fields: dict[str, Any]) -> Iterator[Query]:
     for key, value in fields.items():
         if _per_image(key, value) and len(value) != len(images):
-            raise ValueError(f"{len(images)} images but {len(value)} values of {key!r}")
+            raise OFAValueError(f"{len(images)} images but {len(value)} values of {key!r}")
     for i, img in enumerate(images):
         yield Query(img, {k: v[i] if _per_image(k, v) else v for k, v in fields.items()})
 
@@ -194,7 +194,7 @@ def get_model(
     ``precision`` is ``fp32``, ``bf16`` (autocast) or ``int8`` (dynamic quantization, CPU).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise OFAValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     card = MODELS.get(str(name_or_path))
     weights = pretrained or (name_or_path if card is None else card.name)
     model = load_model(weights, device=device)
@@ -208,7 +208,7 @@ def get_model(
         )
     )
     if len(tok) != model.cfg.vocab_size:
-        raise ValueError(
+        raise OFAValueError(
             f"the tokenizer has {len(tok)} tokens but the model's vocabulary has "
             f"{model.cfg.vocab_size}; pass the model's own tokenizer with tokenizer="
         )
@@ -234,7 +234,7 @@ def quantize_int8(model: OFA) -> OFA:
     """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized
     on the fly); CPU only."""
     if model.device.type != "cpu":
-        raise ValueError("int8 dynamic quantization runs on the CPU only; use bf16 on a GPU")
+        raise OFAValueError("int8 dynamic quantization runs on the CPU only; use bf16 on a GPU")
     import warnings
 
     with warnings.catch_warnings():  # torch 2.13 flags its own quantized-tensor API as deprecated

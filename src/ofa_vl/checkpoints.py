@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import re
 import types
@@ -27,7 +28,10 @@ from typing import Any
 import torch
 
 from .config import OFAConfig
+from .errors import OFAFileExistsError, OFAValueError
 from .model import OFA
+from .options import check_device
+from .runs import publish
 
 OWN_FORMAT = "ofa-vl"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
@@ -72,7 +76,7 @@ _DEC_LAYER_RENAMES = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OFAValueError):
     """A checkpoint file that cannot be used, with a one-line reason."""
 
 
@@ -262,6 +266,13 @@ def build_from_state_dict(
             raise CheckpointError(
                 f"{source}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
             )
+    params = dict(model.named_parameters())
+    broken = [k for k, v in canon.items() if k in params and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(
+            f"{source}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
+            "the checkpoint is corrupt or from a diverged run"
+        )
     model.load_state_dict(canon, strict=False)
     return model.eval()
 
@@ -329,7 +340,11 @@ def load_model(
 ) -> OFA:
     """``OFA.from_pretrained``: a file, a directory, a hub id (``OFA-Sys/OFA-base``) or a zoo name."""
     path = Path(path_or_name)
-    if not path.exists():
+    if isinstance(path_or_name, str) and path_or_name.startswith(("http://", "https://")):
+        from .zoo import download
+
+        path = download(path_or_name)  # a URL is a URL, whatever its suffix
+    elif not path.exists():
         if not isinstance(path_or_name, str) or path.suffix or path.is_absolute():
             raise CheckpointError(f"{path}: no such file or directory")
         from .zoo import resolve_checkpoint  # a zoo name or a hub id
@@ -338,7 +353,11 @@ def load_model(
     weights = resolve_weights(path)
     sd, own_cfg = read_state_dict(weights, use_ema=use_ema)
     model = build_from_state_dict(sd, str(weights), config or own_cfg)
-    return model.to(device) if device is not None else model
+    model.weights_file = weights
+    if device is None:
+        return model
+    check_device(device)
+    return model.to(device)
 
 
 def save_pretrained(model: OFA, path: str | Path) -> Path:
@@ -346,12 +365,17 @@ def save_pretrained(model: OFA, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
+    if path.is_dir():
+        raise OFAFileExistsError(f"{path} is a directory; give a .safetensors file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.contiguous() for k, v in model.state_dict().items() if k not in _TIED}
     meta = {"format": OWN_FORMAT, "config": json.dumps(model.cfg.to_dict())}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata=meta)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(sd, str(tmp), metadata=meta)
+        publish(tmp, path)
+    finally:  # a full or read-only disk leaves no half-written file behind
+        tmp.unlink(missing_ok=True)
     return path
 
 

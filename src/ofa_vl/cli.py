@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import OFAValueError, describe, is_user_error
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
@@ -38,14 +40,14 @@ def expand_images(args: Sequence[str]) -> list[str]:
         elif p.is_dir():
             found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise ValueError(
+                raise OFAValueError(
                     f"{arg}: directory holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
             out.extend(found)
         elif matches := sorted(glob.glob(arg)):
             out.extend(matches)
         else:
-            raise ValueError(f"{arg}: no such image file, directory or pattern")
+            raise OFAValueError(f"{arg}: no such image file, directory or pattern")
     return out
 
 
@@ -69,12 +71,23 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+Rows = list[tuple[str, dict[str, Any]]]
+
+
 def _run_task(
     args: argparse.Namespace, task: str, fields: dict[str, Any], **task_options: Any
-) -> list[tuple[str, dict[str, Any]]]:
-    """The shared path of the inference commands: images, pipeline, decoding overrides."""
-    from .api import get_model
+) -> tuple[Rows, list[tuple[str, str]]]:
+    """The shared path of the inference commands: images, pipeline, decoding overrides.
 
+    Returns the results of the readable images and ``(image, reason)`` for the others.
+    """
+    from .api import get_model
+    from .images import ImageError, load_image
+    from .options import check_counts, check_device, check_threads
+
+    check_counts(batch_size=args.batch_size)
+    check_threads(args.threads)
+    check_device(args.device)
     images = expand_images(args.images)
     if args.threads:
         import torch
@@ -89,15 +102,42 @@ def _run_task(
         precision=args.precision,
         **task_options,
     )
-    overrides = {
-        k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v
-    }
-    results = pipe(images, batch_size=args.batch_size, **fields, **overrides)
-    assert isinstance(results, list)
-    return list(zip(images, results))
+    overrides = _decoding(args)
+    rows: Rows = []
+    failed: list[tuple[str, str]] = []
+    for start in range(0, len(images), args.batch_size):  # one bad file fails alone
+        loaded = []
+        for src in images[start : start + args.batch_size]:
+            try:
+                loaded.append((src, load_image(src)))
+            except (ImageError, FileNotFoundError) as err:
+                failed.append((src, describe(err)))
+        if loaded:
+            results = pipe(
+                [im for _, im in loaded], batch_size=args.batch_size, **fields, **overrides
+            )
+            assert isinstance(results, list)
+            rows += zip([src for src, _ in loaded], results)
+    return rows, failed
 
 
-def _print(args: argparse.Namespace, rows: list[tuple[str, dict[str, Any]]], key: str) -> None:
+def _decoding(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoding overrides given (0 and negatives included: the library refuses them)."""
+    given = (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
+    return {k: v for k, v in given if v is not None}
+
+
+def _failures(failed: list[tuple[str, str]], total: int) -> int:
+    """Report the images that could not be read, one line each; the exit status: 0 when all were
+    read, 1 when some were (their results are printed), 2 when none was."""
+    for src, reason in failed:
+        print(f"ofa: error: {reason if src in reason else f'{src}: {reason}'}", file=sys.stderr)
+    if failed and total > 1:
+        print(f"ofa: {len(failed)} of {total} images failed", file=sys.stderr)
+    return 0 if not failed else 2 if len(failed) == total else 1
+
+
+def _print(args: argparse.Namespace, rows: Rows, key: str) -> None:
     if args.json:
         print(json.dumps([{"image": img, **res} for img, res in rows], indent=2))
         return
@@ -113,8 +153,9 @@ def _print(args: argparse.Namespace, rows: list[tuple[str, dict[str, Any]]], key
 @command("caption", _model_args)
 def cmd_caption(args: argparse.Namespace) -> int:
     """Caption images."""
-    _print(args, _run_task(args, "caption", {}), "pred_caption")
-    return 0
+    rows, failed = _run_task(args, "caption", {})
+    _print(args, rows, "pred_caption")
+    return _failures(failed, len(rows) + len(failed))
 
 
 def _ground_args(p: argparse.ArgumentParser) -> None:
@@ -128,7 +169,7 @@ def _ground_args(p: argparse.ArgumentParser) -> None:
 @command("ground", _ground_args)
 def cmd_ground(args: argparse.Namespace) -> int:
     """Find the region a text describes (visual grounding)."""
-    rows = _run_task(args, "refcoco", {"text": args.text})
+    rows, failed = _run_task(args, "refcoco", {"text": args.text})
     _print(args, rows, "pred_bboxes")
     if args.save:
         from .images import load_image
@@ -140,7 +181,7 @@ def cmd_ground(args: argparse.Namespace) -> int:
                 dest.mkdir(parents=True, exist_ok=True)
                 dest = dest / (Path(img).stem + "_box.png")
             draw_boxes(load_image(img), res["pred_bboxes"], [args.text]).save(dest)
-    return 0
+    return _failures(failed, len(rows) + len(failed))
 
 
 def _ocr_args(p: argparse.ArgumentParser) -> None:
@@ -154,8 +195,9 @@ def _ocr_args(p: argparse.ArgumentParser) -> None:
 def cmd_ocr(args: argparse.Namespace) -> int:
     """Read the text in images (OCR; the OFA-CN OCR models)."""
     opts = {"document": True} if args.document else {}
-    _print(args, _run_task(args, "ocr", {}, **opts), "pred_text")
-    return 0
+    rows, failed = _run_task(args, "ocr", {}, **opts)
+    _print(args, rows, "pred_text")
+    return _failures(failed, len(rows) + len(failed))
 
 
 def _vqa_args(p: argparse.ArgumentParser) -> None:
@@ -168,8 +210,9 @@ def _vqa_args(p: argparse.ArgumentParser) -> None:
 def cmd_vqa(args: argparse.Namespace) -> int:
     """Answer a question about images."""
     opts = {"answers": args.answers} if args.answers else {}
-    _print(args, _run_task(args, "vqa", {"question": args.question}, **opts), "pred_answer")
-    return 0
+    rows, failed = _run_task(args, "vqa", {"question": args.question}, **opts)
+    _print(args, rows, "pred_answer")
+    return _failures(failed, len(rows) + len(failed))
 
 
 def _ask_args(p: argparse.ArgumentParser) -> None:
@@ -181,9 +224,9 @@ def _ask_args(p: argparse.ArgumentParser) -> None:
 @command("ask", _ask_args)
 def cmd_ask(args: argparse.Namespace) -> int:
     """Run a free instruction on images."""
-    rows = _run_task(args, "ask", {"prompt": args.instruction, "boxes": args.boxes})
+    rows, failed = _run_task(args, "ask", {"prompt": args.instruction, "boxes": args.boxes})
     _print(args, rows, "pred_bboxes" if args.boxes else "text")
-    return 0
+    return _failures(failed, len(rows) + len(failed))
 
 
 def _models_args(p: argparse.ArgumentParser) -> None:
@@ -198,6 +241,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .zoo import MODELS, list_models
 
     names = list_models(args.pattern, args.task)
+    if not names:
+        wanted = " and ".join(
+            f"{what} {value!r}"
+            for what, value in (("pattern", args.pattern), ("task", args.task))
+            if value
+        )
+        print(f"ofa: no model matches {wanted}; `ofa models` lists them all", file=sys.stderr)
     if args.json:
         rows = [
             {
@@ -230,7 +280,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoints import convert
 
     if not args.dst.endswith(".safetensors"):
-        raise ValueError(f"{args.dst}: the output must be a .safetensors file")
+        raise OFAValueError(f"{args.dst}: the output must be a .safetensors file")
     out = convert(args.src, args.dst, use_ema=not args.no_ema)
     print(f"wrote {out}")
     return 0
@@ -285,10 +335,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     """evaluate a model on a benchmark (resumable; torchrun for several processes)"""
     from .evaluate import evaluate_command
 
-    generation = {
-        k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v
+    generation = _decoding(args)
+    options = {
+        k: v
+        for k, v in (("image_size", args.image_size), ("answers", args.answers))
+        if v is not None
     }
-    options = {k: v for k, v in (("image_size", args.image_size), ("answers", args.answers)) if v}
     evaluate_command(
         args.model, dataset=args.dataset, data_root=args.data_root, split=args.split,
         out=args.out, batch_size=args.batch_size, limit=args.limit, resume=args.resume,
@@ -315,6 +367,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
     p.add_argument("--timeout-s", type=float, default=60.0, help="answer 504 after this long")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body")
+    p.add_argument(
+        "--read-timeout-s", type=float, default=30.0,
+        help="drop a client that has not sent its whole request (headers and body) by then (408)",
+    )  # fmt: skip
+    p.add_argument("--max-connections", type=int, default=256, help="open connections before 503")
 
 
 @command("serve", _serve_args)
@@ -324,8 +381,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .zoo import DEFAULT_MODEL
 
     config = ServeConfig(
-        args.max_batch, args.batch_wait_ms, args.max_queue, args.timeout_s, args.max_upload_mb
-    )
+        args.max_batch, args.batch_wait_ms, args.max_queue, args.timeout_s, args.max_upload_mb,
+        read_timeout_s=args.read_timeout_s, max_connections=args.max_connections,
+    )  # fmt: skip
     serve(
         args.model or [DEFAULT_MODEL],
         tokenizer=args.tokenizer,
@@ -412,18 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import user_errors
-
+    """Run one command: a user error (:mod:`ofa_vl.errors`) is one line and exit 2; a bug keeps
+    its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("ofa: interrupted", file=sys.stderr)
         return 130
-    except user_errors() as e:
-        if args.debug or os.environ.get("OFA_VL_DEBUG"):
+    except Exception as err:
+        if not is_user_error(err) or args.debug or os.environ.get("OFA_VL_DEBUG"):
             raise
-        print(f"ofa: error: {e}", file=sys.stderr)
+        print(f"ofa: error: {describe(err)}", file=sys.stderr)
         return 2
 
 

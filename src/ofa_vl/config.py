@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import OFAValueError
+
 RESNET_LAYERS: dict[int, tuple[int, int, int]] = {
     50: (3, 4, 6),
     101: (3, 4, 23),
@@ -61,7 +63,7 @@ class OFAConfig:
         if self.resnet_layers is not None:
             return tuple(self.resnet_layers)
         if self.resnet_depth not in RESNET_LAYERS:
-            raise ValueError(
+            raise OFAValueError(
                 f"resnet_depth must be one of {sorted(RESNET_LAYERS)}, got {self.resnet_depth}"
             )
         return RESNET_LAYERS[self.resnet_depth]
@@ -82,7 +84,7 @@ class OFAConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown OFAConfig fields: {sorted(unknown)}")
+            raise OFAValueError(f"unknown OFAConfig fields: {sorted(unknown)}")
         d = dict(d)
         if d.get("resnet_layers") is not None:
             d["resnet_layers"] = tuple(d["resnet_layers"])
@@ -91,7 +93,7 @@ class OFAConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> OFAConfig:
         if name not in PRESETS:
-            raise ValueError(f"unknown OFA preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise OFAValueError(f"unknown OFA preset {name!r}; choose one of {sorted(PRESETS)}")
         return dataclasses.replace(PRESETS[name], **overrides)
 
 

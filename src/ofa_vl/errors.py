@@ -7,6 +7,13 @@ traceback. Subclasses also derive from the builtin they refine (``ValueError``,
 
 from __future__ import annotations
 
+import errno
+
+# OS errors the user's environment causes (full or read-only disk, no permission): one line too.
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+)
+
 
 class OFAError(Exception):
     """An error the user can fix; its message says what is wrong and what to do."""
@@ -16,21 +23,32 @@ class OFAValueError(OFAError, ValueError):
     """A bad option, field or input value."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions the CLI shows as one line (imported late: this module imports nothing)."""
-    from .checkpoints import CheckpointError
-    from .data.common import DatasetError
-    from .images import ImageError
-    from .zoo import DownloadError
+class OFAFileNotFoundError(OFAError, FileNotFoundError):
+    """A path the user gave that does not exist."""
 
-    return (
-        OFAError,
-        CheckpointError,
-        DatasetError,
-        DownloadError,
-        ImageError,
-        ValueError,
-        FileNotFoundError,
-        PermissionError,
-        RuntimeError,
+
+class OFANotADirectoryError(OFAError, NotADirectoryError):
+    """A file given where a folder is wanted (a tokenizer folder, a run folder)."""
+
+
+class OFAFileExistsError(OFAError, FileExistsError):
+    """An output path that is taken (by a file where a folder is wanted, by a running job)."""
+
+
+class OFARuntimeError(OFAError, RuntimeError):
+    """The environment cannot do what was asked (no CUDA device, a host unreachable, a lock held)."""
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is the user's to fix (shown in one line) rather than a bug (a traceback)."""
+    return isinstance(err, OFAError) or (
+        isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS
     )
+
+
+def describe(err: BaseException) -> str:
+    """One line for a user error; an OS error names its file (``[Errno 28] ...: 'path'``)."""
+    if isinstance(err, OSError) and not isinstance(err, OFAError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror}"
+    return str(err).strip().replace("\n", " ")

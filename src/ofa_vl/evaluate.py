@@ -24,6 +24,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -44,8 +45,11 @@ from .data import (
     VQAv2,
     write_vqa_submission,
 )
+from .errors import OFAError, OFARuntimeError, OFAValueError, describe
 from .images import ImageError, ImageInfo, preprocess
 from .metrics import as_percentages, caption_metrics, grounding_metrics, vqa_accuracy
+from .options import at_least, check_counts, check_device, check_image_size
+from .runs import RunLock, weights_fingerprint, write_atomic
 from .zoo import MODELS
 
 __all__ = [
@@ -150,7 +154,7 @@ def load_benchmark(
     elif name in DATASETS:
         reader = RefCOCO(root, name, split, check_images="lazy")
     else:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+        raise OFAValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     first: dict[int, int] = {}  # id -> index of its first sample
     for i in range(len(reader)):
         first.setdefault(sample_id(reader.samples[i]), i)
@@ -194,7 +198,7 @@ def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
         except json.JSONDecodeError:
             record = None
         if not (isinstance(record, dict) and isinstance(record.get("id"), int)):
-            raise ValueError(f"{path}: line {n} is not a prediction record ({line[:60]!r})")
+            raise OFAValueError(f"{path}: line {n} is not a prediction record ({line[:60]!r})")
         records.append(record)
     return records, end
 
@@ -209,20 +213,21 @@ def _prepare_output(out: Path, resume: bool, bench: Benchmark) -> set[int]:
     path = out / PREDICTIONS
     records, end = _scan(path)
     if path.is_file() and path.stat().st_size and not resume:
-        raise ValueError(
+        raise OFAValueError(
             f"{path} already holds predictions; pass --resume to continue that run or choose "
             "another --out"
         )
     ids = [r["id"] for r in records]
     foreign = set(ids) - bench.known_ids
     if foreign:
-        raise ValueError(
+        raise OFAValueError(
             f"{path} holds predictions for ids not in {bench.name} {bench.split} (e.g. "
             f"{sorted(foreign)[:3]}); choose another --out"
         )
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{path} holds the same id twice; it was not written by `ofa test`")
-    out.mkdir(parents=True, exist_ok=True)
+        raise OFAValueError(
+            f"{path} holds the same id twice (written by two runs at once?); choose another --out"
+        )
     with path.open("ab") as f:  # creates it; drops a torn last line
         f.truncate(end)
     return set(ids)
@@ -295,6 +300,7 @@ class _Dist:
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     """The device of this process: ``cuda`` means this torchrun worker's ``cuda:LOCAL_RANK``."""
+    check_device(device)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -353,59 +359,71 @@ def evaluate(
         every rank gets it.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    if batch_size < 1 or (limit is not None and limit < 1) or workers < 0:
-        raise ValueError("batch_size and limit must be at least 1, workers at least 0")
+        raise OFAValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    check_counts(batch_size=batch_size, limit=limit)
+    at_least("workers", workers, 0)
     if isinstance(model, OFAPipeline) and (pretrained or tokenizer or device or task_options):
-        raise ValueError("pretrained, tokenizer, device and task options need a model name")
+        raise OFAValueError("pretrained, tokenizer, device and task options need a model name")
     dev = model.device if isinstance(model, OFAPipeline) else _resolve_device(device)
     ranks, created = _init_distributed(dev)
     try:
         bench = load_benchmark(dataset, data_root, split, limit, object_tags)
         name = model.name if isinstance(model, OFAPipeline) else str(model)
         out = Path(out or Path("ofa-test") / f"{Path(name).stem}_{dataset}_{split}")
-        done = _resume_point(out, resume, bench, ranks)
-        if isinstance(model, OFAPipeline):
-            pipe = model
-        else:
-            pipe = get_model(
-                model, pretrained, device=dev, tokenizer=tokenizer, task=bench.task, **task_options
-            )
-        if pipe.task.name != bench.task:
-            raise ValueError(
-                f"{dataset} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
-            )
-        overrides = dict(generation or {})
-        _check_settings(out, _settings(pipe, overrides), bool(done), ranks)
-        _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
-        result = ranks.broadcast(_finish(pipe, bench, out, overrides) if ranks.rank == 0 else None)
-        assert result is not None
-        return result
+        with ExitStack() as held:  # rank 0 holds the run folder's lock until the run ends
+            done = _resume_point(out, resume, bench, ranks, held)
+            if isinstance(model, OFAPipeline):
+                pipe = model
+            else:
+                pipe = get_model(
+                    model, pretrained, device=dev, tokenizer=tokenizer, task=bench.task,
+                    **task_options,
+                )  # fmt: skip
+            if pipe.task.name != bench.task:
+                raise OFAValueError(
+                    f"{dataset} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
+                )
+            check_image_size(pipe.task.image_size, pipe.model.cfg)
+            overrides = dict(generation or {})
+            _check_settings(out, _settings(pipe, overrides), bool(done), ranks)
+            _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
+            result = _finish(pipe, bench, out, overrides) if ranks.rank == 0 else None
+            result = ranks.broadcast(result)
+            assert result is not None
+            return result
     finally:
         if created:
             dist.destroy_process_group()
 
 
-def _resume_point(out: Path, resume: bool, bench: Benchmark, ranks: _Dist) -> set[int]:
-    """The ids already predicted, read (and the file readied) by rank 0, known to every rank."""
+def _resume_point(
+    out: Path, resume: bool, bench: Benchmark, ranks: _Dist, held: ExitStack
+) -> set[int]:
+    """Rank 0 locks ``out`` (into ``held``), reads the ids already predicted and readies the file;
+    every rank gets the ids, or the failure."""
     done: set[int] = set()
-    failure: str | None = None
+    error: OFAError | OSError | None = None
     if ranks.rank == 0:
         try:
+            held.enter_context(RunLock(out, "ofa test"))
             done = _prepare_output(out, resume, bench)
-        except (ValueError, OSError) as e:
-            failure = str(e)
-    done, failure = ranks.broadcast((done, failure))
-    if failure is not None:
-        raise ValueError(failure)
+        except (OFAError, OSError) as e:
+            error = e
+    done, failure = ranks.broadcast((done, None if error is None else describe(error)))
+    if error is not None:
+        raise error
+    if failure is not None:  # rank 0's, on the other ranks
+        raise OFARuntimeError(failure)
     return done
 
 
 def _settings(pipe: OFAPipeline, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Everything that decides a prediction: preprocessing and decoding."""
     task = pipe.task
+    weights = pipe.model.weights_file
     return {
         "model": pipe.name,
+        "weights": weights_fingerprint(weights) if weights is not None else None,
         "image_size": task.image_size,
         "interpolation": task.interpolation,
         "precision": pipe.precision,
@@ -430,9 +448,9 @@ def _check_settings(out: Path, settings: dict[str, Any], resuming: bool, ranks: 
                 "(old, new); resume with the same settings or use another --out"
             )
         else:
-            path.write_text(json.dumps(want, indent=2) + "\n", encoding="utf-8")
+            write_atomic(path, json.dumps(want, indent=2) + "\n")
     if (failure := ranks.broadcast(failure)) is not None:
-        raise ValueError(failure)
+        raise OFAValueError(failure)
 
 
 def _predict(
@@ -506,7 +524,7 @@ def _finish(
     else:
         answers = {r["id"]: str(r["pred_answer"]) for r in records}
         result["submission"] = str(write_vqa_submission(answers, out / SUBMISSION))
-    (out / METRICS).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_atomic(out / METRICS, json.dumps(result, indent=2) + "\n")
     return result
 
 

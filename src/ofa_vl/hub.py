@@ -21,13 +21,15 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from .errors import OFAFileNotFoundError, OFANotADirectoryError, OFARuntimeError
+
 __all__ = ["OFAHubError", "is_hub_id", "resolve_files"]
 
 # `org/name` as on the hub; a string that is not an existing path and matches this is a hub id.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-class OFAHubError(RuntimeError):
+class OFAHubError(OFARuntimeError):
     """A hub id could not be resolved: offline, hub unreachable, or repository / files not found."""
 
 
@@ -62,12 +64,12 @@ def resolve_files(
     if path.is_dir():
         return _resolve_local(path, choices, optional)
     if path.exists():
-        raise NotADirectoryError(
+        raise OFANotADirectoryError(
             f"{path} is a file; expected a directory holding {_describe(choices)}"
         )
     if is_hub_id(name_or_path):
         return _resolve_hub(str(name_or_path), choices, optional, revision)
-    raise FileNotFoundError(
+    raise OFAFileNotFoundError(
         f"{str(name_or_path)!r} is neither an existing directory nor a hub id like 'OFA-Sys/OFA-base'"
     )
 
@@ -84,7 +86,7 @@ def _resolve_local(
             found = {f: directory / f for f in files}
             found.update({f: directory / f for f in optional if (directory / f).is_file()})
             return found
-    raise FileNotFoundError(f"directory {directory} holds none of: {_describe(choices)}")
+    raise OFAFileNotFoundError(f"directory {directory} holds none of: {_describe(choices)}")
 
 
 def _env_true(name: str) -> bool:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import OFAValueError
+from .errors import OFAFileNotFoundError, OFAValueError
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -63,7 +63,7 @@ _COEF_BITS = 11  # OpenCV imgproc/resize.cpp INTER_RESIZE_COEF_BITS
 _COEF_SCALE = 1 << _COEF_BITS
 
 
-class ImageError(ValueError):
+class ImageError(OFAValueError):
     """An input that cannot be turned into an RGB image (corrupt, unsupported, too large, unreachable)."""
 
 
@@ -117,7 +117,7 @@ def load_image(
     if isinstance(src, str | os.PathLike):
         path = Path(src)
         if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
+            raise OFAFileNotFoundError(f"image file not found: {path}")
         with path.open("rb") as fp:
             return _decode(fp, str(path), cap)
     raise TypeError(f"cannot load an image from {type(src).__name__}")
@@ -161,7 +161,12 @@ def _reading(name: str) -> Iterator[None]:
         raise
     except Image.DecompressionBombError as err:
         raise ImageError(f"{name} is too large to decode safely: {err}") from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
+    except Image.UnidentifiedImageError as err:  # its message holds the file object's repr
+        raise ImageError(f"{name} is not a readable image (unknown format)") from err
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001  Pillow's parsers raise any type on fuzzed input
+        # (NotImplementedError for half-supported DDS, struct.error, IndexError, ...)
         raise ImageError(f"{name} is not a readable image ({err or type(err).__name__})") from err
 
 

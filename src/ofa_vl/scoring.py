@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .errors import OFAValueError
 from .generation import Trie
 
 if TYPE_CHECKING:
@@ -41,11 +42,11 @@ class CandidateSet:
     def build(cls, names: Sequence[str], tokenizer: OFATokenizer) -> CandidateSet:
         """Candidates as OFA encodes answers: ``BPE(" " + name)`` (OFA:tasks/mm_tasks/vqa_gen.py)."""
         if not names:
-            raise ValueError("the candidate set is empty")
+            raise OFAValueError("the candidate set is empty")
         bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
         empty = [n for n in names if not n.strip()]
         if empty:
-            raise ValueError(f"empty candidate names: {empty[:3]}")
+            raise OFAValueError(f"empty candidate names: {empty[:3]}")
         tokens = [tokenizer.encode(" " + n.strip(), add_special_tokens=False) for n in names]
         trie = Trie([[bos, *t, eos] for t in tokens], eos)
         C, L = len(tokens), max(len(t) for t in tokens) + 1
@@ -80,7 +81,7 @@ def score_candidates(
         chunk_size: candidates per decoder pass (OFA's ``valid_batch_size``, 20).
     """
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise OFAValueError(f"chunk_size must be >= 1, got {chunk_size}")
     B = len(prompts)
     dev = encoder_output.last_hidden_state.device
     cfg = model.cfg

@@ -67,15 +67,27 @@ _FILE_CHOICES = (("vocab.json", "merges.txt"), ("vocab.txt", "dict.txt"), ("toke
 Ids = Sequence[int] | torch.Tensor
 
 
+def _check_text(text: str) -> None:
+    """Text the BPE can read: a ``str`` without lone surrogates (undecodable bytes of argv/files)."""
+    if not isinstance(text, str):
+        raise OFAValueError(f"expected text, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise OFAValueError(
+            f"the text {text[:40]!r} is not valid UTF-8 (character {err.start}); re-encode it"
+        ) from None
+
+
 def _bart_bpe(vocab: Path, merges: Path) -> Tokenizer:
     """BART's byte-level BPE, configured as transformers' ``BartTokenizerFast`` configures it."""
     try:
         tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
     except Exception as err:  # tokenizers raises a bare Exception on malformed files
-        raise ValueError(f"cannot read BPE files {vocab} / {merges}: {err}") from err
+        raise OFAValueError(f"cannot read BPE files {vocab} / {merges}: {err}") from err
     missing = [t for t in (BOS, PAD, EOS, UNK, MASK) if tok.token_to_id(t) is None]
     if missing:
-        raise ValueError(
+        raise OFAValueError(
             f"{vocab} lacks {', '.join(missing)}: expected a BART-layout vocab.json "
             "(specials 0-3, <mask> last), not GPT-2's encoder.json"
         )
@@ -217,7 +229,7 @@ def _token_block(tok: Tokenizer, prefix: str, count: int) -> int:
         )
     for i in range(count):
         if tok.token_to_id(f"<{prefix}_{i}>") != first + i:
-            raise ValueError(f"<{prefix}_*> tokens are not consecutive ids from {first}")
+            raise OFAValueError(f"<{prefix}_*> tokens are not consecutive ids from {first}")
     return first
 
 
@@ -256,13 +268,13 @@ class OFATokenizer:
         """Wrap ``tokenizer``, appending the code then bin tokens to it unless it has them."""
         bos, pad, eos, unk, mask = (tokenizer.token_to_id(t) for t in (BOS, PAD, EOS, UNK, MASK))
         if bos is None or pad is None or eos is None:
-            raise ValueError(f"tokenizer lacks one of the special tokens {BOS} {PAD} {EOS}")
+            raise OFAValueError(f"tokenizer lacks one of the special tokens {BOS} {PAD} {EOS}")
         self._bos, self._pad, self._eos = bos, pad, eos
         self._special_ids = frozenset(i for i in (bos, pad, eos, unk, mask) if i is not None)
         self._code_offset = _token_block(tokenizer, "code", num_codes)
         self._bin_offset = _token_block(tokenizer, "bin", num_bins)
         if num_codes and self._bin_offset != self._code_offset + num_codes:
-            raise ValueError("<bin_*> tokens must directly follow the <code_*> tokens")
+            raise OFAValueError("<bin_*> tokens must directly follow the <code_*> tokens")
         self._num_codes, self._num_bins = num_codes, num_bins
         if tokenizer.post_processor is None:
             tokenizer.post_processor = processors.TemplateProcessing(
@@ -314,7 +326,7 @@ class OFATokenizer:
             try:
                 base = Tokenizer.from_file(str(files["tokenizer.json"]))
             except Exception as err:  # tokenizers raises a bare Exception on malformed files
-                raise ValueError(f"cannot read {files['tokenizer.json']}: {err}") from err
+                raise OFAValueError(f"cannot read {files['tokenizer.json']}: {err}") from err
         return cls(
             base,
             num_codes=side.get("num_codes", NUM_CODES) if num_codes is None else num_codes,
@@ -372,6 +384,7 @@ class OFATokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of ``text``; with ``add_special_tokens`` wrapped as ``<s> ... </s>``."""
+        _check_text(text)
         return list(self._tok.encode(self._guard(text), add_special_tokens=add_special_tokens).ids)
 
     def __call__(
@@ -390,9 +403,11 @@ class OFATokenizer:
         A single string gives flat lists, or ``(1, L)`` tensors with ``return_tensors="pt"``.
         """
         batch = [texts] if isinstance(texts, str) else list(texts)
+        for text in batch:
+            _check_text(text)
         n_special = self._tok.num_special_tokens_to_add(False) if add_special_tokens else 0
         if max_length is not None and max_length < n_special:
-            raise ValueError(
+            raise OFAValueError(
                 f"max_length={max_length} leaves no room for {n_special} special tokens"
             )
         rows = []
@@ -401,7 +416,7 @@ class OFATokenizer:
             length = len(enc.ids) + n_special
             if max_length is not None and length > max_length:
                 if not truncation:
-                    raise ValueError(
+                    raise OFAValueError(
                         f"text {i} is {length} tokens long, more than max_length={max_length} "
                         "(pass truncation=True to cut it)"
                     )
@@ -415,7 +430,7 @@ class OFATokenizer:
             rows = [r + [self._pad] * (width - len(r)) for r in rows]
         if return_tensors == "pt":
             if len({len(r) for r in rows}) > 1:
-                raise ValueError("rows differ in length: pass padding=True to return tensors")
+                raise OFAValueError("rows differ in length: pass padding=True to return tensors")
             ids_t = torch.tensor(rows, dtype=torch.long).reshape(len(rows), width)
             mask_t = torch.tensor(masks, dtype=torch.long).reshape(len(rows), width)
             return {"input_ids": ids_t, "attention_mask": mask_t}
@@ -442,7 +457,7 @@ class OFATokenizer:
         ids = _as_list(ids)
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
-            raise ValueError(
+            raise OFAValueError(
                 f"token ids {bad[:5]} are outside the vocabulary (size {self.vocab_size})"
             )
         if self._word_pieces:
@@ -494,7 +509,7 @@ class OFATokenizer:
     def bin_token(self, index: int) -> str:
         """``"<bin_{index}>"``."""
         if not 0 <= index < self._num_bins:
-            raise ValueError(f"bin {index} is outside [0, {self._num_bins - 1}]")
+            raise OFAValueError(f"bin {index} is outside [0, {self._num_bins - 1}]")
         return f"<bin_{index}>"
 
     def box_to_tokens(
@@ -530,7 +545,7 @@ class OFATokenizer:
             if i in (self._bos, self._pad, self._eos):
                 continue
             if not self._bin_offset <= i < self._bin_offset + self._num_bins:
-                raise ValueError(f"token {i} is not a bin token ({self._bin_offset}..)")
+                raise OFAValueError(f"token {i} is not a bin token ({self._bin_offset}..)")
             bins.append(i - self._bin_offset)  # OFA:utils/eval_utils.py eval_refcoco
         return bins
 
@@ -551,7 +566,7 @@ def box_to_bins(
     # OFA:utils/transforms.py resize + Normalize, data/mm_data/refcoco_dataset.py (float32 torch ops)
     box = torch.tensor([float(c) for c in box_xyxy], dtype=torch.float32)
     if box.shape != (4,):
-        raise ValueError(f"expected a box [x0, y0, x1, y1], got {list(box_xyxy)}")
+        raise OFAValueError(f"expected a box [x0, y0, x1, y1], got {list(box_xyxy)}")
     box = box * torch.tensor([w_ratio, h_ratio, w_ratio, h_ratio], dtype=torch.float32)
     box = box / max_image_size
     quant = (box * (num_bins - 1)).round().clamp(0, num_bins - 1)
@@ -573,9 +588,9 @@ def bins_to_box(
     then x /= ``w_ratio``, y /= ``h_ratio`` (the resize ratios new/original).
     """
     if len(bins) != 4:
-        raise ValueError(f"expected 4 bins, got {list(bins)}")
+        raise OFAValueError(f"expected 4 bins, got {list(bins)}")
     if divisor not in ("official", "mmpretrain"):
-        raise ValueError(f"divisor must be 'official' or 'mmpretrain', got {divisor!r}")
+        raise OFAValueError(f"divisor must be 'official' or 'mmpretrain', got {divisor!r}")
     # official (the default): OFA:utils/eval_utils.py eval_refcoco; mmpretrain: OFA.post_process.
     # Both compute in float32 torch ops in this order.
     steps = num_bins - 1 if divisor == "official" else num_bins

@@ -57,8 +57,18 @@ from .data.training import (
     example_texts,
     load_examples,
 )
+from .errors import OFAValueError
 from .images import Interpolation
 from .model import OFA
+from .options import (
+    at_least,
+    check_counts,
+    check_device,
+    check_ema,
+    check_image_size,
+    check_threads,
+)
+from .runs import RunLock, weights_fingerprint, write_atomic
 from .tokenizer import OFATokenizer
 
 CHECKPOINTS = "checkpoints"
@@ -181,7 +191,7 @@ class StepSampler(Sampler[list[int]]):
         self.global_batch = batch_size * world * accum
         self.steps_per_epoch = n // self.global_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise OFAValueError(
                 f"{n} examples are fewer than one global batch ({batch_size} x {world} ranks x "
                 f"{accum} accumulation steps)"
             )
@@ -330,7 +340,9 @@ def repeat_tasks(examples: list[Example], specs: Sequence[str]) -> list[Example]
     for spec in specs:
         name, _, times = spec.partition("=")
         if not times.isdigit() or int(times) < 1 or not any(e.task == name for e in examples):
-            raise ValueError(f"--repeat {spec!r}: expected TASK=N with a task of the data, N >= 1")
+            raise OFAValueError(
+                f"--repeat {spec!r}: expected TASK=N with a task of the data, N >= 1"
+            )
         out += [e for e in examples if e.task == name] * (int(times) - 1)
     return out
 
@@ -388,6 +400,8 @@ def _build(args: argparse.Namespace, examples: list[Example]) -> tuple[OFA, OFAT
     )
     rebuilt = OFA(cfg)  # drop-path rates are fixed when the layers are built
     rebuilt.load_state_dict(model.state_dict())
+    rebuilt.weights_file = model.weights_file
+    check_image_size(args.image_size or size, cfg)
     return rebuilt, tok, args.image_size or size, args.interpolation or interp
 
 
@@ -414,17 +428,77 @@ class _EMA:
                 v.copy_(src[k])
 
 
+# --------------------------------------------------------------------------- run settings
+SETTINGS_FILE = "settings.json"
+# The options that decide the weights a run produces; a resumed run must repeat them.
+_RUN_OPTIONS = (
+    "task", "data", "init", "tokenizer", "num_bins", "repeat", "image_size", "interpolation",
+    "steps", "batch_size", "accum", "lr", "warmup_ratio", "weight_decay", "clip_norm",
+    "label_smoothing", "dropout", "attention_dropout", "drop_path", "freeze_embeddings",
+    "freeze_resnet", "backbone_steps", "ema", "precision", "seed", "max_source_length",
+)  # fmt: skip
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The ``ofa train`` options within their bounds (:mod:`ofa_vl.options`)."""
+    check_counts(
+        steps=args.steps, batch_size=args.batch_size, accum=args.accum,
+        save_every=args.save_every, log_every=args.log_every, num_bins=args.num_bins,
+        max_source_length=args.max_source_length,
+    )  # fmt: skip
+    at_least("backbone-steps", args.backbone_steps, 0)
+    at_least("workers", args.workers, 0)
+    check_ema(args.ema)
+    check_threads(args.threads)
+    check_image_size(args.image_size)
+    if args.device != "auto":
+        check_device(args.device)
+    if not 0.0 <= args.warmup_ratio <= 1.0:
+        raise OFAValueError(f"warmup-ratio must be in [0, 1], got {args.warmup_ratio}")
+
+
+def _check_settings(
+    out: Path, args: argparse.Namespace, init_file: Path | None, resuming: bool
+) -> None:
+    """Record the run's options (and its init weights' fingerprint); a resume must match them."""
+    path = out / SETTINGS_FILE
+    want = {k: getattr(args, k) for k in _RUN_OPTIONS} | {"data": str(args.data)}
+    want = json.loads(json.dumps(want))
+    if resuming and path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = {k: (old.get(k), v) for k, v in want.items() if old.get(k) != v}
+        if diff:
+            raise OFAValueError(
+                f"{out}: its checkpoints were trained with other options {diff} (old, new); "
+                "resume with the same options or train into another --out"
+            )
+        return
+    if init_file is not None:
+        want["init_weights"] = weights_fingerprint(init_file)
+    write_atomic(path, json.dumps(want, indent=2) + "\n")
+
+
 # --------------------------------------------------------------------------- loop
 def train(args: argparse.Namespace) -> list[dict[str, float]]:
-    """Run the training loop of ``ofa train``; returns the metric rows logged by this run."""
+    """Run the training loop of ``ofa train``; returns the metric rows logged by this run.
+
+    Rank 0 holds ``OUT``'s lock for the whole run: a second run on the same folder stops at once.
+    """
+    check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     ddp, device = _init_distributed(args.device)
+    with RunLock(args.out, "ofa train") if ddp.main else nullcontext():
+        return _train(args, ddp, device)
+
+
+def _train(args: argparse.Namespace, ddp: _Dist, device: torch.device) -> list[dict[str, float]]:
     out: Path = args.out
     resume_from = latest_checkpoint(out) if args.resume else None
     examples = repeat_tasks(load_examples(args.data, args.task), args.repeat)
     if args.resume and resume_from is None and ddp.main:
         print(f"no checkpoint under {out / CHECKPOINTS}: starting from scratch", file=sys.stderr)
+    init_file: Path | None = None
     if resume_from is not None:
         model = load_model(resume_from, device=device)
         tok = OFATokenizer.from_pretrained(out)
@@ -432,6 +506,7 @@ def train(args: argparse.Namespace) -> list[dict[str, float]]:
         size, interp = preprocessing["image_size"], preprocessing["interpolation"]
     else:
         model, tok, size, interp = _build(args, examples)
+        init_file = model.weights_file
         model.to(device)
         if args.backbone_steps:  # OFA starts from a pretrained ResNet; our stand-in for ImageNet
             pretrain_backbone(
@@ -475,6 +550,7 @@ def train(args: argparse.Namespace) -> list[dict[str, float]]:
         (out / PIPELINE_FILE).write_text(json.dumps(pipeline, indent=2) + "\n")
         (out / METRICS_FILE).unlink(missing_ok=True)
     if ddp.main:
+        _check_settings(out, args, init_file, resume_from is not None)
         _trim_metrics(out / METRICS_FILE, start)
 
     sampler = StepSampler(

@@ -7,18 +7,17 @@ decoding defaults, and the tokenizer. ``list_models`` / ``get_model`` in :mod:`o
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from .errors import OFARuntimeError, OFAValueError
 from .hub import is_hub_id, resolve_files
+from .runs import publish, sha256_file
 
 MMP = "https://download.openmmlab.com/mmclassification/v1/ofa/"
 OFA_OSS = "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/checkpoints/"
@@ -28,7 +27,7 @@ ANS2LABEL = (
 PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(OFARuntimeError):
     """A file that could not be fetched, with the URL and where to put it by hand."""
 
 
@@ -200,7 +199,7 @@ def get_card(name: str) -> ModelCard:
     if name not in MODELS:
         close = [n for n in MODELS if name.lower() in n.lower()]
         hint = f"; did you mean {', '.join(close[:3])}?" if close else "; see `ofa models`"
-        raise ValueError(f"unknown model {name!r}{hint}")
+        raise OFAValueError(f"unknown model {name!r}{hint}")
     return MODELS[name]
 
 
@@ -217,40 +216,55 @@ def _hash_prefix(filename: str) -> str | None:
 
 
 def download(url: str, dest_dir: Path | None = None, progress: bool = True) -> Path:
-    """Fetch ``url`` into the cache once: atomic (temp + rename), sha256-prefix verified."""
+    """Fetch ``url`` into the cache once, through ``huggingface_hub``'s downloader.
+
+    The transfer retries and resumes cut connections and must end at the ``Content-Length``; the
+    sha256 prefix in the file name (timm / mmcv convention), when there is one, must match. Only
+    then is the temporary file renamed into the cache: a partial file never is.
+    """
+    from huggingface_hub.file_download import http_get
+
     dest_dir = dest_dir or cache_dir() / "checkpoints"
     name = url.rstrip("/").split("/")[-1]
     dest = dest_dir / name
     if dest.is_file():
         return dest
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{name}.{os.getpid()}.part")
-    digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp, open(tmp, "wb") as f:  # noqa: S310
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=name, disable=not progress
-            ) as bar:
-                while chunk := resp.read(1 << 20):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        tmp.unlink(missing_ok=True)
-        reason = getattr(e, "reason", e)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
         raise DownloadError(
-            f"cannot download {url} ({reason}); download it by hand to {dest} or pass a local path"
+            f"cannot create the download cache {dest_dir} ({err.strerror}); set OFA_VL_HOME to a "
+            "writable folder"
         ) from None
-    want = _hash_prefix(name)
-    if want and not digest.hexdigest().startswith(want):
-        tmp.unlink(missing_ok=True)
+    tmp = dest.with_name(f".{name}.{os.getpid()}.part")
+    try:
+        with tmp.open("wb") as f:
+            http_get(url, f, displayed_filename=name, tqdm_class=None if progress else _Quiet)
+        want = _hash_prefix(name)
+        if want and not (found := sha256_file(tmp)).startswith(want):
+            raise DownloadError(
+                f"{url}: sha256 {found[:8]}... does not match the {want} in its name; the download "
+                "is corrupt, try again"
+            )
+        publish(tmp, dest)
+    except DownloadError:
+        raise
+    except Exception as err:  # any transfer failure (HTTP status, network, size, disk): no file
         raise DownloadError(
-            f"{url}: sha256 {digest.hexdigest()[:8]}... does not match the {want} in its name; "
-            "the download is corrupt, try again"
-        )
-    tmp.replace(dest)
+            f"cannot download {url} ({str(err).splitlines()[0] if str(err) else type(err).__name__});"
+            f" download it by hand to {dest} or pass a local path"
+        ) from err
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
+
+
+class _Quiet(tqdm):
+    """A progress bar that shows nothing (``download(progress=False)``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("name", None)
+        super().__init__(*args, **{**kwargs, "disable": True})
 
 
 def resolve_checkpoint(name_or_ref: str) -> Path:

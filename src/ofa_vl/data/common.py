@@ -14,10 +14,12 @@ from typing import IO, Any, Literal, Protocol, TypeVar
 
 from torch.utils.data import Dataset
 
+from ..errors import OFAValueError
+
 ImageCheck = Literal["eager", "lazy"]
 
 
-class DatasetError(ValueError):
+class DatasetError(OFAValueError):
     """A dataset file is missing or does not have the expected layout."""
 
 
@@ -109,7 +111,7 @@ class ImageDataset(Dataset[S]):
 
     def __init__(self, samples: list[S], source: Path, check_images: ImageCheck) -> None:
         if check_images not in ("eager", "lazy"):
-            raise ValueError(f"check_images must be 'eager' or 'lazy', got {check_images!r}")
+            raise OFAValueError(f"check_images must be 'eager' or 'lazy', got {check_images!r}")
         self.samples = samples
         self.source = source
         self.lazy = check_images == "lazy"

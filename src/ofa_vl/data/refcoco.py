@@ -21,6 +21,7 @@ from ofa_vl.data.common import (
     load_pickle,
     require_keys,
 )
+from ofa_vl.errors import OFAValueError
 
 # REFER toolkit: the default split of each dataset (refcocog also has "google")
 DEFAULT_SPLIT_BY: dict[str, str] = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
@@ -76,7 +77,7 @@ class RefCOCO(ImageDataset[RefSample]):
         check_images: ImageCheck = "eager",
     ) -> None:
         if dataset not in DEFAULT_SPLIT_BY:
-            raise ValueError(f"dataset must be one of {list(DEFAULT_SPLIT_BY)}, got {dataset!r}")
+            raise OFAValueError(f"dataset must be one of {list(DEFAULT_SPLIT_BY)}, got {dataset!r}")
         root = Path(data_root)
         inst_file = root / dataset / "instances.json"
         refs_file = root / dataset / f"refs({split_by or DEFAULT_SPLIT_BY[dataset]}).p"

@@ -55,6 +55,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import OFAValueError
+from ..options import at_least, check_counts
 from .shapes_text import (
     COLOURS,
     MAX_OBJECTS,
@@ -175,7 +177,7 @@ def generate_scene(rng: random.Random | np.random.Generator, size: int = 256) ->
     with several shapes have one shape fewer than drawn).
     """
     if size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image size must be at least {MIN_IMAGE_SIZE}, got {size}")
+        raise OFAValueError(f"image size must be at least {MIN_IMAGE_SIZE}, got {size}")
     gen = (
         rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng.getrandbits(64))
     )
@@ -251,6 +253,9 @@ def write_shapes_dataset(
     Returns the number of images, captions, refs, referring sentences, questions, region captions
     and image-text pairs written. The layout is described in the module docstring.
     """
+    check_counts(captions_per_image=captions_per_image, workers=workers, scenes=n_train + n_val)
+    at_least("train", n_train, 0)
+    at_least("val", n_val, 0)
     out = Path(out_dir)
     for sub in ("annotations", "refcoco", "train2014", "val2014"):
         (out / sub).mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch.utils.data import Dataset
 
+from ..errors import OFAValueError
 from ..images import ImageInfo, Interpolation, load_resized, normalize
 from ..tasks import get_task
 from ..text import clean_caption
@@ -152,7 +153,7 @@ def load_examples(root: str | Path, task: str) -> list[Example]:
     names = MIXTURES.get(task, (task,))
     unknown = [n for n in names if n not in _BUILDERS]
     if unknown:
-        raise ValueError(f"unknown training task {task!r}; choose one of {[*TASKS, *MIXTURES]}")
+        raise OFAValueError(f"unknown training task {task!r}; choose one of {[*TASKS, *MIXTURES]}")
     return [e for n in names for e in _BUILDERS[n](Path(root))]
 
 

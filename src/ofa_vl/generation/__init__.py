@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..options import check_decoding
 from .constraints import (
     PromptAndTrie,
     ban_repeated_ngrams,
@@ -74,9 +75,13 @@ def generate(
     B = input_ids.shape[0]
     if fairseq and max_len_b is not None:
         max_new_tokens = int(max_len_a * input_ids.shape[1] + max_len_b)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    K = 1 if do_sample else max(num_beams, 1)
+    options = {
+        "num_beams": num_beams, "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens,
+        "no_repeat_ngram_size": no_repeat_ngram_size, "do_sample": do_sample, "top_k": top_k,
+        "top_p": top_p, "temperature": temperature,
+    }  # fmt: skip
+    check_decoding(options, cfg_m)
+    K = 1 if do_sample else num_beams
     cfg = SearchConfig(
         num_beams=K,
         max_len=max_new_tokens + 1,
@@ -93,6 +98,8 @@ def generate(
     )
     enc = model.encode(input_ids, images, images_mask)
     dev = enc.last_hidden_state.device
+    # the beams' caches must fit the device (bounds from the model and the machine)
+    check_decoding(options, cfg_m, batch=B, source_len=enc.last_hidden_state.shape[1], device=dev)
     group = K
     prompt_trie = None
     if decoder_prompts is not None or constraint_trie is not None:

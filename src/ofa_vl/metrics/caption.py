@@ -15,11 +15,12 @@ import shutil
 from collections.abc import Mapping, Sequence
 
 from ofa_vl.data.coco_caption import load_caption_references
+from ofa_vl.errors import OFARuntimeError
 
 __all__ = ["MetricError", "as_percentages", "caption_metrics", "load_caption_references"]
 
 
-class MetricError(RuntimeError):
+class MetricError(OFARuntimeError):
     """A metric cannot run in this environment (Java or pycocoevalcap missing)."""
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import OFAConfig
+from ..errors import OFAValueError
 from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
 from .layers import DecoderLayer, KVCache
 from .linear import linear
@@ -159,7 +160,7 @@ class Decoder(PositionalStack):
         """(B, T) right-padded decoder inputs -> (B, T, V) logits; pad keys are masked."""
         B, T = input_ids.shape
         if self.cfg.max_positions < T:
-            raise ValueError(f"decoder input has {T} tokens; at most {self.cfg.max_positions}")
+            raise OFAValueError(f"decoder input has {T} tokens; at most {self.cfg.max_positions}")
         cross_bias, self_bias = self._biases(T, enc, code_masks)
         pad = input_ids.eq(self.cfg.pad_token_id)
         if pad.any():
@@ -178,7 +179,7 @@ class Decoder(PositionalStack):
     ) -> DecoderState:
         """Prepare decoding of ``group`` rows per image for up to ``max_len`` tokens."""
         if max_len > self.cfg.max_positions:
-            raise ValueError(f"cannot decode {max_len} tokens; at most {self.cfg.max_positions}")
+            raise OFAValueError(f"cannot decode {max_len} tokens; at most {self.cfg.max_positions}")
         B = enc.last_hidden_state.shape[0]
         cross_bias, self_bias = self._biases(max_len, enc, code_masks)
         like = enc.last_hidden_state

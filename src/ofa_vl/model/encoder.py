@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..config import OFAConfig
+from ..errors import OFAValueError
 from .layers import EncoderLayer
 from .positions import image_buckets, image_position_ids, token_bucket_table, token_buckets
 from .resnet import ResNet3, linear_rates
@@ -105,7 +106,7 @@ class Encoder(PositionalStack):
         feats = self.embed_images(images)  # (B, C', h, w)
         B, _, h, w = feats.shape
         if max(h, w) > self.cfg.image_bucket_size:
-            raise ValueError(
+            raise OFAValueError(
                 f"image of {images.shape[-2]}x{images.shape[-1]} px gives a {h}x{w} patch grid; "
                 f"OFA supports at most {self.cfg.image_bucket_size}x{self.cfg.image_bucket_size} "
                 f"(images up to {self.cfg.image_bucket_size * 16} px)"
@@ -146,7 +147,7 @@ class Encoder(PositionalStack):
     ) -> EncoderOutput:
         B, Lt = input_ids.shape
         if Lt > self.cfg.max_positions:
-            raise ValueError(
+            raise OFAValueError(
                 f"input has {Lt} tokens; OFA's encoder takes at most {self.cfg.max_positions}"
             )
         pad = input_ids.eq(self.cfg.pad_token_id)

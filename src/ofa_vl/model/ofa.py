@@ -29,6 +29,7 @@ class OFA(nn.Module):
     def __init__(self, cfg: OFAConfig):
         super().__init__()
         self.cfg = cfg
+        self.weights_file: Path | None = None  # the file load_model read the weights from
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, cfg.pad_token_id)
         self.encoder = Encoder(cfg, self.embed_tokens)
         self.decoder = Decoder(cfg, self.embed_tokens)

@@ -14,18 +14,27 @@ import base64
 import binascii
 import json
 import math
+import os
 import socket
 import sys
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from io import BytesIO
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from fastapi import FastAPI, Request
@@ -36,15 +45,30 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..api import OFAPipeline, get_model
+from ..errors import OFAError, OFAValueError
 from ..images import MAX_IMAGE_PIXELS, ImageError, ImageInfo, load_image, preprocess
+from ..options import (
+    check_counts,
+    check_decoding,
+    check_port,
+    check_source_length,
+    max_image_pixels,
+)
 from ..tasks import Task
+from ..zoo import MODELS
 from . import schemas as S
 from .batcher import Batcher, QueueFullError
+from .limits import TIMED_OUT, uvicorn_config
+
+if TYPE_CHECKING:
+    import uvicorn
 
 STATIC = Path(__file__).resolve().parent / "static"
+CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer: not a server error
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -87,10 +111,11 @@ ENDPOINTS: dict[str, Endpoint] = {
 ERRORS: dict[int, str] = {
     400: "malformed JSON or multipart body, bad base64, or not a readable image",
     404: "unknown model",
+    408: "the request (headers and body) did not arrive within the read timeout",
     413: "upload over the size limit, or image over the pixel cap (decompression bomb)",
     415: "neither multipart/form-data nor application/json",
-    422: "a missing, empty, unknown or out-of-range field",
-    503: "the queue is full: retry after Retry-After seconds",
+    422: "a missing, empty, unknown or out-of-range field, or a text too long for the model",
+    503: "the queue is full (retry after Retry-After seconds), or too many open connections",
     504: "not answered within the request timeout",
 }
 
@@ -134,9 +159,26 @@ class ServeConfig:
     max_batch: int = 8
     batch_wait_ms: float = 10.0
     max_queue: int = 64
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # answer 504 when a request is not answered this long after its body
     max_upload_mb: float = 20.0
-    max_pixels: int = MAX_IMAGE_PIXELS
+    # an image's decoded size, bounded by what decoding it costs (options.BYTES_PER_PIXEL)
+    max_pixels: int = min(MAX_IMAGE_PIXELS, max_image_pixels())
+    read_timeout_s: float = 30.0  # 408 when the headers and body have not all arrived by then
+    max_connections: int = 256  # open connections before uvicorn answers 503
+    decode_slots: int = field(default_factory=lambda: os.cpu_count() or 1)  # images decoded at once
+
+    def __post_init__(self) -> None:
+        check_counts(
+            max_batch=self.max_batch, max_queue=self.max_queue, max_pixels=self.max_pixels,
+            max_connections=self.max_connections, decode_slots=self.decode_slots,
+        )  # fmt: skip
+        if not self.batch_wait_ms >= 0:
+            raise OFAValueError(f"batch-wait-ms must be at least 0, got {self.batch_wait_ms}")
+        for name in ("timeout_s", "max_upload_mb", "read_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise OFAValueError(
+                    f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -176,6 +218,8 @@ async def parse_request(request: Request, body: bytes) -> tuple[bytes, dict[str,
             data = json.loads(body)
         except ValueError as err:
             raise ApiError(400, "invalid_json", f"the body is not valid JSON ({err})") from err
+        except RecursionError as err:
+            raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from err
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_request", "the JSON body must be an object")
         image = data.pop("image", None)
@@ -231,6 +275,18 @@ class Item(NamedTuple):
     pixels: torch.Tensor  # (3, S, S)
     info: ImageInfo
     fields: dict[str, Any]
+
+
+def check_request(pipe: OFAPipeline, fields: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """What can be known of a request before it joins a batch: its fields, its decoding options
+    and its length in tokens (422 otherwise), so that it cannot fail the requests batched with it."""
+    try:
+        pipe.task.check(fields)
+        options = {**pipe.task.generation, **pipe.generation, **overrides}
+        check_decoding(options, pipe.model.cfg)
+        check_source_length(len(pipe.tokenizer.encode(pipe.task.prompt(fields))), pipe.model.cfg)
+    except OFAError as err:
+        raise ApiError(422, "invalid_request", str(err)) from err
 
 
 def prepare(
@@ -354,6 +410,7 @@ class Service:
         self.config = config
         self.batcher = Batcher(config.max_batch, config.batch_wait_ms / 1000, config.max_queue)
         self.metrics = Metrics()
+        self.decode_slots = asyncio.Semaphore(config.decode_slots)  # bounds decoding's memory
 
     def pipeline(self, model: str | None, endpoint: str) -> tuple[str, OFAPipeline]:
         name = model or self.default
@@ -380,6 +437,10 @@ class Service:
                 )
             except ApiError as err:
                 return error_response(err.status, err.code, err.message)
+            except OFAError as err:  # found when the request ran alone (the batcher's retry)
+                return error_response(422, "invalid_request", str(err))
+            except ClientDisconnect:  # nobody reads this; the metrics count it as the client's
+                return Response(status_code=408 if request.scope.get(TIMED_OUT) else CLIENT_CLOSED)
             except QueueFullError as err:
                 return error_response(
                     503, "queue_full", str(err), {"Retry-After": str(err.retry_after)}
@@ -396,10 +457,12 @@ class Service:
         self, endpoint: str, name: str, pipe: OFAPipeline, data: bytes, params: S.CaptionParams
     ) -> Response:
         spec = ENDPOINTS[endpoint]
-        item, (width, height) = await asyncio.to_thread(
-            prepare, data, pipe.task, self.config.max_pixels, params.task_fields()
-        )
         overrides = params.decoding()
+        async with self.decode_slots:
+            await asyncio.to_thread(check_request, pipe, params.task_fields(), overrides)
+            item, (width, height) = await asyncio.to_thread(
+                prepare, data, pipe.task, self.config.max_pixels, params.task_fields()
+            )
         key = (name, endpoint, tuple(sorted(overrides.items())))
         result = await self.batcher.submit(key, partial(predict, pipe, overrides), item)
         answer = spec.response(model=name, width=width, height=height, **spec.render(result))
@@ -445,7 +508,8 @@ def create_app(
 
     Build ``models`` with :func:`load_pipelines`.
     """
-    service = Service(models, config or ServeConfig())
+    config = config or ServeConfig()
+    service = Service(models, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -458,6 +522,7 @@ def create_app(
         summary="OFA vision-language models: caption, grounding, OCR, VQA, free instructions",
         lifespan=lifespan,
     )
+    app.state.serve_config = config  # the connection limits uvicorn needs (server_config)
     for endpoint, spec in ENDPOINTS.items():
         app.add_api_route(
             f"/v1/{endpoint}",
@@ -509,8 +574,41 @@ def serve(
     """Load ``models`` and serve them with uvicorn until interrupted (``ofa serve``)."""
     import uvicorn
 
-    loaded = {str(m): load_pipelines(m, tokenizer=tokenizer, device=device) for m in models}
-    uvicorn.run(create_app(loaded, config), host=host, port=port)
+    check_port(port)
+    config = config or ServeConfig()
+    loaded: dict[str, dict[str, OFAPipeline]] = {}
+    for m in models:
+        loaded[served_name(m, loaded)] = load_pipelines(m, tokenizer=tokenizer, device=device)
+    app = create_app(loaded, config)
+    uvicorn.Server(server_config(app, host=host, port=port)).run()
+
+
+def served_name(ref: str | Path, taken: Collection[str] = ()) -> str:
+    """A model's name in the API: its zoo name or hub id, else its folder or file name (never
+    the absolute path of a file on the server), made unique among ``taken``."""
+    text = str(ref)
+    path = Path(text)
+    name = text
+    if text not in MODELS and path.exists():
+        name = (
+            path.parent.name
+            if path.is_file() and path.stem in ("model", "pytorch_model")
+            else path.stem
+        )
+    unique, n = name, 1
+    while unique in taken:
+        n += 1
+        unique = f"{name}-{n}"
+    return unique
+
+
+def server_config(app: FastAPI, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's config for ``app`` with the service's connection limits (:mod:`.limits`)."""
+    config: ServeConfig = app.state.serve_config
+    return uvicorn_config(
+        app, read_timeout_s=config.read_timeout_s, max_connections=config.max_connections,
+        shutdown_timeout_s=config.timeout_s, **kwargs,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -520,7 +618,7 @@ def running(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((host, 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(server_config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -4,6 +4,8 @@ One scheduler task takes the oldest waiting request, waits up to ``max_wait_s`` 
 (or until ``max_batch`` requests of its key are waiting), then runs the batch function of that key
 once on all of them in a single worker thread (like TorchServe / Triton's dynamic batcher). The
 event loop stays free while a batch runs; new requests queue meanwhile and are batched next.
+A batch that raises is run again one request at a time, so a request that cannot be answered
+fails alone and its neighbours are still answered.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.batch_sizes: Counter[int] = Counter()
+        self.retried = 0  # batches that failed and were run again request by request
         self.running = 0
         self._queue: deque[_Job] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -138,10 +141,19 @@ class Batcher:
             results = await loop.run_in_executor(
                 self._executor, batch[0].fn, [j.payload for j in batch]
             )
-        except Exception as err:  # handed to every request of the batch
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(err)
+            if len(results) != len(batch):
+                raise RuntimeError(
+                    f"the batch function gave {len(results)} results for {len(batch)}"
+                )
+        except Exception as err:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(err)
+            else:  # retried one by one: only the request that fails alone gets the error
+                self.retried += 1
+                for job in batch:
+                    if not job.future.done():  # not timed out meanwhile
+                        await self._run([job])
         else:
             for job, result in zip(batch, results):
                 if not job.future.done():

@@ -28,7 +28,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 def get_task(name: str, **options: Any) -> Task:
     """A task by name (``caption``, ``refcoco``, ``vqa``, ...), with its options."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(set(TASKS)))}")
+        raise OFAValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(set(TASKS)))}")
     return TASKS[name](**options)
 
 
@@ -80,7 +80,7 @@ class Task:
         for key in self.required:
             value = fields.get(key)
             if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"task {self.name!r} needs a non-empty {key!r} text")
+                raise OFAValueError(f"task {self.name!r} needs a non-empty {key!r} text")
 
     def prompt(self, fields: dict[str, Any]) -> str:
         """The encoder instruction (with OFA's leading space)."""

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..errors import OFAValueError
 from ..images import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD
 from .base import register_task
 from .scored import ScoringTask
@@ -20,7 +21,7 @@ def read_labels(path: str | Path) -> list[str]:
     names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
     names = [n for n in names if n]
     if not names:
-        raise ValueError(f"{path}: no label names (expected one per line)")
+        raise OFAValueError(f"{path}: no label names (expected one per line)")
     return names
 
 
@@ -59,7 +60,7 @@ class Classify(ScoringTask):
     def candidates(self) -> Sequence[str]:
         if self._names is None:
             if self.labels is None:
-                raise ValueError(
+                raise OFAValueError(
                     "task 'classify' needs labels=[...] or labels=<file, one name a line>"
                 )
             is_file = isinstance(self.labels, (str, Path))

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..errors import OFAValueError
 from ..text import TextNorm
 from .base import register_task
 from .scored import PromptType, ScoringTask
@@ -40,7 +41,7 @@ class Entailment(ScoringTask):
     def check(self, fields: dict[str, Any]) -> None:
         super().check(fields)
         if not isinstance(fields.get("premise") or "", str):
-            raise ValueError(f"task {self.name!r}: the premise must be a text")
+            raise OFAValueError(f"task {self.name!r}: the premise must be a text")
 
     def prompt(self, fields: dict[str, Any]) -> str:
         hypothesis = fields["hypothesis"]

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from ..checkpoints import safe_torch_load
+from ..errors import OFAFileNotFoundError, OFAValueError
 from .base import Task, register_task
 from .text_tasks import TextOnly
 
@@ -180,7 +181,7 @@ def load_vqgan(folder: str | Path) -> VQGANDecoder:
         root = root / "vqgan"
     for name in VQGAN_FILES:
         if not (root / name).is_file():
-            raise FileNotFoundError(
+            raise OFAFileNotFoundError(
                 f"VQGAN file {root / name} not found: decoding image codes to pixels needs "
                 "vqgan/last.ckpt and vqgan/model.yaml from OFA's image_gen release "
                 "(image_gen_large_best.zip); pass vqgan=<the folder holding them>"
@@ -236,7 +237,7 @@ class CodeGeneration(Task):
         side = model.cfg.code_image_size // 8
         n = side * side if self.num_codes is None else self.num_codes
         if n < 1 or n % side:
-            raise ValueError(
+            raise OFAValueError(
                 f"num_codes must be a positive multiple of the grid side {side}, got {n}"
             )
         dev = images.device

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import OFAValueError
 from ..text import clean_caption
 from .base import Task, register_task
 
@@ -26,9 +27,11 @@ def check_box(box: Any, name: str = "region") -> list[float]:
     try:
         x0, y0, x1, y1 = (float(c) for c in box)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a box [x0, y0, x1, y1] in pixels, got {box!r}") from None
+        raise OFAValueError(
+            f"{name} must be a box [x0, y0, x1, y1] in pixels, got {box!r}"
+        ) from None
     if not (x0 < x1 and y0 < y1):
-        raise ValueError(f"{name} [x0, y0, x1, y1] needs x0 < x1 and y0 < y1, got {box!r}")
+        raise OFAValueError(f"{name} [x0, y0, x1, y1] needs x0 < x1 and y0 < y1, got {box!r}")
     return [x0, y0, x1, y1]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..errors import OFAValueError
 from ..text import TextNorm
 from .base import register_task
 from .scored import PromptType, ScoringTask
@@ -28,7 +29,7 @@ class VQAScoring(VQA, ScoringTask):
 
     def candidates(self) -> Sequence[str]:
         if not self.answers:
-            raise ValueError("task 'vqa_allcand' needs answers=[...] or an ans2label file")
+            raise OFAValueError("task 'vqa_allcand' needs answers=[...] or an ans2label file")
         return self.answers
 
     def report(
