@@ -457,12 +457,8 @@ def test_web_page(web_url: str, tmp_path: Path) -> None:
         drawn = (box["x"] - img["x"], box["y"] - img["y"], box["width"], box["height"])
         want = (min(x1, x2), min(y1, y2), abs(x2 - x1), abs(y2 - y1))
         assert drawn == pytest.approx([v * scale for v in want], abs=1.5 * scale)
-        assert box_iou([[x1, y1, x2, y2]], [list(_OBJECT.box)]) >= 0.5, (
-            x1,
-            y1,
-            x2,
-            y2,
-        )  # the scene's
+        shown = [x1, y1, x2, y2]  # the box the page prints lands on the scene's object
+        assert box_iou([shown], [list(_OBJECT.box)]) >= 0.5, shown
         # a second image, dropped on the drop zone, joins the history
         drop = page.evaluate_handle(
             """async (b64) => {
