@@ -8,11 +8,15 @@ model with its vocabulary are enough.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import string
+import zlib
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,10 +29,16 @@ from ofa_vl.model import OFA
 from ofa_vl.tasks import get_task
 from ofa_vl.tasks.caption import clean_caption
 from ofa_vl.tasks.detection import parse_boxes
+from ofa_vl.tasks.image_gen import VQGANDecoder, codes_to_images
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 from ofa_vl.zoo import DEFAULT_MODEL
 
 SCENE = render_scene(generate_scene(random.Random(3), 128))
+DATA = Path(__file__).parent / "data"
+TINY_DD = {  # a taming decoder configuration small enough for a test
+    "z_channels": 32, "resolution": 16, "out_ch": 3, "ch": 32, "ch_mult": [1],
+    "num_res_blocks": 0, "attn_resolutions": [],
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +225,31 @@ def test_image_gen_codes_are_the_sampled_code_tokens(tok, english_model, monkeyp
     codes = [t - 50265 for t in seq[1 : 1 + 2 * side]]  # <code_0> is id 50265 (tokenizer golden)
     assert all(0 <= c < 8192 for c in codes)
     assert out["codes"] == [codes[:side], codes[side:]]  # row-major grid of 2 rows
+
+
+def test_vqgan_decoder_equals_taming() -> None:
+    """The VQGAN decoder against taming-transformers' own ``GumbelVQ.decode_code`` (OFA's vendored
+    copy) on a tiny configuration; the golden file says how it was made."""
+    gold = json.loads((DATA / "vqgan_taming_tiny.json").read_text())
+    vqgan = VQGANDecoder(gold["n_embed"], gold["embed_dim"], **gold["ddconfig"])
+    state = vqgan.state_dict()
+    for name in state:  # the golden's weights: each tensor from a generator seeded by its name
+        g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+        state[name] = torch.randn(state[name].shape, generator=g) * 0.2
+    vqgan.load_state_dict(state)
+    images = vqgan(torch.tensor(gold["codes"]))
+    torch.testing.assert_close(images, torch.tensor(gold["images"]), atol=1e-5, rtol=0)
+
+
+def test_codes_to_images_maps_minus_one_one_to_bytes() -> None:
+    """OFA ``custom_to_pil``: clamp to [-1, 1], ``(x + 1) / 2 * 255``, truncated to uint8."""
+
+    class Fixed(VQGANDecoder):
+        def forward(self, codes: torch.Tensor) -> torch.Tensor:
+            x = torch.tensor([-2.0, -1.0, 0.0, 0.5, 0.999, 1.0, 3.0])  # (7,) values
+            return x.view(1, 1, 1, 7).expand(len(codes), 3, 1, 7)
+
+    (image,) = codes_to_images(torch.zeros(1, 1, 1, dtype=torch.long), Fixed(4, 4, **TINY_DD))
+    # 0, 0, 127.5 -> 127, 191.25 -> 191, 254.87 -> 254, 255, 255
+    want = [[v] * 3 for v in (0, 0, 127, 191, 254, 255, 255)]
+    assert image.mode == "RGB" and np.asarray(image)[0].tolist() == want
