@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_train import _args, _final_weights, _parse, data, tiny_model  # noqa: F401 (fixtures)
+from test_train import (  # noqa: F401 (fixtures)
+    _args,
+    _final_weights,
+    _parse,
+    _straight_and_stopped,
+    data,
+    tiny_model,
+)
 
 from ofa_vl.api import get_model
 from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.images import preprocess
 from ofa_vl.metrics import box_iou
-from ofa_vl.train import STATE_FILE, read_metrics, train
+from ofa_vl.train import read_metrics, train
 from ofa_vl.zoo import DEFAULT_MODEL
 
 pytestmark = [
@@ -72,13 +78,9 @@ def test_training_step_resumes_on_cuda(data: Path, tiny_model: Path, tmp_path: P
     """Dropout draws from the CUDA generator: a resume that did not restore it would give other
     masks, other losses. Equal to float tolerance (some CUDA backward kernels are not
     deterministic, see ofa_vl.train)."""
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     extra = ("--task", "multitask", "--steps", "6", "--batch-size", "4", "--save-every", "3",
              "--dropout", "0.1", "--lr", "1e-3", "--device", "cuda")  # fmt: skip
-    train(_parse(_args(data, tiny_model, straight, *extra)))
-    shutil.copytree(straight, resumed)
-    shutil.rmtree(resumed / "checkpoints" / "step_0000006")
-    state = torch.load(resumed / "checkpoints/step_0000003" / STATE_FILE, weights_only=True)
+    straight, resumed, state = _straight_and_stopped(data, tiny_model, tmp_path, extra)
     assert len(state["rng"][0]["cuda"]) == torch.cuda.device_count()
     rows = train(_parse(_args(data, tiny_model, resumed, *extra, "--resume")))
     assert [r["step"] for r in rows] == [4, 5, 6]

@@ -208,15 +208,23 @@ def test_short_run_lowers_the_loss(data: Path, tiny_model: Path, tmp_path: Path)
     assert isinstance(result, dict) and isinstance(result["pred_caption"], str)
 
 
-def test_resume_is_bit_for_bit(data: Path, tiny_model: Path, tmp_path: Path) -> None:
+def _straight_and_stopped(
+    data: Path, init: Path, tmp_path: Path, extra: tuple[str, ...]
+) -> tuple[Path, Path, dict[str, Any]]:
+    """A straight 6-step run, and a run that stopped after its step-3 checkpoint (the straight
+    run's files up to then) with that checkpoint's state."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    extra = ("--task", "multitask", "--steps", "6", "--batch-size", "4", "--save-every", "3",
-             "--dropout", "0.1", "--ema", "0.9", "--lr", "1e-3")  # fmt: skip
-    train(_parse(_args(data, tiny_model, straight, *extra)))
-    # a run that stopped after its step-3 checkpoint: the straight run's files up to then
+    train(_parse(_args(data, init, straight, *extra)))
     shutil.copytree(straight, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step_0000006")
     state = torch.load(resumed / "checkpoints" / "step_0000003" / STATE_FILE, weights_only=True)
+    return straight, resumed, state
+
+
+def test_resume_is_bit_for_bit(data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    extra = ("--task", "multitask", "--steps", "6", "--batch-size", "4", "--save-every", "3",
+             "--dropout", "0.1", "--ema", "0.9", "--lr", "1e-3")  # fmt: skip
+    straight, resumed, state = _straight_and_stopped(data, tiny_model, tmp_path, extra)
     assert state["step"] == 3 and state["ema"]
     # resumed with the image cache: the same batches, so the same weights
     rows = train(_parse(_args(data, tiny_model, resumed, *extra, "--resume", "--cache-images")))
