@@ -45,6 +45,7 @@ from ofa_vl.metrics import caption as caption_module
         ("3.5", "3.5"),  # a period before a digit stays
         ("red, white", "red white"),  # ", " present: comma removed
         ("somebody'd", "somebodyd"),  # the official table's oddity, kept
+        ("a" + "." * 35, "a..."),  # re.UNICODE passed as count: at most 32 periods removed
     ],
 )
 def test_normalize_answer(raw: str, expected: str) -> None:

@@ -166,7 +166,7 @@ def test_vqa_object_tags_reach_encoder_and_decoder(english_model, tok, monkeypat
 def test_vqa_without_objects_has_no_decoder_prompt(english_model, tok, monkeypatch) -> None:
     calls = generate_spy(monkeypatch)
     OFAPipeline(english_model, tok, get_task("vqa", image_size=64))(
-        SCENE, question=f" {QUESTION} ", max_new_tokens=2, num_beams=1
+        SCENE, question=QUESTION, max_new_tokens=2, num_beams=1
     )
     assert calls[0]["input_ids"] == [[0, *PLAIN, 2]] and calls[0]["decoder_prompts"] is None
 
@@ -185,10 +185,10 @@ def test_matching_equals_teacher_forced_yes_no(tok, english_model) -> None:
     ``<s>`` only the two answers are allowed, then only ``</s>`` (log-prob 0), so
     p(yes) / (p(yes) + p(no)) = sigmoid(logit(yes) - logit(no)) of one decoder step."""
     pipe = OFAPipeline(english_model, tok, get_task("itm", image_size=64))
-    out = pipe(SCENE, text="A red-circle")
+    out = pipe(SCENE, text="a red circle")
     (yes,), (no,) = (tok.encode(f" {a}", add_special_tokens=False) for a in ("yes", "no"))
     pixels, _ = preprocess(SCENE, 64, "bicubic")
-    ids = tok([' does the image describe " a red circle "?'])["input_ids"]  # OFA pre_caption
+    ids = tok([' does the image describe " a red circle "?'])["input_ids"]
     with torch.no_grad():
         logits = english_model.decoder(torch.tensor([[0]]), english_model.encode(ids, pixels[None]))
     p_yes = float(torch.sigmoid(logits[0, 0, yes] - logits[0, 0, no]))
@@ -253,3 +253,29 @@ def test_codes_to_images_maps_minus_one_one_to_bytes() -> None:
     # 0, 0, 127.5 -> 127, 191.25 -> 191, 254.87 -> 254, 255, 255
     want = [[v] * 3 for v in (0, 0, 127, 191, 254, 255, 255)]
     assert image.mode == "RGB" and np.asarray(image)[0].tolist() == want
+
+
+def test_grounding_parse_by_hand(tok: OFATokenizer) -> None:
+    """mmpretrain post_process reads the 4 tokens after ``<s>``; OFA's bin / 999 * 512 / ratio."""
+    task = get_task("refcoco")
+    info = ImageInfo(ori_shape=(256, 1024), scale_factor=(0.5, 2.0))  # 1024 x 256 -> 512 x 512
+    b = tok.bin_offset
+    out = task.parse([0, b + 999, b + 0, b + 333, b + 999, 2], tok, info, {"text": "x"})
+    # x: bin * 512 / 999 / 0.5; y: bin * 512 / 999 / 2
+    want = [1024.0, 0.0, 333 * 1024 / 999, 256.0]
+    assert out == {"pred_bboxes": [pytest.approx(want, abs=1e-3)], "text": "x"}
+    no_box = task.parse([0, b + 1, 50, b + 2, b + 3, 2], tok, info, {"text": "y"})
+    assert no_box == {"pred_bboxes": [], "text": "y"}  # a word among the bins: no box
+
+
+def test_glue_report_by_hand() -> None:
+    r = get_task("mnli").report(torch.tensor([-2.0, -0.5, -1.0]), ("yes", "no", "maybe"), {})
+    assert r == {"pred_answer": "no", "scores": {"yes": -2.0, "no": -0.5, "maybe": -1.0}}
+
+
+def test_decode_cleans_up_tokenization_spaces(tok: OFATokenizer) -> None:
+    """transformers ``clean_up_tokenization`` (BART's default): " 're" -> "'re", " ," -> ","..."""
+    ids = tok.encode(" they 're here , it 's fine", add_special_tokens=False)
+    assert tok.decode(ids, clean_up_tokenization_spaces=False) == " they 're here , it 's fine"
+    assert tok.decode(ids) == " they're here, it's fine"
+    assert tok.batch_decode([ids, ids[:3]]) == [" they're here, it's fine", " they're"]
