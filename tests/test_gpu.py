@@ -3,10 +3,7 @@ devices (nccl). Every test skips itself where CUDA is absent; DDP needs two GPUs
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from test_train import (  # noqa: F401 (fixtures)
     _straight_and_stopped,
     data,
     tiny_model,
+    torchrun_train,
 )
 
 from ofa_vl.api import get_model
@@ -109,10 +107,7 @@ def test_two_gpu_ddp_matches_one_gpu(data: Path, tiny_model: Path, tmp_path: Pat
     single = tmp_path / "single"
     train(_parse(_args(data, tiny_model, single, *common, "--accum", "2")))
     ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", "-m", "ofa_vl.train", *_args(data, tiny_model, ddp, *common)]  # fmt: skip
-    run = subprocess.run(cmd, env=dict(os.environ), timeout=600, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun_train(data, tiny_model, ddp, common, {})
     losses_1 = [r["loss"] for r in read_metrics(single / "metrics.csv")]
     losses_2 = [r["loss"] for r in read_metrics(ddp / "metrics.csv")]
     assert losses_1 == pytest.approx(losses_2, rel=1e-3)

@@ -239,18 +239,25 @@ def test_resume_is_bit_for_bit(data: Path, tiny_model: Path, tmp_path: Path) -> 
     assert [r["step"] for r in read_metrics(resumed / "metrics.csv")] == list(range(1, 7))
 
 
+def torchrun_train(
+    data: Path, init: Path, out: Path, extra: tuple[str, ...], env: dict[str, str]
+) -> None:
+    """``ofa train`` in 2 processes under torchrun; it must exit 0."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--standalone", "-m", "ofa_vl.train", *_args(data, init, out, *extra)]  # fmt: skip
+    run = subprocess.run(
+        cmd, env={**os.environ, **env}, timeout=600, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 def test_two_process_ddp_matches_one_process(data: Path, tiny_model: Path, tmp_path: Path) -> None:
     common = ("--task", "multitask", "--steps", "4", "--batch-size", "4", "--dropout", "0",
               "--save-every", "4", "--lr", "1e-3", "--threads", "1")  # fmt: skip
     single = tmp_path / "single"
     train(_parse(_args(data, tiny_model, single, *common, "--accum", "2")))
     ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", "-m", "ofa_vl.train",
-           *_args(data, tiny_model, ddp, *common)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun_train(data, tiny_model, ddp, common, {"OMP_NUM_THREADS": "1"})
     losses_1 = [r["loss"] for r in read_metrics(single / "metrics.csv")]
     losses_2 = [r["loss"] for r in read_metrics(ddp / "metrics.csv")]
     assert losses_1 == pytest.approx(losses_2, rel=1e-4)
