@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import string
 import zlib
 from pathlib import Path
@@ -76,8 +77,6 @@ def mmpretrain_clean(text: str) -> str:
     """mmpretrain 1.2.0 ``CleanCaption(lowercase=False, remove_chars=string.punctuation)._clean``
     (datasets/transforms/processing.py), transcribed: strip, delete the characters, fold runs of
     whitespace; no strip afterwards."""
-    import re
-
     text = text.strip().translate(str.maketrans({ch: None for ch in string.punctuation}))
     return re.sub(r"\s{2,}", " ", text)
 
