@@ -134,5 +134,5 @@ def test_fairseq_mode_stops_at_max_len_b(fixture_model, golden):
         normalize_scores=False,
         return_scores=True,
     )
-    assert out.sequences.shape[1] <= 5 and (out.sequences[:, 0] == 0).all()
+    assert out.sequences.shape[1] <= 6 and (out.sequences[:, 0] == 0).all()  # <s>, 4, </s>
     assert (out.sequences == 2).any(1).all()

@@ -20,6 +20,7 @@ from ofa_vl.metrics import (
     load_caption_references,
     normalize_answer,
     question_accuracy,
+    vqa_acc_mmpretrain,
     vqa_accuracy,
     vqa_score,
 )
@@ -44,6 +45,7 @@ from ofa_vl.metrics import caption as caption_module
         ("3.5", "3.5"),  # a period before a digit stays
         ("red, white", "red white"),  # ", " present: comma removed
         ("somebody'd", "somebodyd"),  # the official table's oddity, kept
+        ("a" + "." * 35, "a..."),  # re.UNICODE passed as count: at most 32 periods removed
     ],
 )
 def test_normalize_answer(raw: str, expected: str) -> None:
@@ -71,7 +73,8 @@ def test_question_accuracy_leave_one_out(k: int, expected: float) -> None:
 def test_question_accuracy_normalises_only_when_humans_disagree() -> None:
     # vqaEval.py: all ten say "2" -> no normalisation, so "two" does not match
     assert question_accuracy("two", ["2"] * 10) == 0.0
-    assert question_accuracy(" Two\n", ["two"] * 10) == 1.0  # cleaned and lower-cased only
+    assert question_accuracy(" two\n", ["two"] * 10) == 1.0  # cleaned only
+    assert question_accuracy("Two", ["two"] * 10) == 0.0  # not lower-cased: compared verbatim
     # humans disagree -> everything normalised: "Two" -> "2" matches 9 of 10 answers
     assert question_accuracy("Two", ["2"] * 5 + ["two"] * 4 + ["3"]) == 1.0
     assert question_accuracy("the dog.", ["dog"] * 2 + ["cat"] * 8) == pytest.approx(0.6)
@@ -93,6 +96,54 @@ def test_vqa_accuracy_per_answer_type() -> None:
     assert vqa_accuracy({1: "yes", 2: "2", 3: "red"}, gts) == {"overall": 63.33}
     with pytest.raises(ValueError, match="question id"):
         vqa_accuracy({5: "yes"}, gts)
+
+
+# A hand-made set on which the two published VQA accuracies differ. Expected numbers are the
+# reference code's own output on it (scratch script, not imported by the tests):
+# - official: GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py at a013f00 ("Fixed
+#   processing answers bug", the 2021 fix; its two Python 2 print statements made print()), VQAEval
+#   on a stub VQA object with these answers (answer_id 1..10) and predictions, n=2;
+# - mmpretrain: mmpretrain 1.2.0 mmpretrain/evaluation/metrics/vqa.py VQAAcc (mmengine stubbed),
+#   samples as its COCOVQA builds them (distinct answers, weight count / 10).
+SEPARATING_SET = {  # question id: (prediction, ten human answers, answer type)
+    1: (
+        "two",
+        ["2"] * 10,
+        "number",
+    ),  # unanimous: official compares verbatim, mmpretrain normalises
+    2: ("Yes", ["yes"] * 10, "yes/no"),  # unanimous: case matters to the official script only
+    3: ("red", ["red"] + ["blue"] * 9, "other"),  # one human: 0.3 (leave-one-out) vs 0.1 / 0.3
+    4: ("2", ["2"] * 2 + ["3"] * 8, "number"),  # 0.6 vs 0.2 / 0.3
+    5: ("cat", ["cat"] * 3 + ["dog"] * 7, "other"),  # 0.9 vs 1
+    6: ("dog", ["dog"] * 2 + ["dog."] + ["cat"] * 7, "other"),  # both merge "dog." into "dog"
+    7: ("t-shirt", ["t shirt"] * 4 + ["shirt"] * 6, "other"),  # both 1
+    8: ("blue", ["red"] * 10, "other"),  # both 0
+    9: ("yes", ["yes"] * 10, "yes/no"),  # both 1
+}
+# vqaEval.py: accuracy["overall"], accuracy["perAnswerType"]; evalQA (per question, x100)
+OFFICIAL = {"overall": 52.22, "number": 30.0, "yes/no": 50.0, "other": 62.0}
+OFFICIAL_PER_QUESTION = [0.0, 0.0, 30.0, 60.0, 90.0, 90.0, 100.0, 0.0, 100.0]
+# VQAAcc.compute_metrics(...)["acc"], and per question (each question alone)
+MMPRETRAIN = 77.77777777777779
+MMPRETRAIN_PER_QUESTION = [100.0, 100.0, 100 / 3, 200 / 3, 100.0, 100.0, 100.0, 0.0, 100.0]
+
+
+def test_official_and_mmpretrain_vqa_accuracy_on_a_separating_set() -> None:
+    preds = {q: p for q, (p, _, _) in SEPARATING_SET.items()}
+    gts = {q: h for q, (_, h, _) in SEPARATING_SET.items()}
+    types = {q: t for q, (_, _, t) in SEPARATING_SET.items()}
+    assert vqa_accuracy(preds, gts, types) == OFFICIAL
+    assert vqa_acc_mmpretrain(preds, gts) == pytest.approx(MMPRETRAIN, abs=1e-12)
+    for q, official, mmp in zip(SEPARATING_SET, OFFICIAL_PER_QUESTION, MMPRETRAIN_PER_QUESTION):
+        assert round(100 * question_accuracy(preds[q], gts[q]), 2) == official, q
+        assert vqa_acc_mmpretrain({q: preds[q]}, gts) == pytest.approx(mmp, abs=1e-12), q
+    assert vqa_acc_mmpretrain(preds, gts, full_score_weight=1.0) == pytest.approx(
+        100 * (1 + 1 + 0.1 + 0.2 + 0.3 + 0.3 + 0.4 + 0 + 1) / 9
+    )  # the matching weights themselves
+    with pytest.raises(ValueError, match="question id"):
+        vqa_acc_mmpretrain({10: "yes"}, gts)
+    with pytest.raises(ValueError, match="no predictions"):
+        vqa_acc_mmpretrain({}, gts)
 
 
 def test_vqa_score_soft_targets() -> None:

@@ -25,9 +25,11 @@ import httpx
 import pytest
 from conftest import MMP_CKPT
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from ofa_vl.api import OFAPipeline
 from ofa_vl.data.shapes import generate_scene, render_scene
+from ofa_vl.metrics import box_iou
 from ofa_vl.serve import Batcher, QueueFullError, ServeConfig, create_app, load_pipelines, running
 from ofa_vl.serve.schemas import ErrorResponse
 from ofa_vl.tokenizer import ENGLISH_BPE
@@ -457,6 +459,8 @@ def test_web_page(web_url: str, tmp_path: Path) -> None:
         drawn = (box["x"] - img["x"], box["y"] - img["y"], box["width"], box["height"])
         want = (min(x1, x2), min(y1, y2), abs(x2 - x1), abs(y2 - y1))
         assert drawn == pytest.approx([v * scale for v in want], abs=1.5 * scale)
+        shown = [x1, y1, x2, y2]  # the box the page prints lands on the scene's object
+        assert box_iou([shown], [list(_OBJECT.box)]) >= 0.5, shown
         # a second image, dropped on the drop zone, joins the history
         drop = page.evaluate_handle(
             """async (b64) => {
@@ -475,3 +479,62 @@ def test_web_page(web_url: str, tmp_path: Path) -> None:
         assert page.inner_text("#status") == ""
         page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
         browser.close()
+
+
+# --------------------------------------------------------------------------- results = the pipeline's
+def _off_diagonal_scene() -> tuple[bytes, list[Any]]:
+    """A 128-pixel scene (PNG) whose objects are told apart by colour and shape, none of them near
+    the diagonal: swapping x and y moves every box off its object (IoU < 0.5)."""
+    for seed in range(100):
+        scene = generate_scene(random.Random(seed), 128)
+        names = {(o.colour, o.shape) for o in scene.objects}
+        swapped = [[o.box[1], o.box[0], o.box[3], o.box[2]] for o in scene.objects]
+        far = box_iou(swapped, [list(o.box) for o in scene.objects]) < 0.5
+        if len(scene.objects) >= 2 and len(names) == len(scene.objects) and bool(far.all()):
+            buf = io.BytesIO()
+            render_scene(scene).save(buf, "PNG")
+            return buf.getvalue(), list(scene.objects)
+    raise AssertionError("no off-diagonal scene in 100 seeds")
+
+
+SERVED_AS = {  # the response fields (the API's documented schema) <- the pipeline's result keys
+    "caption": [("caption", "pred_caption")],
+    "grounding": [("text", "text"), ("boxes", "pred_bboxes")],
+    "vqa": [("question", "question"), ("answer", "pred_answer")],
+    "generate": [("prompt", "prompt"), ("text", "text"), ("boxes", "pred_bboxes"),
+                 ("labels", "pred_labels")],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bundled() -> dict[str, OFAPipeline]:
+    """The bundled model behind every endpoint, with its own task defaults (the service's default)."""
+    return load_pipelines(DEFAULT_MODEL)
+
+
+def test_every_endpoint_answers_what_the_pipeline_answers(bundled: dict[str, OFAPipeline]) -> None:
+    """Same image, same fields: the service's result is the pipeline's, key for key; the boxes
+    land on the objects the scene was drawn with."""
+    png, objects = _off_diagonal_scene()
+    image = Image.open(io.BytesIO(png))
+    texts = [f"the {o.colour} {o.shape}" for o in objects]
+    requests: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("caption", {}, {}),
+        *[("grounding", {"text": t}, {"text": t}) for t in texts],
+        ("vqa", {"question": "how many shapes are there?"}, {"question": "how many shapes are there?"}),
+        ("generate", {"prompt": f'which region does the text " {texts[0]} " describe?',
+                      "as_boxes": True, "num_beams": 2, "max_new_tokens": 6},
+         {"prompt": f'which region does the text " {texts[0]} " describe?', "boxes": True,
+          "num_beams": 2, "max_new_tokens": 6}),
+    ]  # fmt: skip
+    grounded: list[list[float]] = []
+    with TestClient(create_app({DEFAULT_MODEL: bundled})) as c:
+        for endpoint, form, call in requests:
+            r = c.post(f"/v1/{endpoint}", json={"image": base64.b64encode(png).decode(), **form})
+            assert r.status_code == 200, r.text
+            served = {k: v for k, v in r.json().items() if k not in ("model", "width", "height")}
+            result = bundled[endpoint](image, **call)
+            assert served == {new: result.get(old) for new, old in SERVED_AS[endpoint]}, endpoint
+            if endpoint == "grounding":
+                grounded.append(served["boxes"][0])
+    assert (box_iou(grounded, [list(o.box) for o in objects]) >= 0.5).all(), (grounded, objects)

@@ -208,15 +208,23 @@ def test_short_run_lowers_the_loss(data: Path, tiny_model: Path, tmp_path: Path)
     assert isinstance(result, dict) and isinstance(result["pred_caption"], str)
 
 
-def test_resume_is_bit_for_bit(data: Path, tiny_model: Path, tmp_path: Path) -> None:
+def _straight_and_stopped(
+    data: Path, init: Path, tmp_path: Path, extra: tuple[str, ...]
+) -> tuple[Path, Path, dict[str, Any]]:
+    """A straight 6-step run, and a run that stopped after its step-3 checkpoint (the straight
+    run's files up to then) with that checkpoint's state."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    extra = ("--task", "multitask", "--steps", "6", "--batch-size", "4", "--save-every", "3",
-             "--dropout", "0.1", "--ema", "0.9", "--lr", "1e-3")  # fmt: skip
-    train(_parse(_args(data, tiny_model, straight, *extra)))
-    # a run that stopped after its step-3 checkpoint: the straight run's files up to then
+    train(_parse(_args(data, init, straight, *extra)))
     shutil.copytree(straight, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step_0000006")
     state = torch.load(resumed / "checkpoints" / "step_0000003" / STATE_FILE, weights_only=True)
+    return straight, resumed, state
+
+
+def test_resume_is_bit_for_bit(data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    extra = ("--task", "multitask", "--steps", "6", "--batch-size", "4", "--save-every", "3",
+             "--dropout", "0.1", "--ema", "0.9", "--lr", "1e-3")  # fmt: skip
+    straight, resumed, state = _straight_and_stopped(data, tiny_model, tmp_path, extra)
     assert state["step"] == 3 and state["ema"]
     # resumed with the image cache: the same batches, so the same weights
     rows = train(_parse(_args(data, tiny_model, resumed, *extra, "--resume", "--cache-images")))
@@ -231,18 +239,25 @@ def test_resume_is_bit_for_bit(data: Path, tiny_model: Path, tmp_path: Path) -> 
     assert [r["step"] for r in read_metrics(resumed / "metrics.csv")] == list(range(1, 7))
 
 
+def torchrun_train(
+    data: Path, init: Path, out: Path, extra: tuple[str, ...], env: dict[str, str]
+) -> None:
+    """``ofa train`` in 2 processes under torchrun; it must exit 0."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--standalone", "-m", "ofa_vl.train", *_args(data, init, out, *extra)]  # fmt: skip
+    run = subprocess.run(
+        cmd, env={**os.environ, **env}, timeout=600, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 def test_two_process_ddp_matches_one_process(data: Path, tiny_model: Path, tmp_path: Path) -> None:
     common = ("--task", "multitask", "--steps", "4", "--batch-size", "4", "--dropout", "0",
               "--save-every", "4", "--lr", "1e-3", "--threads", "1")  # fmt: skip
     single = tmp_path / "single"
     train(_parse(_args(data, tiny_model, single, *common, "--accum", "2")))
     ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", "-m", "ofa_vl.train",
-           *_args(data, tiny_model, ddp, *common)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun_train(data, tiny_model, ddp, common, {"OMP_NUM_THREADS": "1"})
     losses_1 = [r["loss"] for r in read_metrics(single / "metrics.csv")]
     losses_2 = [r["loss"] for r in read_metrics(ddp / "metrics.csv")]
     assert losses_1 == pytest.approx(losses_2, rel=1e-4)

@@ -47,7 +47,13 @@ from .data import (
 )
 from .errors import OFAError, OFARuntimeError, OFAValueError, describe
 from .images import ImageError, ImageInfo, preprocess
-from .metrics import as_percentages, caption_metrics, grounding_metrics, vqa_accuracy
+from .metrics import (
+    as_percentages,
+    caption_metrics,
+    grounding_metrics,
+    vqa_acc_mmpretrain,
+    vqa_accuracy,
+)
 from .options import at_least, check_counts, check_device, check_image_size
 from .runs import RunLock, weights_fingerprint, write_atomic
 from .zoo import MODELS
@@ -163,6 +169,13 @@ def load_benchmark(
     return Benchmark(name, split, samples, frozenset(first), references)
 
 
+MMPRETRAIN_VQA = "VQAAcc (mmpretrain)"
+VQA_NOTE = (
+    "Accuracy*: the official VQA evaluation (GT-Vision-Lab/VQA vqaEval.py, leave-one-out); "
+    f"{MMPRETRAIN_VQA}: mmpretrain's VQAAcc, the number its tools/test.py prints"
+)
+
+
 def score(bench: Benchmark, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Published metrics (percentages, 2 decimals) of ``records``, aligned with the samples."""
     samples = bench.samples
@@ -181,7 +194,8 @@ def score(bench: Benchmark, records: Sequence[Mapping[str, Any]]) -> dict[str, f
     types = {s.question_id: s.answer_type or "" for s in vqa}
     preds = {s.question_id: str(r["pred_answer"]) for s, r in zip(vqa, records)}
     acc = vqa_accuracy(preds, answers, types)
-    return {"Accuracy" if k == "overall" else f"Accuracy ({k})": v for k, v in acc.items()}
+    named = {"Accuracy" if k == "overall" else f"Accuracy ({k})": v for k, v in acc.items()}
+    return {**named, MMPRETRAIN_VQA: round(vqa_acc_mmpretrain(preds, answers), 2)}
 
 
 # --------------------------------------------------------------------------- predictions file
@@ -540,6 +554,8 @@ def format_table(result: Mapping[str, Any]) -> str:
         for key, value in result["metrics"].items():
             ref = result["reference"].get(key)
             lines.append(f"{key:<{width}}{value:>8.2f}{'-' if ref is None else f'{ref:.2f}':>11}")
+    if MMPRETRAIN_VQA in result["metrics"]:
+        lines.append(VQA_NOTE)
     if "submission" in result:
         lines.append(f"no annotations for this split; EvalAI submission: {result['submission']}")
     lines.append(f"predictions: {result['predictions']}")

@@ -68,13 +68,14 @@ def generate(
     """Generate decoder sequences for a batch of (image, instruction) inputs.
 
     ``constrain_before_softmax`` True masks logits before ``log_softmax`` (OFA fine-tuned mode,
-    mmpretrain); False masks log-probs after it (OFA ``--zero-shot``). With ``fairseq=True`` the
-    length limit is ``max_len_a * src_len + max_len_b`` new tokens when ``max_len_b`` is given.
+    mmpretrain); False masks log-probs after it (OFA ``--zero-shot``). With ``fairseq=True`` and
+    ``max_len_b`` the limit is ``int(max_len_a * src_len + max_len_b)`` new tokens, then ``</s>``.
     """
     cfg_m = model.cfg
     B = input_ids.shape[0]
     if fairseq and max_len_b is not None:
-        max_new_tokens = int(max_len_a * input_ids.shape[1] + max_len_b)
+        # OFA:models/sequence_generator.py: max_len tokens, then one extra step for </s>
+        max_new_tokens = int(max_len_a * input_ids.shape[1] + max_len_b) + 1
     options = {
         "num_beams": num_beams, "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens,
         "no_repeat_ngram_size": no_repeat_ngram_size, "do_sample": do_sample, "top_k": top_k,

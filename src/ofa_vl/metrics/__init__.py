@@ -11,6 +11,7 @@ from ofa_vl.metrics.vqa import (
     answer_soft_scores,
     normalize_answer,
     question_accuracy,
+    vqa_acc_mmpretrain,
     vqa_accuracy,
     vqa_score,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "load_caption_references",
     "normalize_answer",
     "question_accuracy",
+    "vqa_acc_mmpretrain",
     "vqa_accuracy",
     "vqa_score",
 ]

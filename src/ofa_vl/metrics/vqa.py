@@ -1,9 +1,12 @@
-"""VQA accuracy as computed by the official VQA API (``vqaEval.py``), and OFA's soft-score variant.
+"""VQA accuracy as computed by the official VQA API (``vqaEval.py``), mmpretrain's ``VQAAcc`` and
+OFA's soft-score variant.
 
 The official accuracy of an answer is ``min(#humans that gave it / 3, 1)`` averaged over the ten
 leave-one-out subsets of the ten human answers; overall and per answer type it is reported x100,
 rounded to 2 decimals. Answers are normalised (punctuation, number words, articles, contractions)
-only when the humans disagree, exactly as ``vqaEval.py`` does.
+only when the humans disagree, and otherwise compared verbatim, exactly as ``vqaEval.py`` does.
+mmpretrain's ``VQAAcc`` (what its ``tools/test.py`` prints) always normalises and scores
+``min(1, matching weight / 0.3)`` with no leave-one-out: it is higher (0.33 for one human in ten).
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def question_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
     if len(set(gts)) > 1:
         gts = [normalize_answer(a) for a in gts]
         pred = normalize_answer(pred)
-    matches = [g.lower() == pred.lower() for g in gts]
+    matches = [g == pred for g in gts]  # vqaEval.py: case-sensitive when not normalised
     n = sum(matches)
     return sum(min(1.0, (n - m) / 3) for m in matches) / len(matches)
 
@@ -143,6 +146,33 @@ def vqa_accuracy(
             groups.setdefault(answer_types[q], []).append(acc)
     # VQA API vqaEval.py setAccuracy: round(100 * mean, 2)
     return {k: round(100 * sum(v) / len(v), 2) for k, v in groups.items()}
+
+
+def vqa_acc_mmpretrain(
+    predictions: Mapping[int, str],
+    answers: Mapping[int, Sequence[str]],
+    full_score_weight: float = 0.3,
+) -> float:
+    """mmpretrain's ``VQAAcc`` (mmpretrain/evaluation/metrics/vqa.py), x100 and unrounded.
+
+    Each distinct human answer weighs ``count / #answers`` (mmpretrain ``COCOVQA``); prediction
+    and answers are always normalised; a question scores ``min(1, matching weight / 0.3)``.
+    """
+    if not predictions:
+        raise ValueError("vqa_acc_mmpretrain got no predictions")
+    missing = [q for q in predictions if q not in answers]
+    if missing:
+        raise ValueError(f"no ground-truth answers for question id(s) {missing[:5]}")
+    acc = []
+    for q, prediction in predictions.items():
+        counts = Counter(answers[q])
+        pred = normalize_answer(_clean(prediction))
+        weight = 0.0
+        for answer, count in counts.items():
+            if normalize_answer(_clean(answer)) == pred:
+                weight += count / len(answers[q])
+        acc.append(min(1.0, weight / full_score_weight))
+    return sum(acc) / len(acc) * 100  # mmpretrain's order of operations
 
 
 def answer_soft_scores(gt_answers: Sequence[str]) -> dict[str, float]:

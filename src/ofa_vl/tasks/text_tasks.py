@@ -48,12 +48,12 @@ class Summarize(TextOnly):
     aliases = ("summarize", "summarization")
     required = ("text",)
     image_size: int = 64  # the placeholder image is masked out; keep its ResNet pass cheap
-    # OFA:run_scripts/gigaword/evaluate_gigaword.sh: beam 6, lenpen 0.7, max_len_b 32, no-repeat 3
+    # OFA:run_scripts/gigaword/evaluate_gigaword.sh: beam 6, lenpen 0.7, max-len-b 32, no-repeat 3
     generation: dict[str, Any] = field(
         default_factory=lambda: {
             "num_beams": 6,
             "length_penalty": 0.7,
-            "max_new_tokens": 32,
+            "max_new_tokens": 33,  # --max-len-b=32: 32 tokens, then </s>
             "no_repeat_ngram_size": 3,
             "fairseq": True,
         }
