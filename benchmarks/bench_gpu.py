@@ -97,7 +97,9 @@ def main() -> None:
     with torch.inference_mode():
         reference = decode(base, all_images[: args.check], args)  # CPU fp32
     print(f"CPU fp32 reference ids of {args.check} images: {time.perf_counter() - t:.1f} s")
-    print(f"{'dtype':5s} {'B':>4s} {'s/batch':>8s} {'img/s':>7s} {'peak GB':>7s} {'ids = CPU fp32':>15s}")
+    print(
+        f"{'dtype':5s} {'B':>4s} {'s/batch':>8s} {'img/s':>7s} {'peak GB':>7s} {'ids = CPU fp32':>15s}"
+    )
     for name in args.dtypes:
         model = copy.deepcopy(base).to(device, DTYPES[name])
         for batch in args.batch_sizes:
@@ -106,7 +108,9 @@ def main() -> None:
                 secs, peak, ids = time_case(model, images, args)
             n = min(batch, args.check)
             same, total = agreement(ids[:n], reference[:n])
-            print(f"{name:5s} {batch:4d} {secs:8.3f} {batch / secs:7.1f} {peak:7.2f} {same:>8d}/{total}")
+            print(
+                f"{name:5s} {batch:4d} {secs:8.3f} {batch / secs:7.1f} {peak:7.2f} {same:>8d}/{total}"
+            )
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -266,5 +266,7 @@ def test_reduced_precision_pipelines(precision):
 
 
 def test_unknown_precision():
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8, int8-weight, int8-legacy"):
+    with pytest.raises(
+        ValueError, match="precision must be one of fp32, bf16, int8, int8-weight, int8-legacy"
+    ):
         get_model(MMP_CKPT, tokenizer=HF_DIR, precision="fp8")

@@ -155,7 +155,9 @@ def test_finished_sentences_leave_the_batch(fixture_model, monkeypatch):
               constraint_trie=Trie(short + long))  # fmt: skip
     rows: list[int] = []
     step = fixture_model.decoder.step
-    monkeypatch.setattr(fixture_model.decoder, "step", lambda t, s: rows.append(len(t)) or step(t, s))
+    monkeypatch.setattr(
+        fixture_model.decoder, "step", lambda t, s: rows.append(len(t)) or step(t, s)
+    )
     batch = fixture_model.generate(ids, images, decoder_prompts=prompts, **kw)
     assert rows[0] == 12 and rows[-1] < rows[0]  # 6 sentences x 2 beams, then fewer
     naive = fixture_model.generate(ids, images, decoder_prompts=prompts, use_cache=False, **kw)

@@ -30,9 +30,7 @@ PRECISIONS = ("fp32", "bf16", "int8", "int8-weight", "int8-legacy")
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise OFAValueError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-        )
+        raise OFAValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def apply_precision(model: OFA, precision: str) -> OFA:
@@ -49,7 +47,9 @@ def apply_precision(model: OFA, precision: str) -> OFA:
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The float dtype inputs (images) must have: that of the token embedding."""
-    return model.get_submodule("embed_tokens").weight.dtype
+    embed = model.get_submodule("embed_tokens")
+    assert isinstance(embed, nn.Embedding)
+    return embed.weight.dtype
 
 
 def quantize_torchao(model: OFA, weight_only: bool = False) -> OFA:
