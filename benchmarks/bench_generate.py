@@ -3,9 +3,12 @@ and achieved GFLOP/s against this machine's measured matmul peak.
 
     python benchmarks/bench_generate.py --threads 2 --compare
     python benchmarks/bench_generate.py --batch-sizes 1 8 --precision fp32 bf16 int8
+    python benchmarks/bench_generate.py --quick   # caption only, 10 new tokens: a short check
 
 Every case decodes exactly ``--new-tokens`` tokens (``min_new_tokens`` forces the length), so the
-work is the same for every implementation. ``--compare`` also times the naive path (no KV cache,
+work is the same for every implementation. Precisions are those of ``--precision`` in the CLI
+(``ofa_vl.model.precision``): bf16 = weights cast once; int8 / int8-weight = torchao;
+int8-legacy = ``quantize_dynamic``. bf16 is skipped on CPUs without native bf16 (flags printed). ``--compare`` also times the naive path (no KV cache,
 the whole prefix recomputed every step, as mmpretrain 1.2.0 effectively does) in the same run
 and checks that both give the same token ids.
 """
@@ -13,10 +16,10 @@ and checks that both give the same token ids.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -24,6 +27,19 @@ from torch.utils.flop_counter import FlopCounterMode
 from ofa_vl import OFA, OFAConfig, Trie
 from ofa_vl.generation import generate
 from ofa_vl.model import linear as linear_module
+from ofa_vl.model.precision import PRECISIONS, apply_precision, model_dtype
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 matmul on x86 CPUs
+SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_FLAGS, "amx_tile", "amx_int8")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.is_file() else []:
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def peak_rss_mb() -> float:
@@ -54,25 +70,17 @@ def timed(fn: Callable[[], object], reps: int) -> tuple[float, object]:
     return best, out
 
 
-def random_base(precision: str) -> OFA:
+def random_base(precision: str, preset: str = "base") -> OFA:
+    """OFA of ``preset`` size with random weights (std 0.02, head scales 1) in ``precision``."""
     torch.manual_seed(0)
-    model = OFA(OFAConfig.from_preset("base"))
+    model = OFA(OFAConfig.from_preset(preset))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.02)
             elif name.endswith("c_attn"):
                 p.fill_(1.0)
-    model.eval()
-    if precision == "int8":
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    return model
-
-
-@contextlib.contextmanager
-def autocast(precision: str) -> Iterator[None]:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        yield
+    return apply_precision(model.eval(), precision)
 
 
 def run_case(
@@ -80,7 +88,7 @@ def run_case(
 ) -> dict:
     torch.manual_seed(1)
     size = 512 if case == "grounding" else args.image_size
-    images = torch.randn(batch, 3, size, size).clamp(-1, 1)
+    images = torch.randn(batch, 3, size, size).clamp(-1, 1).to(model_dtype(model))
     ids = torch.tensor([[0, 99, 473, 5, 2274, 6190, 116, 2]] * batch)
     gen = {
         "num_beams": args.beams,
@@ -88,7 +96,7 @@ def run_case(
         "min_new_tokens": args.new_tokens,
     }
     gen.update(kw)  # type: ignore[arg-type]
-    with torch.inference_mode(), autocast(precision):
+    with torch.inference_mode():
         t_res, _ = timed(lambda: model.encoder.embed_images(images), args.reps)
         t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
         t_all, seqs = timed(lambda: generate(model, ids, images, **gen), args.reps)
@@ -114,7 +122,7 @@ def main() -> None:
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "int8"])
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32", "bf16", "int8"])
     p.add_argument("--image-size", type=int, default=480)
     p.add_argument("--beams", type=int, default=5)
     p.add_argument("--new-tokens", type=int, default=20)
@@ -126,9 +134,14 @@ def main() -> None:
         action="store_true",
         help="also time fp32 captioning with every Linear as a plain F.linear (before)",
     )
+    p.add_argument("--quick", action="store_true", help="caption only, 10 new tokens")
     args = p.parse_args()
+    if args.quick:
+        args.cases, args.new_tokens = ["caption"], 10
     torch.set_num_threads(args.threads)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    flags = cpu_flags()
+    print(f"CPU flags: {' '.join(f for f in SHOWN_FLAGS if f in flags) or 'unknown'}")
     print(
         f"threads {args.threads}; matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s"
     )
@@ -136,8 +149,8 @@ def main() -> None:
     answers = [[0, *range(5000 + 3 * i, 5000 + 3 * i + 1 + i % 3), 2] for i in range(3129)]
     trie = Trie(answers)
     rows = []
-    if "bf16" in args.precision and peak16 < 0.5 * peak32:
-        print(f"bf16 skipped: this CPU has no native bf16 matmul ({peak16:.1f} GFLOP/s, "
+    if "bf16" in args.precision and not flags & set(BF16_FLAGS) and peak16 < 0.5 * peak32:
+        print(f"bf16 skipped: this CPU has none of {', '.join(BF16_FLAGS)} ({peak16:.1f} GFLOP/s, "
               f"{peak16 / peak32:.1%} of fp32); bf16 pays off on CPUs with AVX512-BF16/AMX or GPUs")  # fmt: skip
         args.precision = [p for p in args.precision if p != "bf16"]
     for precision in args.precision:
@@ -164,17 +177,19 @@ def main() -> None:
                     rows.append(run_case(model, precision, batch, args, case, num_beams=beams, constraint_trie=trie,
                                          max_new_tokens=6, min_new_tokens=0, length_penalty=0.0))  # fmt: skip
         del model
-    head = f"{'case':16s} {'prec':5s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
-    extra = f" {'naive/img':>9s} {'speed-up':>8s} {'same ids':>8s}" if args.compare else ""
+    head = f"{'case':16s} {'prec':11s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
+    extra = f" {'naive/img':>9s} {'vs naive':>8s} {'same ids':>8s}" if args.compare else ""
     print(head + extra)
+    # the naive path (fp32, batch 1) of each case: the reference every row of the case is timed against
+    naive = {r["case"]: r["naive_s"] for r in rows if "naive_s" in r}
     for r in rows:
         peak = peak16 if r["precision"] == "bf16" else peak32
-        line = (f"{r['case']:16s} {r['precision']:5s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
+        line = (f"{r['case']:16s} {r['precision']:11s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
                 f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f}")  # fmt: skip
-        if "naive_s" in r:
-            line += (
-                f" {r['naive_s']:9.3f} {r['naive_s'] / r['total_s']:7.1f}x {str(r['same_ids']):>8s}"
-            )
+        if r["case"] in naive:
+            same = str(r["same_ids"]) if "same_ids" in r else ""
+            own = f"{r['naive_s']:9.3f}" if "naive_s" in r else " " * 9
+            line += f" {own} {naive[r['case']] / r['total_s']:7.1f}x {same:>8s}"
         print(line)
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 

@@ -12,6 +12,7 @@ from conftest import IMAGES, MMP_CKPT
 from ofa_vl import zoo
 from ofa_vl.api import get_model, inference_model, list_models
 from ofa_vl.images import preprocess
+from ofa_vl.model.precision import model_dtype
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 
 HF_DIR = ENGLISH_BPE
@@ -242,23 +243,29 @@ def test_hub_id_offline_is_one_clear_line(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int8-weight", "int8-legacy"])
 def test_reduced_precision_pipelines(precision):
     fp32 = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption", image_size=64)
     low = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption", image_size=64, precision=precision)
-    if precision == "int8":
-        assert type(low.model.decoder.layers[0].fc1).__module__.startswith("torch.ao.nn.quantized")
+    fc1 = low.model.decoder.layers[0].fc1
+    if precision == "bf16":  # weights cast once, not autocast
+        assert {p.dtype for p in low.model.parameters()} == {torch.bfloat16}
+    elif precision == "int8-legacy":
+        assert type(fc1).__module__.startswith("torch.ao.nn.quantized")
+    else:  # torchao int8 weights in a plain Linear
+        assert type(fc1) is torch.nn.Linear and type(fc1.weight).__name__ == "Int8Tensor"
     assert isinstance(low(CAT, **FAST)["pred_caption"], str)
     i = torch.tensor([[0, 99, 473, 5, 2274, 6190, 116, 2]])
     img, _ = preprocess(CAT, 64)
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-        a = low.model(i, img[None], i).logits.float().log_softmax(-1)
     with torch.no_grad():
+        a = low.model(i, img[None].to(model_dtype(low.model)), i).logits.float().log_softmax(-1)
         b = fp32.model(i, img[None], i).logits.log_softmax(-1)
     # close, but reduced: bf16 keeps ~3 significant digits and the fixture's logits reach ~60
     assert (a - b).abs().mean() < 0.05 * b.abs().mean() and not torch.equal(a, b)
 
 
 def test_unknown_precision():
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8"):
+    with pytest.raises(
+        ValueError, match="precision must be one of fp32, bf16, int8, int8-weight, int8-legacy"
+    ):
         get_model(MMP_CKPT, tokenizer=HF_DIR, precision="fp8")

@@ -8,9 +8,11 @@ within a stated drop, and that cached and uncached decoding agree.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,10 @@ MIN_EXTRA = {"region_caption": 0.9, "itm": 0.75}  # measured 1.0 exact (chance 1
 EXTRA_LIMIT = 60
 SPLITS = {"refcoco": "val", "vqav2": "val2014", "coco-caption": "val"}
 METRIC = {"refcoco": "Accuracy", "vqav2": "Accuracy", "coco-caption": "CIDEr"}
-MAX_DROP = {"int8": 0.05, "bf16": 0.05}  # absolute drop of grounding Acc@0.5
+# issue 16: accuracies within 0.5 point of fp32. CIDEr within 1 % of it: this model's CIDEr is
+# 576 (x100) and one caption opening "one shape" instead of "there is" moves it ~0.6 point; bf16
+# measured 573.1 vs 575.9 (5 of 40 openings flipped, the shapes and colours all the same)
+MAX_DROP = {"Accuracy": 0.005, "CIDEr": 0.01}
 PRECISION_LIMIT = 40  # bf16 is slow on CPUs without native bf16 (AVX2 here): keep it small
 
 
@@ -89,17 +94,29 @@ def test_bundled_model_metrics(held_out: Path, tmp_path: Path, dataset: str) -> 
 
 
 @pytest.fixture(scope="module")
-def fp32_grounding(held_out: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
-    return run("refcoco", held_out, tmp_path_factory.mktemp("fp32"), limit=PRECISION_LIMIT)
+def fp32_score(held_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], float]:
+    """A dataset's fp32 metric, measured once on first use."""
+
+    @functools.cache
+    def score(dataset: str) -> float:
+        return run(dataset, held_out, tmp_path_factory.mktemp("fp32"), limit=PRECISION_LIMIT)
+
+    return score
 
 
-@pytest.mark.parametrize("precision", ["int8", "bf16"])
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("precision", "dataset"),
+    [(p, d) for p in ("bf16", "int8") for d in SPLITS] + [("int8-weight", "refcoco")],
+)
 def test_reduced_precision_metric_drop(
-    held_out: Path, tmp_path: Path, fp32_grounding: float, precision: str
+    held_out: Path, tmp_path: Path, fp32_score: Callable[[str], float], precision: str, dataset: str
 ) -> None:
-    """Grounding (the most precision-sensitive task: 4 exact bins) within MAX_DROP of fp32."""
-    low = run("refcoco", held_out, tmp_path, precision=precision, limit=PRECISION_LIMIT)
-    assert low >= fp32_grounding - MAX_DROP[precision], (fp32_grounding, low)
+    """Each held-out metric within MAX_DROP (absolute; CIDEr relative) of fp32's."""
+    low = run(dataset, held_out, tmp_path, precision=precision, limit=PRECISION_LIMIT)
+    fp32 = fp32_score(dataset)
+    allowed = MAX_DROP[METRIC[dataset]] * (fp32 if METRIC[dataset] == "CIDEr" else 1.0)
+    assert low >= fp32 - allowed, (fp32, low)
 
 
 def test_cached_and_uncached_decoding_agree(held_out: Path) -> None:

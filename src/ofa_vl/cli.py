@@ -67,7 +67,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beams", type=int, help="beam size (default: the model's)")
     p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
+    # ofa_vl.model.precision.PRECISIONS, written out so that --help does not import torch
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8", "int8-weight", "int8-legacy"],
+        default="fp32",
+        help="bf16 casts the weights; int8 / int8-weight: torchao; int8-legacy: quantize_dynamic",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 

@@ -137,6 +137,7 @@ def generate(
 
         def reorder(rows: torch.Tensor) -> None:
             state.reorder(rows)
+            shrink(rows)
     else:  # the naive path: recompute the whole prefix every step (reference / benchmark)
         enc_rows = enc.index_select(torch.arange(B, device=dev).repeat_interleave(group))
         code_rows = None if code_masks is None else code_masks.repeat_interleave(group)
@@ -147,8 +148,17 @@ def generate(
             return model.decoder(torch.cat(prefix, 1), enc_rows, code_rows)
 
         def reorder(rows: torch.Tensor) -> None:
-            full = torch.cat(prefix, 1).index_select(0, rows)
-            prefix[:] = [full]
+            nonlocal enc_rows, code_rows
+            if rows.numel() < enc_rows.last_hidden_state.shape[0]:
+                enc_rows = enc_rows.index_select(rows)
+                code_rows = None if code_rows is None else code_rows[rows]
+            prefix[:] = [torch.cat(prefix, 1).index_select(0, rows)]
+            shrink(rows)
+
+    def shrink(rows: torch.Tensor) -> None:
+        """Sentences that are done left the batch (beam search): the prompts follow the rows."""
+        if prompt_trie is not None and rows.numel() < prompt_trie.prompt.shape[0]:
+            prompt_trie.select(rows)
 
     bos = torch.full((B,), cfg_m.bos_token_id, dtype=torch.long, device=dev)
     if K > 1:

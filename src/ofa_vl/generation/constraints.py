@@ -58,6 +58,10 @@ class PromptAndTrie:
         self.prompt_len = torch.tensor(lens, device=device).repeat_interleave(group)  # (N,)
         self.bos = bos
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the prompts of rows ``rows`` (the others' sentences are done)."""
+        self.prompt, self.prompt_len = self.prompt[rows], self.prompt_len[rows]
+
     def _states(self, seqs: torch.Tensor) -> torch.Tensor:
         """Trie state of every row: ``<s>`` then the tokens after the row's prompt."""
         assert self.trie is not None

@@ -104,62 +104,64 @@ def beam_search(
     bos: torch.Tensor,
     cfg: SearchConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) start tokens -> best (B, L) sequence per sentence and its score."""
+    """(B,) start tokens -> best (B, L) sequence per sentence and its score.
+
+    A sentence that is done leaves the batch: ``reorder`` then gets fewer rows (the survivors'
+    beams, sentences in their order), so its rows stop costing compute in later steps.
+    """
     B, K, dev = bos.shape[0], cfg.num_beams, bos.device
-    seqs = bos.repeat_interleave(K)[:, None]  # (B*K, 1)
+    seqs = bos.repeat_interleave(K)[:, None]  # (A*K, 1), A = sentences still decoding
     beam_scores = torch.zeros(B, K, device=dev)
     beam_scores[:, 1:] = -1e9
     beam_scores = beam_scores.view(-1)
     hyps = [_Hypotheses(K, cfg.length_penalty) for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
-    own_rows = torch.arange(B * K, device=dev).view(B, K)
+    active = list(range(B))  # sentence of each group of K rows
     new = seqs
     while True:
-        t, cur_len = seqs.shape[1] - 1, seqs.shape[1]
+        t, cur_len, A = seqs.shape[1] - 1, seqs.shape[1], len(active)
         scores = process(t, seqs, step(new)[:, -1].float(), True)
         V = scores.shape[-1]
-        scores = (scores + beam_scores[:, None]).view(B, K * V)
-        top, idx = scores.topk(2 * K, dim=1)  # (B, 2K), sorted
+        scores = (scores + beam_scores[:, None]).view(A, K * V)
+        top, idx = scores.topk(2 * K, dim=1)  # (A, 2K), sorted
         beam, tok = idx // V, idx % V
         is_eos = tok == cfg.eos
         # finished candidates: </s> among the top K of a sentence (HF) / any rank < K (fairseq)
-        fin = is_eos & (torch.arange(2 * K, device=dev) < K) & ~done[:, None]
+        fin = is_eos & (torch.arange(2 * K, device=dev) < K)
         if fin.any():
-            for b, j in fin.nonzero().tolist():
-                row = b * K + int(beam[b, j])
+            for a, j in fin.nonzero().tolist():
+                row = a * K + int(beam[a, j])
                 # HF and fairseq both normalise by cur_len: tokens incl. <s> without </s> (HF),
                 # generated tokens incl. </s> (fairseq); fairseq --unnormalized skips it
                 norm = cur_len**cfg.length_penalty if cfg.normalize_scores else 1.0
-                hyps[b].add(seqs[row].clone(), top[b, j].item() / norm)
+                hyps[active[a]].add(seqs[row].clone(), top[a, j].item() / norm)
         # continuing beams: the first K candidates that are not </s>
-        keep = ~is_eos
-        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :K]
-        next_scores = top.gather(1, order)
-        next_tok = tok.gather(1, order)
-        next_rows = own_rows.gather(1, beam.gather(1, order))
-        next_scores = torch.where(done[:, None], 0.0, next_scores)
-        next_tok = torch.where(done[:, None], cfg.pad, next_tok)
-        next_rows = torch.where(done[:, None], own_rows, next_rows)
-        rows = next_rows.view(-1)
-        seqs = torch.cat([seqs.index_select(0, rows), next_tok.view(-1, 1)], 1)
-        beam_scores = next_scores.view(-1)
-        reorder(rows)
+        order = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :K]
+        own_rows = torch.arange(A * K, device=dev).view(A, K)
+        rows = own_rows.gather(1, beam.gather(1, order)).view(-1)
+        next_tok = tok.gather(1, order).view(-1, 1)
+        beam_scores = top.gather(1, order).view(-1)
+        seqs = torch.cat([seqs.index_select(0, rows), next_tok], 1)
         # a sentence is done once no live beam can beat its worst finished hypothesis
-        best_live = top.max(1).values
-        for b in range(B):
-            h = hyps[b]
-            if done[b] or len(h.beams) < K:
-                continue
-            if cfg.fairseq or h.worst >= best_live[b].item() / cur_len**cfg.length_penalty:
-                done[b] = True
-        new = next_tok.view(-1, 1)
-        if done.all() or seqs.shape[1] >= cfg.max_len:
+        best_live = top.max(1).values.tolist()
+        norm = cur_len**cfg.length_penalty
+        done = [
+            len(hyps[b].beams) == K and (cfg.fairseq or hyps[b].worst >= best_live[a] / norm)
+            for a, b in enumerate(active)
+        ]
+        if all(done) or seqs.shape[1] >= cfg.max_len:
             break
+        if any(done):  # done sentences leave the batch
+            kept = own_rows[torch.tensor([not d for d in done], device=dev)].view(-1)
+            rows, seqs = rows[kept], seqs[kept]
+            next_tok, beam_scores = next_tok[kept], beam_scores[kept]
+            active = [b for b, d in zip(active, done) if not d]
+        reorder(rows)
+        new = next_tok
     # sentences still open: their live beams join the hypotheses (HF ``finalize``)
-    for b in range(B):
-        if not done[b]:
-            norm = seqs.shape[1] ** cfg.length_penalty if cfg.normalize_scores else 1.0
-            for row in range(b * K, (b + 1) * K):
+    norm = seqs.shape[1] ** cfg.length_penalty if cfg.normalize_scores else 1.0
+    for a, b in enumerate(active):
+        if not done[a]:
+            for row in range(a * K, (a + 1) * K):
                 hyps[b].add(seqs[row], beam_scores[row].item() / norm)
     best = [h.best() for h in hyps]
     lengths = [len(s) for _, s in best]

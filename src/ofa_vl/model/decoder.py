@@ -41,7 +41,13 @@ class DecoderState:
         return self.cache.length
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Rows ``index`` survive (beam search); each must stay within its image's group."""
+        """Rows ``index`` survive (beam search); each must stay within its image's group. Whole
+        groups may leave (their sentences are done): their images' states go with them."""
+        if index.numel() < self.cache.k[0].shape[0]:
+            images = index.view(-1, self.group)[:, 0] // self.group  # (B',) images kept
+            self.cross_kv = [(k[images], v[images]) for k, v in self.cross_kv]
+            self.cross_bias = self.cross_bias[images]
+            self.self_bias = [b[images] if b.shape[0] > 1 else b for b in self.self_bias]
         self.cache.reorder(index)
         if self.code_rows is not None:
             self.code_rows = self.code_rows.index_select(0, index)

@@ -37,8 +37,13 @@ class KVCache:
         self.length += steps
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows ``index`` (beam search survivors), for the filled part only."""
+        """Keep rows ``index`` (beam search survivors), for the filled part only; fewer rows
+        (sentences that are done) shrink the buffers."""
         t = self.length
+        if index.numel() < self.k[0].shape[0]:
+            self.k = [buf.index_select(0, index) for buf in self.k]
+            self.v = [buf.index_select(0, index) for buf in self.v]
+            return
         for buf in (*self.k, *self.v):
             buf[:, :, :t] = buf[:, :, :t].index_select(0, index)
 

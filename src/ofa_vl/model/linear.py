@@ -25,6 +25,8 @@ def linear(layer: nn.Module, x: torch.Tensor, any_rows: bool = False) -> torch.T
     """``layer(x)``; a float ``nn.Linear`` runs weight-stationary on at most ``SKINNY_ROWS`` rows
     (on any number with ``any_rows``)."""
     many = not any_rows and x.numel() > SKINNY_ROWS * x.shape[-1]
-    if type(layer) is not nn.Linear or many:
-        return layer(x)  # many rows, or a quantized (int8) module with its own kernel
+    if not isinstance(layer, nn.Linear) or type(layer) is not nn.Linear or many:
+        return layer(x)  # many rows, or a quantized (int8-legacy) module with its own kernel
+    if type(layer.weight) is not nn.Parameter:
+        return layer(x)  # torchao int8 weights: their own kernel
     return weight_stationary(x, layer.weight, layer.bias)

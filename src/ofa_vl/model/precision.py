@@ -1,0 +1,92 @@
+"""Inference precisions of a loaded OFA: bf16 weights, int8 through torchao, legacy int8.
+
+- ``bf16``: the weights are cast once (``model.to(torch.bfloat16)``); images, activations and the
+  KV cache follow in bf16. What must stay fp32 already does: LayerNorm statistics, the softmax of
+  attention (both accumulate in fp32 inside PyTorch's bf16 kernels) and the beam scores'
+  ``log_softmax`` (the decoding loop upcasts the logits). Autocast stays for training only: it
+  re-casts every fp32 weight at every op of every decoding step.
+- ``int8``: torchao's dynamic int8 activations x int8 weights on every Linear (CPU and GPU).
+- ``int8-weight``: torchao's int8 weight-only Linears (activations stay float).
+- ``int8-legacy``: ``torch.ao.quantization.quantize_dynamic`` (deprecated in torch 2.13; CPU),
+  kept to compare against (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..errors import OFAValueError
+
+if TYPE_CHECKING:
+    from .ofa import OFA
+
+PRECISIONS = ("fp32", "bf16", "int8", "int8-weight", "int8-legacy")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise OFAValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def apply_precision(model: OFA, precision: str) -> OFA:
+    """``model`` (fp32, eval) converted to ``precision`` for inference; fp32 returns it as is."""
+    check_precision(precision)
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8-legacy":
+        return quantize_dynamic_legacy(model)
+    if precision in ("int8", "int8-weight"):
+        return quantize_torchao(model, weight_only=precision == "int8-weight")
+    return model
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The float dtype inputs (images) must have: that of the token embedding."""
+    embed = model.get_submodule("embed_tokens")
+    assert isinstance(embed, nn.Embedding)
+    return embed.weight.dtype
+
+
+def quantize_torchao(model: OFA, weight_only: bool = False) -> OFA:
+    """Every Linear to torchao int8 (in place): dynamic int8 activations, or weight-only."""
+    try:
+        # torchao warns about GPU kernels a CPU build cannot load, torch about its pytree enums
+        loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            from torchao.quantization import (
+                Int8DynamicActivationInt8WeightConfig,
+                Int8WeightOnlyConfig,
+                quantize_,
+            )
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+    except ImportError as e:
+        raise OFAValueError(
+            "int8 needs torchao: pip install 'ofa-vl[int8]' (or --precision int8-legacy)"
+        ) from e
+    config = Int8WeightOnlyConfig() if weight_only else Int8DynamicActivationInt8WeightConfig()
+    # the output projection shares its weight with the token embedding: quantize a copy of it
+    decoder = model.decoder
+    decoder.output_projection.weight = nn.Parameter(
+        decoder.output_projection.weight.detach().clone(), requires_grad=False
+    )
+    quantize_(model, config)
+    return model
+
+
+def quantize_dynamic_legacy(model: OFA) -> OFA:
+    """``torch.ao.quantization.quantize_dynamic`` of every Linear (weights int8); CPU only."""
+    if model.device.type != "cpu":
+        raise OFAValueError("int8-legacy runs on the CPU only; use int8 (torchao) or bf16")
+    with warnings.catch_warnings():  # torch 2.13 flags its own quantized-tensor API as deprecated
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
