@@ -42,6 +42,7 @@ def manual_generate(model, tok, task, image, **fields):
     return seqs[0].tolist(), info
 
 
+@pytest.mark.slow
 def test_caption_end_to_end(fixture_model, tokenizer):
     pipe = pipeline(fixture_model, tokenizer, "caption")
     out = inference_model(pipe, str(CAT), **FAST)
@@ -53,6 +54,7 @@ def test_caption_end_to_end(fixture_model, tokenizer):
     )
 
 
+@pytest.mark.slow
 def test_grounding_end_to_end(fixture_model, tokenizer):
     pipe = pipeline(fixture_model, tokenizer, "refcoco")
     out = inference_model(pipe, [CAT, DOG], text="the cat", constraint_range=(58457, 59457), **FAST)
@@ -76,6 +78,7 @@ def test_grounding_end_to_end(fixture_model, tokenizer):
     assert out[0]["pred_bboxes"] == [pytest.approx(want, rel=1e-5)]
 
 
+@pytest.mark.slow
 def test_vqa_end_to_end_with_answer_list_and_objects(fixture_model, tokenizer):
     answers = ["yes", "no", "two dogs"]
     pipe = pipeline(fixture_model, tokenizer, "vqa", answers=answers)
@@ -88,6 +91,7 @@ def test_vqa_end_to_end_with_answer_list_and_objects(fixture_model, tokenizer):
     assert all(o["pred_answer"] in answers for o in out)
 
 
+@pytest.mark.slow
 def test_batch_size_does_not_change_results(fixture_model, tokenizer):
     pipe = pipeline(fixture_model, tokenizer, "caption")
     images = [CAT, DOG, CAT]
@@ -102,11 +106,13 @@ def test_missing_question_is_a_clear_error(fixture_model, tokenizer):
         pipe([CAT, DOG], question=["a?"])
 
 
+@pytest.mark.slow
 def test_get_model_from_path_with_tokenizer_dir():
     pipe = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption")
     assert pipe.task.name == "caption" and pipe.model.cfg.embed_dim == 64
 
 
+@pytest.mark.slow
 def test_tokenizer_vocab_mismatch_is_refused(tmp_path):
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
@@ -194,6 +200,7 @@ def test_download_is_verified_cached_and_atomic(server, tmp_path, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == [server.name]  # no partial file left
 
 
+@pytest.mark.slow
 def test_download_unreachable_names_url_and_destination(tmp_path, monkeypatch):
     monkeypatch.setenv("OFA_VL_HOME", str(tmp_path))
     srv = _Server({})
@@ -209,6 +216,7 @@ def test_download_unreachable_names_url_and_destination(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_zoo_name_downloads_and_loads(server, tmp_path, monkeypatch):
     monkeypatch.setenv("OFA_VL_HOME", str(tmp_path))
     card = zoo.ModelCard(
@@ -220,6 +228,7 @@ def test_zoo_name_downloads_and_loads(server, tmp_path, monkeypatch):
     assert isinstance(pipe(CAT, **FAST)["pred_caption"], str)
 
 
+@pytest.mark.slow
 def test_pipeline_json_sets_preprocessing(tmp_path):
     import json
     import shutil
@@ -243,6 +252,7 @@ def test_hub_id_offline_is_one_clear_line(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "int8", "int8-weight", "int8-legacy"])
 def test_reduced_precision_pipelines(precision):
     fp32 = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption", image_size=64)

@@ -13,6 +13,9 @@ from ofa_vl.data.shapes import write_shapes_dataset
 from ofa_vl.data.shapes_text import COLOURS, SHAPES, SIZES
 from ofa_vl.model.resnet import ResNet3
 
+# tier: the whole module runs processes or trains (pyproject markers)
+pytestmark = [pytest.mark.slow]
+
 
 def _obj(box: list[int], colour: str = "red", shape: str = "circle", size: str = "large") -> dict:
     return {"box": box, "colour": colour, "shape": shape, "size": size}

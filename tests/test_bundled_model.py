@@ -26,6 +26,9 @@ from ofa_vl.model import OFA
 from ofa_vl.tokenizer import OFATokenizer
 from ofa_vl.zoo import DEFAULT_MODEL, PACKAGE_ASSETS
 
+# tier: the whole module runs processes or trains (pyproject markers)
+pytestmark = [pytest.mark.slow]
+
 BUNDLED = PACKAGE_ASSETS / DEFAULT_MODEL
 HELD_OUT_SEED = 4321  # trained on seed 0; the model card reports seed 1234
 HELD_OUT_SCENES = 40

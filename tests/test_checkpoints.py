@@ -68,6 +68,7 @@ def fairseq_checkpoint(mmp_sd, with_buffers=True):
     return sd
 
 
+@pytest.mark.slow
 def test_fairseq_checkpoint_with_config_objects_and_ema(tmp_path, mmp_sd, golden):
     good = fairseq_checkpoint(mmp_sd)
     noisy = {k: v + 0.5 if v.is_floating_point() else v for k, v in good.items()}
@@ -90,6 +91,7 @@ def test_fairseq_checkpoint_with_config_objects_and_ema(tmp_path, mmp_sd, golden
     )
 
 
+@pytest.mark.slow
 def test_fairseq_checkpoint_without_ema(tmp_path, mmp_sd, golden):
     path = tmp_path / "ofa.pt"
     torch.save({"model": fairseq_checkpoint(mmp_sd, with_buffers=False), "extra_state": {}}, path)
@@ -124,6 +126,7 @@ def test_mmpretrain_checkpoint_with_index_buffers(tmp_path, mmp_sd, golden):
     check_same(OFA.from_pretrained(tmp_path / "m.pth"), golden)
 
 
+@pytest.mark.slow
 def test_convert_round_trip(tmp_path, golden):
     out = convert(MMP_CKPT, tmp_path / "ofa-test.safetensors")
     from safetensors import safe_open

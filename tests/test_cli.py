@@ -11,6 +11,9 @@ from PIL import Image
 
 from ofa_vl.tokenizer import ENGLISH_BPE
 
+# tier: the whole module runs processes or trains (pyproject markers)
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
 HF_DIR = str(ENGLISH_BPE)
 FIXTURE = ["--model", str(MMP_CKPT), "--tokenizer", HF_DIR, "--max-new-tokens", "4", "--beams", "2"]
 

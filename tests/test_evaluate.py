@@ -44,6 +44,9 @@ from ofa_vl.metrics import (
 from ofa_vl.tasks import get_task
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 
+# tier: the whole module runs processes or trains (pyproject markers)
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess, pytest.mark.java]
+
 HF_DIR = ENGLISH_BPE
 FAST = {"max_new_tokens": 5, "num_beams": 2}
 LIMIT = 24  # VQA questions of the command's runs: 12 batches

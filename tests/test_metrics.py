@@ -264,6 +264,8 @@ REFERENCES = {
 }
 
 
+@pytest.mark.slow
+@pytest.mark.java
 def test_caption_metrics_match_coco_eval_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     from pycocoevalcap import eval as coco_eval
     from pycocoevalcap.meteor import meteor

@@ -49,6 +49,7 @@ def test_images_mask_false_hides_the_image(fixture_model, golden):
     "name,count",
     [("tiny", 33_488_336), ("medium", 92_892_000), ("base", 182_238_536)],
 )
+@pytest.mark.slow
 def test_preset_parameter_counts(name, count):
     """``base`` = 182,238,536 as mmpretrain's metafile says; the others as OFA-NOTES 1.1."""
     with torch.device("meta"):
@@ -86,6 +87,7 @@ def test_code_masks_rows_use_image_positions(fixture_model, golden):
     assert not torch.allclose(code[0], text[0], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_too_large_image_is_refused(fixture_model):
     with pytest.raises(ValueError, match="patch grid"):
         fixture_model.encode(torch.tensor([[0, 2]]), torch.zeros(1, 3, 688, 688))

@@ -81,6 +81,7 @@ def test_zero_shot_vqa_cleans_the_question_as_mmpretrain(tok):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_finetuned_models_take_text_verbatim_and_official_ones_normalise(tok):
     vqa = get_model("ofa-base_3rdparty-finetuned_vqa", pretrained=MMP_CKPT, answers=["yes"])
     # no CleanCaption in ofa-base_finetuned_vqa.py: " What animal is on the left?" as given
@@ -101,6 +102,7 @@ def test_finetuned_models_take_text_verbatim_and_official_ones_normalise(tok):
     )
 
 
+@pytest.mark.slow
 def test_each_step_can_be_overridden(tmp_path, tok):
     pipe = get_model(ZERO_SHOT, pretrained=MMP_CKPT, text_norm={"question": "none"})
     assert prompt_ids(pipe, tok, question="What animal is on the left?")[1] == 653  # " What"
@@ -122,6 +124,7 @@ def test_each_step_can_be_overridden(tmp_path, tok):
 
 
 # ----------------------------------------------------------------------------- inference_model
+@pytest.mark.slow
 def test_inference_model_sends_builder_keywords_to_get_model(image):
     # pretrained / tokenizer / device / task options build; fields and decoding options run
     out = inference_model(

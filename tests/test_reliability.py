@@ -120,6 +120,7 @@ def test_concurrent_ofa_test_on_one_folder_is_refused(
     assert not (tmp_path / "predictions.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_other_weights_is_refused(shapes: Path, tiny: Path, tmp_path: Path) -> None:
     run = dict(dataset="coco-caption", data_root=shapes, split="val", out=tmp_path / "run",
                workers=0, device="cpu", progress=False, generation={"num_beams": 1, "max_new_tokens": 2})  # fmt: skip
@@ -188,6 +189,7 @@ def file_server(files: dict[str, bytes]) -> Iterator[str]:
         server.server_close()
 
 
+@pytest.mark.slow
 def test_a_download_cut_off_is_never_cached(tmp_path: Path) -> None:
     blob = os.urandom(50_000)
     with file_server({"/x.pth": blob}) as url:

@@ -80,6 +80,7 @@ CASES = [  # task, options, per-image fields: prompt types none / prev_output / 
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "options", "fields"), CASES, ids=[c[0] for c in CASES])
 def test_batched_chunked_scores_match_brute_force(fixture_model, tok, batch, name, options, fields):
     images, _ = batch

@@ -306,6 +306,7 @@ def test_queue_full_answers_503_with_retry_after(gated) -> None:
         assert c.get("/metrics").json()["requests"]["/v1/caption"] == {"200": 2, "503": 1}
 
 
+@pytest.mark.slow
 def test_timeout_answers_504_and_the_server_recovers(gated) -> None:
     pipes, gate = gated
     with serving(pipes, timeout_s=1.0) as c:
@@ -417,6 +418,8 @@ def web_url() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 def test_web_page(web_url: str, tmp_path: Path) -> None:
     missing = [f"{CHROMIUM} (apt-get install chromium)"] if not CHROMIUM.exists() else []
     try:
@@ -512,6 +515,7 @@ def bundled() -> dict[str, OFAPipeline]:
     return load_pipelines(DEFAULT_MODEL)
 
 
+@pytest.mark.slow
 def test_every_endpoint_answers_what_the_pipeline_answers(bundled: dict[str, OFAPipeline]) -> None:
     """Same image, same fields: the service's result is the pipeline's, key for key; the boxes
     land on the objects the scene was drawn with."""

@@ -354,6 +354,7 @@ def test_region_captions_and_image_text_pairs(dataset: Path, scenes: dict[int, A
     assert set(sources) == {"mutated", "other_scene"}
 
 
+@pytest.mark.slow
 def test_vocabulary_is_exactly_the_words_used(dataset: Path) -> None:
     vocab = shapes_vocabulary()
     assert vocab == sorted(set(vocab)) and all(w == w.lower() for w in vocab)

@@ -192,6 +192,7 @@ def test_ask_prompt_and_boxes(fixture_model, tok):
     )  # 4 bins, then 2 more
 
 
+@pytest.mark.slow
 def test_cli_ask(fixture_model, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
@@ -281,6 +282,7 @@ def test_glue_prompt_and_answer(fixture_model, tok, name):
 
 
 # ----------------------------------------------------------------------------- image codes
+@pytest.mark.slow
 def test_image_gen_codes(fixture_model, tok):
     side = fixture_model.cfg.code_image_size // 8
     p = pipe(fixture_model, tok, "image_gen", num_codes=2 * side, seed=0)

@@ -38,6 +38,9 @@ from ofa_vl.train import (
     train,
 )
 
+# tier: the whole module runs processes or trains (pyproject markers)
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
 TINY = dict(
     embed_dim=32,
     encoder_layers=1,
