@@ -20,7 +20,16 @@ def test_fresh_clone_alone_passes_the_quick_tier(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["ofa-vl"]  # no ../shared, nothing else
     env = {**os.environ, "PYTHONPATH": str(clone / "src")}  # the clone's code, not this checkout's
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-x", "-p", "no:cacheprovider"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "not slow",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+        ],  # pyproject addopts adds -q
         cwd=clone,
         env=env,
         capture_output=True,
