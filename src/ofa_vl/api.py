@@ -117,26 +117,25 @@ class OFAPipeline:
         return out[0] if single else out
 
 
-def _check_decoding_options(options: dict[str, Any]) -> None:
-    unknown = sorted(set(options) - DECODING_OPTIONS)
-    if unknown:
-        raise OFAValueError(
-            f"unknown decoding option {', '.join(unknown)}; "
-            f"valid ones: {', '.join(sorted(DECODING_OPTIONS))}"
-        )
+def _check_decoding_options(options: dict[str, Any], task: Task | None = None) -> None:
+    """One error naming the valid keywords (and ``task``'s fields, when the caller could mean one)."""
+    unknown = ", ".join(sorted(set(options) - DECODING_OPTIONS))
+    if not unknown:
+        return
+    valid = ", ".join(sorted(DECODING_OPTIONS))
+    if task is None:
+        raise OFAValueError(f"unknown decoding option {unknown}; valid ones: {valid}")
+    raise OFAValueError(
+        f"unknown keyword {unknown} for task {task.name!r}; its fields: "
+        f"{', '.join(task.fields()) or 'none'}; decoding options: {valid}"
+    )
 
 
 def _split_fields(task: Task, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The task's text fields and the decoding options among ``kwargs``; anything else is an error."""
     fields = {k: v for k, v in kwargs.items() if k in task.fields()}
     options = {k: v for k, v in kwargs.items() if k not in fields}
-    unknown = sorted(set(options) - DECODING_OPTIONS)
-    if unknown:
-        raise OFAValueError(
-            f"unknown keyword {', '.join(unknown)} for task {task.name!r}; its fields: "
-            f"{', '.join(task.fields()) or 'none'}; decoding options: "
-            f"{', '.join(sorted(DECODING_OPTIONS))}"
-        )
+    _check_decoding_options(options, task)
     return fields, options
 
 
