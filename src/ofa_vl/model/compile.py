@@ -19,12 +19,13 @@ if TYPE_CHECKING:
     from .ofa import OFA
 
 
-def compile_decoder(model: OFA) -> None:
+def compile_decoder(model: OFA, mode: str | None = None) -> None:
     """Run ``model``'s decoding steps (one token per text row) through a compiled step, in place.
 
     Apply after the precision (``apply_precision``): the graph is traced for the final weights.
     Image-code rows (text-to-image) and multi-token steps keep the eager :meth:`Decoder.step`.
+    ``mode`` is ``torch.compile``'s (``"reduce-overhead"``: CUDA graphs on a GPU).
     """
     legacy = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
     check_compile(True, model.device, "int8-legacy" if legacy else "fp32")
-    model.decoder.compiled_step = torch.compile(Decoder.one_step, fullgraph=True)
+    model.decoder.compiled_step = torch.compile(Decoder.one_step, fullgraph=True, mode=mode)
