@@ -61,15 +61,15 @@ def main() -> None:
     t32, t = time.perf_counter() - t, time.perf_counter()
     low = decode(bf16, images.to(torch.bfloat16), args)
     t16 = time.perf_counter() - t
-    same, total = agreement(low, ref)
+    same, total = agreement(low[:, 1:], ref[:, 1:])  # generated ids: <s> left out
     w = min(low.shape[1], ref.shape[1])
     differ = (low[:, :w] != ref[:, :w]).float()
-    first = [int(row.argmax()) if row.any() else None for row in differ]  # first differing position
+    first = [int(row.argmax()) if row.any() else None for row in differ]  # first differing token
     name = args.checkpoint or f"random OFA-{args.preset}"
     print(
         f"{name}: {args.images} images of {size} px, beam {args.beams}, {args.new_tokens} new tokens"
     )
-    print(f"ids equal to fp32: {same}/{total} ({same / total:.1%}); whole sequences equal: "
+    print(f"generated ids equal to fp32: {same}/{total} ({same / total:.1%}); whole sequences equal: "
           f"{first.count(None)}/{len(first)}; first difference at position {first}")  # fmt: skip
     print(f"time: fp32 {t32:.1f} s, bf16 {t16:.1f} s")
 
