@@ -1,16 +1,18 @@
 """Decoding speed of OFA-base (random weights, no download): per-stage times, images/s, memory,
 and achieved GFLOP/s against this machine's measured matmul peak.
 
-    python benchmarks/bench_generate.py --threads 2 --compare
+    python benchmarks/bench_generate.py --threads 2 --compile
     python benchmarks/bench_generate.py --batch-sizes 1 8 --precision fp32 bf16 int8
     python benchmarks/bench_generate.py --quick   # caption only, 10 new tokens: a short check
 
 Every case decodes exactly ``--new-tokens`` tokens (``min_new_tokens`` forces the length), so the
 work is the same for every implementation. Precisions are those of ``--precision`` in the CLI
 (``ofa_vl.model.precision``): bf16 = weights cast once; int8 / int8-weight = torchao;
-int8-legacy = ``quantize_dynamic``. bf16 is skipped on CPUs without native bf16 (flags printed). ``--compare`` also times the naive path (no KV cache,
-the whole prefix recomputed every step, as mmpretrain 1.2.0 effectively does) in the same run
-and checks that both give the same token ids.
+int8-legacy = ``quantize_dynamic``. bf16 is skipped on CPUs without native bf16 (flags printed).
+The naive path (no KV cache, the whole prefix recomputed every step, as mmpretrain 1.2.0
+effectively does) is timed in the same run at fp32 batch 1, with a check that both give the same
+token ids (``--no-compare`` skips it). ``--compile`` adds caption rows with the compiled decoding
+step (``ofa_vl.model.compile``), its first call (the compilation) reported apart.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ofa_vl import OFA, OFAConfig, Trie
 from ofa_vl.generation import generate
 from ofa_vl.model import linear as linear_module
+from ofa_vl.model.compile import compile_decoder
 from ofa_vl.model.precision import PRECISIONS, apply_precision, model_dtype
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 matmul on x86 CPUs
@@ -106,7 +109,7 @@ def run_case(
         "case": case, "precision": precision, "batch": batch, "beams": gen["num_beams"],
         "resnet_s": t_res / batch, "encoder_s": (t_enc - t_res) / batch,
         "decode_s": (t_all - t_enc) / batch, "total_s": t_all / batch, "img_per_s": batch / t_all,
-        "gflop": fc.get_total_flops() / 1e9 / batch, "seqs": seqs,
+        "gflop": fc.get_total_flops() / 1e9 / batch, "seqs": seqs, "gen": gen,
     }  # fmt: skip
     row["gflops"] = row["gflop"] / row["total_s"]
     if args.compare and precision == "fp32" and batch == 1:
@@ -114,6 +117,97 @@ def run_case(
         row["naive_s"] = t_naive / batch
         row["same_ids"] = bool(torch.equal(naive, seqs))  # type: ignore[arg-type]
     return row
+
+
+def compiled_row(
+    model: OFA, step: Callable[..., torch.Tensor], eager: dict, args: argparse.Namespace
+) -> dict:
+    """``eager``'s case again with the compiled decoding ``step``: its first call (compilation)
+    reported apart, then eager and compiled calls interleaved (best of ``max(reps, 2)`` each), so
+    that a noisy machine slows both alike. Stages are not timed apart (decode shown as nan)."""
+    batch, gen = eager["batch"], eager["gen"]
+    torch.manual_seed(1)
+    images = torch.randn(batch, 3, args.image_size, args.image_size).clamp(-1, 1)
+    images = images.to(model_dtype(model))
+    ids = torch.tensor([[0, 99, 473, 5, 2274, 6190, 116, 2]] * batch)
+
+    def run(compiled: Callable[..., torch.Tensor] | None) -> tuple[float, torch.Tensor]:
+        model.decoder.compiled_step = compiled
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = generate(model, ids, images, **gen)
+        return time.perf_counter() - t, out  # type: ignore[return-value]
+
+    first, _ = run(step)
+    best_e = best_c = float("inf")
+    for _ in range(max(args.reps, 2)):
+        best_e = min(best_e, run(None)[0])
+        t, seqs = run(step)
+        best_c = min(best_c, t)
+    row = {**eager, "case": eager["case"] + "-compiled", "decode_s": float("nan"), "seqs": seqs}
+    row.update(total_s=best_c / batch, warmup_s=first)
+    row.update(ab_eager_s=best_e / batch, ab_compiled_s=best_c / batch)
+    row.update(img_per_s=1 / row["total_s"], gflops=row["gflop"] / row["total_s"])
+    row.update(same_ids=bool(torch.equal(seqs, eager["seqs"])))
+    row.pop("naive_s", None)
+    return row
+
+
+def precision_rows(precision: str, args: argparse.Namespace, trie: Trie) -> list[dict]:
+    """Every case of ``precision`` (caption at each batch size, the rest at batch 1)."""
+    model, rows = random_base(precision), []
+    for case in args.cases:
+        for batch in args.batch_sizes if case == "caption" else [1]:
+            if case == "caption":
+                rows.append(run_case(model, precision, batch, args, case))
+                if args.plain_linear and precision == "fp32":
+                    decoder, skinny = model.decoder, linear_module.SKINNY_ROWS
+                    decoder.project = decoder.output_projection  # type: ignore[method-assign]
+                    linear_module.SKINNY_ROWS = 0
+                    rows.append(run_case(model, precision, batch, args, "caption-F.linear"))
+                    del decoder.project  # back to the weight-stationary products
+                    linear_module.SKINNY_ROWS = skinny
+            elif case == "grounding":  # 4 bin tokens
+                rows.append(
+                    run_case(
+                        model, precision, batch, args, case, max_new_tokens=4, min_new_tokens=4
+                    )
+                )
+            else:  # trie-constrained VQA over 3,129 answers, 5 or 20 beams
+                beams = 20 if case == "vqa20" else 5
+                rows.append(run_case(model, precision, batch, args, case, num_beams=beams, constraint_trie=trie,
+                                     max_new_tokens=6, min_new_tokens=0, length_penalty=0.0))  # fmt: skip
+    if args.compile:  # caption rows again, the decoding step compiled (after the eager ones)
+        compile_decoder(model)
+        step = model.decoder.compiled_step
+        assert step is not None
+        eager = [r for r in rows if r["case"] == "caption"]
+        rows += [compiled_row(model, step, r, args) for r in eager]
+    return rows
+
+
+def print_table(rows: list[dict], args: argparse.Namespace, peak32: float, peak16: float) -> None:
+    head = f"{'case':16s} {'prec':11s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
+    extra = f" {'naive/img':>9s} {'vs naive':>8s} {'same ids':>8s}" if args.compare else ""
+    print(head + extra)
+    # the naive path (fp32, batch 1) of each case: the reference every row of the case is timed against
+    naive = {r["case"]: r["naive_s"] for r in rows if "naive_s" in r}
+    for r in rows:
+        peak = peak16 if r["precision"] == "bf16" else peak32
+        line = (f"{r['case']:16s} {r['precision']:11s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
+                f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f}")  # fmt: skip
+        base = r["case"].removesuffix("-compiled")
+        if base in naive:
+            same = str(r["same_ids"]) if "same_ids" in r else ""
+            own = f"{r['naive_s']:9.3f}" if "naive_s" in r else " " * 9
+            line += f" {own} {naive[base] / r['total_s']:7.1f}x {same:>8s}"
+        print(line)
+    for r in rows:
+        if "warmup_s" in r:
+            print(f"compiled {r['precision']} batch {r['batch']}: first call {r['warmup_s']:.1f} s "
+                  f"(compilation + one decoding; not in the table); eager and compiled interleaved: "
+                  f"{r['ab_eager_s']:.3f} vs {r['ab_compiled_s']:.3f} s/img "
+                  f"({r['ab_eager_s'] / r['ab_compiled_s']:.2f}x); same ids: {r['same_ids']}")  # fmt: skip
 
 
 def main() -> None:
@@ -127,7 +221,13 @@ def main() -> None:
     p.add_argument("--beams", type=int, default=5)
     p.add_argument("--new-tokens", type=int, default=20)
     p.add_argument("--reps", type=int, default=1, help="timed runs after a warm-up (best kept)")
-    p.add_argument("--compare", action="store_true", help="also time the naive (uncached) path")
+    p.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the naive (uncached, mmpretrain-like) path at fp32 batch 1 (default on)",
+    )
+    p.add_argument("--compile", action="store_true", help="also time caption with a compiled step")
     p.add_argument("--cases", nargs="+", default=["caption", "grounding", "vqa5", "vqa20"])
     p.add_argument(
         "--plain-linear",
@@ -145,52 +245,14 @@ def main() -> None:
     print(
         f"threads {args.threads}; matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s"
     )
-
     answers = [[0, *range(5000 + 3 * i, 5000 + 3 * i + 1 + i % 3), 2] for i in range(3129)]
     trie = Trie(answers)
-    rows = []
     if "bf16" in args.precision and not flags & set(BF16_FLAGS) and peak16 < 0.5 * peak32:
         print(f"bf16 skipped: this CPU has none of {', '.join(BF16_FLAGS)} ({peak16:.1f} GFLOP/s, "
               f"{peak16 / peak32:.1%} of fp32); bf16 pays off on CPUs with AVX512-BF16/AMX or GPUs")  # fmt: skip
         args.precision = [p for p in args.precision if p != "bf16"]
-    for precision in args.precision:
-        model = random_base(precision)
-        for case in args.cases:
-            for batch in args.batch_sizes if case == "caption" else [1]:
-                if case == "caption":
-                    rows.append(run_case(model, precision, batch, args, case))
-                    if args.plain_linear and precision == "fp32":
-                        decoder, skinny = model.decoder, linear_module.SKINNY_ROWS
-                        decoder.project = decoder.output_projection  # type: ignore[method-assign]
-                        linear_module.SKINNY_ROWS = 0
-                        rows.append(run_case(model, precision, batch, args, "caption-F.linear"))
-                        del decoder.project  # back to the weight-stationary products
-                        linear_module.SKINNY_ROWS = skinny
-                elif case == "grounding":  # 4 bin tokens
-                    rows.append(
-                        run_case(
-                            model, precision, batch, args, case, max_new_tokens=4, min_new_tokens=4
-                        )
-                    )
-                else:  # trie-constrained VQA over 3,129 answers, 5 or 20 beams
-                    beams = 20 if case == "vqa20" else 5
-                    rows.append(run_case(model, precision, batch, args, case, num_beams=beams, constraint_trie=trie,
-                                         max_new_tokens=6, min_new_tokens=0, length_penalty=0.0))  # fmt: skip
-        del model
-    head = f"{'case':16s} {'prec':11s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
-    extra = f" {'naive/img':>9s} {'vs naive':>8s} {'same ids':>8s}" if args.compare else ""
-    print(head + extra)
-    # the naive path (fp32, batch 1) of each case: the reference every row of the case is timed against
-    naive = {r["case"]: r["naive_s"] for r in rows if "naive_s" in r}
-    for r in rows:
-        peak = peak16 if r["precision"] == "bf16" else peak32
-        line = (f"{r['case']:16s} {r['precision']:11s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
-                f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f}")  # fmt: skip
-        if r["case"] in naive:
-            same = str(r["same_ids"]) if "same_ids" in r else ""
-            own = f"{r['naive_s']:9.3f}" if "naive_s" in r else " " * 9
-            line += f" {own} {naive[r['case']] / r['total_s']:7.1f}x {same:>8s}"
-        print(line)
+    rows = [row for precision in args.precision for row in precision_rows(precision, args, trie)]
+    print_table(rows, args, peak32, peak16)
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpu.py                 # on a machine with CUDA
     python benchmarks/bench_gpu.py --dry-run       # CPU: the tiny preset, small batches
+    python benchmarks/bench_gpu.py --compile reduce-overhead   # compiled steps, CUDA graphs
 
 Random OFA-base weights unless ``--checkpoint`` (no download), 480 px images, beam 5, exactly
 ``--new-tokens`` new tokens. Prints images/s and peak GPU memory per case, and how many of the
@@ -21,6 +22,7 @@ from bench_generate import random_base
 
 from ofa_vl import OFA
 from ofa_vl.generation import generate
+from ofa_vl.model.compile import compile_decoder
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PROMPT = [0, 99, 473, 5, 2274, 6190, 116, 2]  # " what does the image describe?"
@@ -75,6 +77,13 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--check", type=int, default=4, help="images whose ids are checked on the CPU")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny preset, batches 1 and 2")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="compiled decoding step (reduce-overhead: with CUDA graphs); warm-up not timed",
+    )
     args = p.parse_args()
     if args.dry_run:
         device = torch.device("cpu")
@@ -102,6 +111,8 @@ def main() -> None:
     )
     for name in args.dtypes:
         model = copy.deepcopy(base).to(device, DTYPES[name])
+        if args.compile:
+            compile_decoder(model, None if args.compile == "default" else args.compile)
         for batch in args.batch_sizes:
             images = all_images[:batch].to(device, DTYPES[name])
             with torch.inference_mode():

@@ -38,10 +38,14 @@ MIN_EXTRA = {"region_caption": 0.9, "itm": 0.75}  # measured 1.0 exact (chance 1
 EXTRA_LIMIT = 60
 SPLITS = {"refcoco": "val", "vqav2": "val2014", "coco-caption": "val"}
 METRIC = {"refcoco": "Accuracy", "vqav2": "Accuracy", "coco-caption": "CIDEr"}
-# issue 16: accuracies within 0.5 point of fp32. CIDEr within 1 % of it: this model's CIDEr is
-# 576 (x100) and one caption opening "one shape" instead of "there is" moves it ~0.6 point; bf16
-# measured 573.1 vs 575.9 (5 of 40 openings flipped, the shapes and colours all the same)
-MAX_DROP = {"Accuracy": 0.005, "CIDEr": 0.01}
+# issue 16: each held-out metric within 0.5 point of fp32, a point being 1 on the 0-100 scale
+# metrics are reported on: 0.005 for an accuracy in [0, 1] (one answer of 40 is 2.5 points, so
+# this means "the same answers"), and 0.5 of CIDEr reported x100 (0.005 of CIDEr, run()'s unit).
+# CIDEr does NOT meet 0.5 point (measured 2026-12-01, 40 scenes): fp32 575.89, bf16 573.11 (-2.8),
+# int8 572.21 (-3.7); a changed caption opening ("one shape" for "there is", templates the model
+# learned equally) moves this model's CIDEr ~0.6 point, so 0.5 point means no caption may change.
+# CIDEr keeps the earlier bound, 1 % of fp32 (5.8 points), until that is decided.
+MAX_DROP = {"Accuracy": 0.005, "CIDEr": 0.01}  # CIDEr: relative
 PRECISION_LIMIT = 40  # bf16 is slow on CPUs without native bf16 (AVX2 here): keep it small
 
 
@@ -115,7 +119,7 @@ def fp32_score(held_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Call
 def test_reduced_precision_metric_drop(
     held_out: Path, tmp_path: Path, fp32_score: Callable[[str], float], precision: str, dataset: str
 ) -> None:
-    """Each held-out metric within MAX_DROP (absolute; CIDEr relative) of fp32's."""
+    """Each held-out metric within MAX_DROP of fp32's (accuracies 0.5 point; CIDEr 1 %)."""
     low = run(dataset, held_out, tmp_path, precision=precision, limit=PRECISION_LIMIT)
     fp32 = fp32_score(dataset)
     allowed = MAX_DROP[METRIC[dataset]] * (fp32 if METRIC[dataset] == "CIDEr" else 1.0)

@@ -27,10 +27,10 @@ from ofa_vl.config import OFAConfig
 from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.images import ImageInfo, preprocess
 from ofa_vl.model import OFA
+from ofa_vl.model.vqgan import VQGANDecoder, codes_to_images
 from ofa_vl.tasks import get_task
 from ofa_vl.tasks.caption import clean_caption
 from ofa_vl.tasks.detection import parse_boxes
-from ofa_vl.tasks.image_gen import VQGANDecoder, codes_to_images
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 from ofa_vl.zoo import DEFAULT_MODEL
 

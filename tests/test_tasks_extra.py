@@ -13,10 +13,10 @@ from conftest import MMP_CKPT
 from ofa_vl import cli
 from ofa_vl.api import OFAPipeline
 from ofa_vl.images import IMAGENET_MEAN, ImageInfo
+from ofa_vl.model.vqgan import VQGANDecoder, codes_to_images, load_vqgan
 from ofa_vl.tasks import TASKS, get_task
 from ofa_vl.tasks.detection import parse_boxes
 from ofa_vl.tasks.entailment import LABELS as SNLI_LABELS
-from ofa_vl.tasks.image_gen import VQGANDecoder, codes_to_images, load_vqgan
 from ofa_vl.tasks.region_caption import REGION_PROMPT
 from ofa_vl.tasks.text_tasks import GLUE_TASKS
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer, bins_to_box

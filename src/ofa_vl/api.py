@@ -20,7 +20,9 @@ from .errors import OFAValueError
 from .generation import generate
 from .images import OFA_MEAN, OFA_STD, ImageInfo, ImageSource, preprocess_batch
 from .model import OFA
+from .model.compile import compile_decoder
 from .model.precision import apply_precision, check_precision, model_dtype
+from .options import check_compile
 from .tasks import TASKS, Query, Task, get_task
 from .tokenizer import CHINESE_VOCAB, CHINESE_VOCAB_SIZE, ENGLISH_BPE, OFATokenizer
 from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
@@ -179,6 +181,7 @@ def get_model(
     tokenizer: str | Path | OFATokenizer | None = None,
     task: str | None = None,
     precision: str = "fp32",
+    compile: bool = False,
     **task_options: Any,
 ) -> OFAPipeline:
     """A named model (``list_models()``) or a checkpoint path, ready for :func:`inference_model`.
@@ -186,11 +189,16 @@ def get_model(
     ``pretrained`` overrides the weights of a named model; ``tokenizer`` its tokenizer source;
     ``precision`` is one of ``PRECISIONS``: ``bf16`` (weights cast), ``int8`` (torchao dynamic),
     ``int8-weight`` (torchao weight-only), ``int8-legacy`` (``quantize_dynamic``, CPU).
+    ``compile`` decodes with a ``torch.compile``d step (``ofa_vl.model.compile``; the first
+    decoding of each batch shape pays the compilation).
     """
     check_precision(precision)
+    check_compile(compile, precision=precision)
     card = MODELS.get(str(name_or_path))
     weights = pretrained or (name_or_path if card is None else card.name)
     model = apply_precision(load_model(weights, device=device), precision)
+    if compile:
+        compile_decoder(model)
     tok = (
         tokenizer
         if isinstance(tokenizer, OFATokenizer)
@@ -258,7 +266,7 @@ def _tokenizer_source(
     return {"english": ENGLISH_BPE, "chinese": CHINESE_VOCAB}.get(source, source)
 
 
-_BUILDER_KEYS = ("pretrained", "device", "tokenizer", "task", "precision")
+_BUILDER_KEYS = ("pretrained", "device", "tokenizer", "task", "precision", "compile")
 
 
 def inference_model(
@@ -271,7 +279,7 @@ def inference_model(
 
     ``model`` is a pipeline or a name / path for :func:`get_model`; a list of images gives a list.
     As mmpretrain's ``inference_model``, keywords of the builder (``pretrained``, ``device``,
-    ``tokenizer``, ``task``, ``precision`` and the task's options such as ``answers`` or
+    ``tokenizer``, ``task``, ``precision``, ``compile`` and the task's options such as ``answers`` or
     ``text_norm``) build the model; the task's text fields (``question``, ``text``, ...) and
     decoding options (``num_beams``, ...) go to the call. Anything else is one clear error.
     """

@@ -74,7 +74,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default="fp32",
         help="bf16 casts the weights; int8 / int8-weight: torchao; int8-legacy: quantize_dynamic",
     )
+    _compile_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _compile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode with a torch.compile'd step (compiling takes tens of seconds once)",
+    )
 
 
 Rows = list[tuple[str, dict[str, Any]]]
@@ -106,6 +115,7 @@ def _run_task(
         tokenizer=args.tokenizer,
         task=task,
         precision=args.precision,
+        compile=args.compile,
         **task_options,
     )
     overrides = _decoding(args)
@@ -378,6 +388,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="drop a client that has not sent its whole request (headers and body) by then (408)",
     )  # fmt: skip
     p.add_argument("--max-connections", type=int, default=256, help="open connections before 503")
+    _compile_arg(p)
 
 
 @command("serve", _serve_args)
@@ -394,6 +405,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.model or [DEFAULT_MODEL],
         tokenizer=args.tokenizer,
         device=args.device,
+        compile=args.compile,
         host=args.host,
         port=args.port,
         config=config,

@@ -97,6 +97,33 @@ def check_device(device: str | torch.device | None) -> None:
         raise OFAValueError(f"device {str(device)!r}: MPS is not available; use cpu")
 
 
+CXX = ("g++", "c++", "clang++")  # inductor builds its CPU kernels with a C++ compiler at run time
+
+
+def check_compile(
+    compile: object, device: torch.device | None = None, precision: str = "fp32"
+) -> bool:
+    """``compile`` (a compiled decode step) is a bool, and when True, ``precision`` can be
+    compiled and ``device`` can compile: a C++ compiler on the CPU, triton on a GPU."""
+    import importlib.util
+    import shutil
+
+    if not isinstance(compile, bool):
+        raise OFAValueError(f"compile must be True or False, got {compile!r}")
+    if compile and precision == "int8-legacy":  # dynamo cannot trace its packed-weight ops
+        raise OFAValueError("compile does not support int8-legacy; use int8 or int8-weight")
+    if not compile or device is None:
+        return compile
+    if device.type == "cpu":
+        if not any(c and shutil.which(c) for c in (os.environ.get("CXX"), *CXX)):
+            raise OFAValueError(
+                "compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; run without it"
+            )
+    elif device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        raise OFAValueError("compile on a GPU needs triton (pip install triton); run without it")
+    return compile
+
+
 def device_memory(device: torch.device) -> int:
     """Bytes of memory of ``device``: the GPU's own, else the machine's RAM."""
     import torch

@@ -11,6 +11,7 @@ position biases of every step are computed once in ``init_state`` from full-pref
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from ..config import OFAConfig
 from ..errors import OFAValueError
 from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
-from .layers import DecoderLayer, KVCache
+from .layers import DecoderLayer, KVCache, SlotCache
 from .linear import linear
 from .positions import code_position_ids, image_buckets, token_buckets
 from .resnet import linear_rates
@@ -54,6 +55,9 @@ class DecoderState:
 
 
 class Decoder(PositionalStack):
+    # Decoder.one_step through torch.compile, set by ofa_vl.model.compile.compile_decoder
+    compiled_step: Callable[..., torch.Tensor] | None = None
+
     def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
         super().__init__()
         dim = cfg.embed_dim
@@ -141,7 +145,7 @@ class Decoder(PositionalStack):
         self_bias: list[torch.Tensor],
         cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
         cross_bias: torch.Tensor,
-        cache: KVCache | None = None,
+        cache: KVCache | SlotCache | None = None,
     ) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
             x = layer(x, self_bias[i], cross_kv[i], cross_bias, cache, i)
@@ -206,6 +210,14 @@ class Decoder(PositionalStack):
         """Feed (N, T') new tokens of every row; return (N, T', V) logits, cache advanced."""
         N, Tn = tokens.shape
         t0, G = state.length, state.group
+        if self.compiled_step is not None and Tn == 1 and state.code_rows is None:
+            pos = torch.full((1,), t0, dtype=torch.long, device=tokens.device)
+            c = state.cache
+            logits = self.compiled_step(
+                self, tokens, pos, c.k, c.v, state.self_bias, state.cross_kv, state.cross_bias
+            )
+            c.advance(1)
+            return logits
         sb = [b[:, :, t0 : t0 + Tn, : t0 + Tn] for b in state.self_bias]
         if sb[0].shape[0] > 1:  # per-image biases (code rows) -> per row
             sb = [b.repeat_interleave(G, 0) for b in sb]
@@ -216,3 +228,25 @@ class Decoder(PositionalStack):
         logits = self._run_layers(x, sb, state.cross_kv, cb, state.cache)
         state.cache.advance(Tn)
         return logits
+
+    def one_step(
+        self,
+        tokens: torch.Tensor,
+        pos: torch.Tensor,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        self_bias: list[torch.Tensor],
+        cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        cross_bias: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`step` for one (N, 1) token per text row at position ``pos`` (a (1,) tensor),
+        with every shape fixed by the state (``max_len`` keys), not by the step: what
+        ``torch.compile`` traces once (``compile_decoder``). Returns (N, 1, V) logits; the
+        caller advances the cache. The same numbers as :meth:`step` up to summation order."""
+        sb = [b.index_select(2, pos) for b in self_bias]  # (1, H, 1, max_len), causal masked
+        cb = cross_bias.index_select(2, pos)  # (B, H, 1, S)
+        x = self.embed_tokens(tokens)  # (N, 1, C)
+        if self.cfg.entangle_position_embedding:
+            x = x + self.embed_positions(pos)
+        x = nn.functional.dropout(self.embedding_ln(x), self.cfg.dropout, self.training)
+        return self._run_layers(x, sb, cross_kv, cb, SlotCache(keys, values, pos))

@@ -16,12 +16,16 @@ from .resnet import drop_path
 
 
 class KVCache:
-    """Self-attention keys/values of every decoder layer, preallocated to ``max_len`` steps."""
+    """Self-attention keys/values of every decoder layer, preallocated to ``max_len`` steps.
+
+    Zeros, not empty: a compiled step (:class:`SlotCache`) attends over all ``max_len`` slots,
+    and a masked slot's weight 0 times uninitialised memory (NaN) would be NaN.
+    """
 
     def __init__(self, num_layers: int, shape: tuple[int, int, int, int], like: torch.Tensor):
         n, h, t, d = shape  # (N, H, max_len, D)
-        self.k = [like.new_empty(n, h, t, d) for _ in range(num_layers)]
-        self.v = [like.new_empty(n, h, t, d) for _ in range(num_layers)]
+        self.k = [like.new_zeros(n, h, t, d) for _ in range(num_layers)]
+        self.v = [like.new_zeros(n, h, t, d) for _ in range(num_layers)]
         self.length = 0
 
     def append(
@@ -46,6 +50,23 @@ class KVCache:
             return
         for buf in (*self.k, *self.v):
             buf[:, :, :t] = buf[:, :, :t].index_select(0, index)
+
+
+class SlotCache:
+    """A :class:`KVCache`'s buffers as one compiled decoding step sees them: the step's keys and
+    values go to slot ``pos`` (a (1,) tensor, so the traced graph is the same at every step) and
+    attention reads all ``max_len`` slots; the causal bias hides the slots not written yet."""
+
+    def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor], pos: torch.Tensor):
+        self.k, self.v, self.pos = k, v, pos
+
+    def append(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write (N, H, 1, D) keys/values at slot ``pos``; return the (N, H, max_len, D) buffers."""
+        self.k[layer].index_copy_(2, self.pos, k)
+        self.v[layer].index_copy_(2, self.pos, v)
+        return self.k[layer], self.v[layer]
 
 
 class _Block(nn.Module):
@@ -109,7 +130,7 @@ class DecoderLayer(_Block):
         self_bias: torch.Tensor,
         cross_kv: tuple[torch.Tensor, torch.Tensor],
         cross_bias: torch.Tensor,
-        cache: KVCache | None = None,
+        cache: KVCache | SlotCache | None = None,
         index: int = 0,
     ) -> torch.Tensor:
         """x (N, T, C) with N = B * G rows (G beams per image, in image-major order).
