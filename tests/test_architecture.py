@@ -12,11 +12,12 @@ LAYERS: list[set[str]] = [
     {"errors"},
     {"config", "options", "text", "images", "runs", "hub", "visualize"},
     {"preprocess", "tokenizer", "zoo", "model", "distributed"},
-    {"checkpoints", "generation"},
+    {"checkpoints", "generation", "lora"},
     {"tasks"},
     {"data", "api"},
     {"metrics", "backbone_pretrain"},
-    {"evaluate", "serve", "train"},
+    {"evaluate", "serve"},
+    {"train"},  # validates through evaluate
     {"cli"},
     {"__init__", "__main__"},
 ]
