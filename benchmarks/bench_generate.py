@@ -27,7 +27,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ofa_vl import OFA, OFAConfig, Trie
-from ofa_vl.generation import generate
 from ofa_vl.model import linear as linear_module
 from ofa_vl.model.compile import compile_decoder
 from ofa_vl.model.precision import PRECISIONS, apply_precision, model_dtype
@@ -102,9 +101,9 @@ def run_case(
     with torch.inference_mode():
         t_res, _ = timed(lambda: model.encoder.embed_images(images), args.reps)
         t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
-        t_all, seqs = timed(lambda: generate(model, ids, images, **gen), args.reps)
+        t_all, seqs = timed(lambda: model.generate(ids, images, **gen), args.reps)
         with FlopCounterMode(display=False) as fc:
-            generate(model, ids, images, **gen)
+            model.generate(ids, images, **gen)
     row = {
         "case": case, "precision": precision, "batch": batch, "beams": gen["num_beams"],
         "resnet_s": t_res / batch, "encoder_s": (t_enc - t_res) / batch,
@@ -113,7 +112,7 @@ def run_case(
     }  # fmt: skip
     row["gflops"] = row["gflop"] / row["total_s"]
     if args.compare and precision == "fp32" and batch == 1:
-        t_naive, naive = timed(lambda: generate(model, ids, images, use_cache=False, **gen), 1)
+        t_naive, naive = timed(lambda: model.generate(ids, images, use_cache=False, **gen), 1)
         row["naive_s"] = t_naive / batch
         row["same_ids"] = bool(torch.equal(naive, seqs))  # type: ignore[arg-type]
     return row
@@ -135,7 +134,7 @@ def compiled_row(
         model.decoder.compiled_step = compiled
         t = time.perf_counter()
         with torch.inference_mode():
-            out = generate(model, ids, images, **gen)
+            out = model.generate(ids, images, **gen)
         return time.perf_counter() - t, out  # type: ignore[return-value]
 
     first, _ = run(step)

@@ -21,7 +21,6 @@ import torch
 from bench_generate import random_base
 
 from ofa_vl import OFA
-from ofa_vl.generation import generate
 from ofa_vl.model.compile import compile_decoder
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -31,7 +30,7 @@ PROMPT = [0, 99, 473, 5, 2274, 6190, 116, 2]  # " what does the image describe?"
 def decode(model: OFA, images: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
     ids = torch.tensor([PROMPT] * images.shape[0], device=images.device)
     gen = {"num_beams": args.beams, "max_new_tokens": args.new_tokens}
-    return generate(model, ids, images, min_new_tokens=args.new_tokens, **gen)  # type: ignore[return-value]
+    return model.generate(ids, images, min_new_tokens=args.new_tokens, **gen)  # type: ignore[return-value]
 
 
 def sync(device: torch.device) -> None:

@@ -38,7 +38,7 @@ def manual_generate(model, tok, task, image, **fields):
     """The same computation spelled out step by step, to check the pipeline's plumbing."""
     img, info = preprocess(image, task.image_size, task.interpolation)
     ids = torch.tensor([tok.encode(task.prompt(fields))])
-    seqs = model.generate(ids, img[None], **{**task.generation, **FAST})
+    seqs = model.generate(ids, img[None], config=task.generation.replace(**FAST))
     return seqs[0].tolist(), info
 
 
@@ -64,8 +64,7 @@ def test_grounding_end_to_end(fixture_model, tokenizer):
     seqs = fixture_model.generate(
         torch.tensor([tokenizer.encode(pipe.task.prompt({"text": "the cat"}))]),
         preprocess(CAT, 64)[0][None],
-        constraint_range=(58457, 59457),
-        **{**pipe.task.generation, **FAST},
+        config=pipe.task.generation.replace(constraint_range=(58457, 59457), **FAST),
     )[0].tolist()
     bins = [t - 58457 for t in seqs[1:5]]
     w, h = info.scale_factor

@@ -134,9 +134,9 @@ def test_cached_and_uncached_decoding_agree(held_out: Path) -> None:
     for task, fields in (("caption", {}), ("refcoco", {"text": "the red shape"})):
         task_obj = pipe.with_task(task).task
         ids = pipe.tokenizer([task_obj.prompt(fields)] * 4, return_tensors="pt")["input_ids"]
-        kw = dict(task_obj.generation)
-        cached = pipe.model.generate(ids, images, **kw)
-        naive = pipe.model.generate(ids, images, use_cache=False, **kw)
+        config = task_obj.generation
+        cached = pipe.model.generate(ids, images, config=config)
+        naive = pipe.model.generate(ids, images, config=config.replace(use_cache=False))
         assert torch.equal(cached, naive), task
 
 

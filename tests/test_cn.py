@@ -15,7 +15,6 @@ from test_checkpoints import DEC_FS, ENC_FS, rename
 
 from ofa_vl import OFA, OFAConfig, zoo
 from ofa_vl.api import get_model
-from ofa_vl.generation import generate
 from ofa_vl.images import preprocess
 from ofa_vl.tasks.caption import clean_caption
 from ofa_vl.tokenizer import bins_to_box, join_cjk
@@ -72,8 +71,8 @@ def run_by_hand(pipe, image, prompt, **overrides):
     """What the pipeline must do: the task's preprocessing, the Chinese prompt, the card's decoding."""
     pixels, info = preprocess(image, pipe.task.image_size, pipe.task.interpolation)
     ids = pipe.tokenizer([prompt], return_tensors="pt")["input_ids"]
-    kwargs = {**pipe.task.generation, **pipe.generation, **overrides}
-    return generate(pipe.model, ids, pixels[None], **kwargs)[0].tolist(), info
+    config = pipe.decoding(**overrides)
+    return pipe.model.generate(ids, pixels[None], config=config)[0].tolist(), info
 
 
 @pytest.mark.slow
@@ -94,7 +93,7 @@ def test_caption_grounding_ocr_through_the_zoo(cn_zoo):
     ground = get_model(CARDS["refcoco"])
     bins_only = {  # a random network answers a box only when made to: bins, no <s> <pad> <unk>
         "constraint_range": (ground.tokenizer.bin_offset, ground.tokenizer.bin_offset + 1000),
-        "bad_words_ids": [0, 1, 3],
+        "suppress_tokens": [0, 1, 3],
     }
     prompt = '这段文字" 沙发上的猫 "描述的是哪个区域？'  # pre_caption lower-cases the text
     tokens, info = run_by_hand(ground, image, prompt, **bins_only)
@@ -108,7 +107,7 @@ def test_caption_grounding_ocr_through_the_zoo(cn_zoo):
 
     ocr = get_model(CARDS["ocr"])
     wide = picture(300, 60)
-    assert ocr.task.interpolation == "ocr" and ocr.task.generation["max_new_tokens"] == 65
+    assert ocr.task.interpolation == "ocr" and ocr.task.generation.max_new_tokens == 65
     tokens, _ = run_by_hand(ocr, wide, "图片上的文字是什么?", **short)
     assert ocr(wide, **short) == {"pred_text": join_cjk(ocr.tokenizer.decode(tokens).strip())}
 

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from ofa_vl.config import OFAConfig
-from ofa_vl.generation import generate
 from ofa_vl.generation.search import SearchConfig, beam_search
 from ofa_vl.model import OFA
 
@@ -96,9 +95,9 @@ def test_fairseq_length_limit_is_max_len_tokens_then_eos(tiny: OFA, a: float, b:
     ids = torch.tensor([[0, 5, 6, 7, 8, 9, 2]])  # src_len 7: int(0.5 * 7 + 2) = 5
     images = torch.zeros(1, 3, 32, 32)
     for beams in (1, 3):
-        seqs = generate(
-            tiny, ids, images, num_beams=beams, fairseq=True, max_len_a=a, max_len_b=b,
-            bad_words_ids=[EOS], no_repeat_ngram_size=0,
+        seqs = tiny.generate(
+            ids, images, num_beams=beams, fairseq=True, max_len_a=a, max_len_b=b,
+            suppress_tokens=[EOS], no_repeat_ngram_size=0,
         )  # fmt: skip
         assert seqs.shape == (1, 1 + tokens + 1), beams
         assert seqs[0, -1] == EOS and (seqs[0, 1:-1] != EOS).all()

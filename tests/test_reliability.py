@@ -36,7 +36,6 @@ from ofa_vl.cli import main
 from ofa_vl.config import OFAConfig
 from ofa_vl.errors import OFAError, OFARuntimeError, OFAValueError, describe, is_user_error
 from ofa_vl.evaluate import RUN_SETTINGS, evaluate
-from ofa_vl.generation import generate
 from ofa_vl.images import ImageError, load_image
 from ofa_vl.model import OFA
 from ofa_vl.options import check_decoding, check_threads, max_image_pixels
@@ -400,8 +399,8 @@ def test_beams_are_bounded_by_the_gpus_memory(tiny: Path) -> None:
     image = torch.zeros(1, 3, 64, 64, device="cuda")
     ids = torch.tensor([[0, 100, 2]], device="cuda")
     with pytest.raises(OFAValueError, match="GiB of decoder cache"):
-        generate(model, ids, image, num_beams=10**7, max_new_tokens=100)
-    assert generate(model, ids, image, num_beams=4, max_new_tokens=3).shape[0] == 1
+        model.generate(ids, image, num_beams=10**7, max_new_tokens=100)
+    assert model.generate(ids, image, num_beams=4, max_new_tokens=3).shape[0] == 1
 
 
 def test_threads_are_bounded_by_the_cores(tiny: Path, tmp_path: Path, capsys) -> None:

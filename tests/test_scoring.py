@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from ofa_vl.api import OFAPipeline
+from ofa_vl.generation.scoring import CandidateSet, score_candidates
 from ofa_vl.images import preprocess_batch
-from ofa_vl.scoring import CandidateSet, score_candidates
 from ofa_vl.tasks import get_task
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 
@@ -97,8 +98,13 @@ def test_task_predict_reports_the_best_scores(fixture_model, tok, batch):
     images, infos = batch
     task = get_task("classify", labels=LABELS, topk=3)
     want = scores_of(fixture_model, tok, task, images, [{}, {}])
-    out = task.predict(fixture_model, tok, images, infos, [{}, {}], {})
-    for row, res in zip(want, out):
+    out = OFAPipeline(fixture_model, tok, task).predict_batch(images, infos, [{}, {}])
+    for row, result in zip(want, out):
+        res = result.to_dict()
+        assert result.score == pytest.approx(float(row.max()), abs=1e-4)  # the best candidate's
+        assert list(result.candidates) == LABELS and result.candidates[LABELS[0]] == pytest.approx(
+            float(row[0]), abs=1e-4
+        )
         best = row.topk(3)
         assert [t["label"] for t in res["topk"]] == [LABELS[i] for i in best.indices]
         assert res["pred_label"] == LABELS[int(best.indices[0])]

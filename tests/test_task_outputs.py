@@ -65,7 +65,14 @@ def generate_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     def spy(model: OFA, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         out = real(model, input_ids, *args, **kwargs)
-        calls.append({"input_ids": input_ids.tolist(), **kwargs, "out": out})
+        constraints = args[3]  # (images, images_mask, config, constraints)
+        calls.append(
+            {
+                "input_ids": input_ids.tolist(),
+                "decoder_prompts": constraints.decoder_prompts,
+                "out": out.sequences,
+            }
+        )
         return out
 
     monkeypatch.setattr(gen, "generate", spy)
@@ -104,7 +111,7 @@ def test_caption_parse_of_a_punctuated_caption(tok: OFATokenizer) -> None:
     ids = [250, 8563, 6, 8, 10, 229, 23728, 2796, 16506, 2828, 220, 12, 560, 349, 97, 734]
     assert tok.decode(ids) == "A Dog, and a KITTEN!!! sitting next-to each other..."
     out = get_task("caption").parse([0, *ids, 2], tok, ImageInfo((1, 1), (1.0, 1.0)), {})
-    assert out == {"pred_caption": "A Dog and a KITTEN sitting nextto each other"}
+    assert out.to_dict() == {"pred_caption": "A Dog and a KITTEN sitting nextto each other"}
 
 
 def test_caption_pipeline_drops_generated_punctuation() -> None:
@@ -118,7 +125,7 @@ def test_caption_pipeline_drops_generated_punctuation() -> None:
     banned = [i for i in range(t.bin_offset + t.num_bins) if i not in [2, *marks, *words]]
     opts = dict(
         num_beams=1, max_new_tokens=6, min_new_tokens=5, no_repeat_ngram_size=1,
-        bad_words_ids=banned,
+        suppress_tokens=banned,
     )  # fmt: skip
     out = pipe(SCENE, **opts)["pred_caption"]
     ids = t([pipe.task.prompt({})])["input_ids"]
@@ -174,8 +181,12 @@ def test_vqa_without_objects_has_no_decoder_prompt(english_model, tok, monkeypat
 def test_matching_probability_by_hand() -> None:
     task = get_task("itm")
     r = task.report(torch.tensor([math.log(0.3), math.log(0.1)]), ("yes", "no"), {"text": "x"})
-    assert r == {"text": "x", "match": True, "probability": pytest.approx(0.75)}  # .3 / (.3 + .1)
-    r = task.report(torch.tensor([-3.0, -1.0]), ("yes", "no"), {"text": "y"})
+    assert r.to_dict() == {
+        "text": "x",
+        "match": True,
+        "probability": pytest.approx(0.75),
+    }  # .3 / (.3 + .1)
+    r = task.report(torch.tensor([-3.0, -1.0]), ("yes", "no"), {"text": "y"}).to_dict()
     assert r["match"] is False and r["probability"] == pytest.approx(1 / (1 + math.e**2))
 
 
@@ -262,14 +273,14 @@ def test_grounding_parse_by_hand(tok: OFATokenizer) -> None:
     out = task.parse([0, b + 999, b + 0, b + 333, b + 999, 2], tok, info, {"text": "x"})
     # x: bin * 512 / 999 / 0.5; y: bin * 512 / 999 / 2
     want = [1024.0, 0.0, 333 * 1024 / 999, 256.0]
-    assert out == {"pred_bboxes": [pytest.approx(want, abs=1e-3)], "text": "x"}
+    assert out.to_dict() == {"pred_bboxes": [pytest.approx(want, abs=1e-3)], "text": "x"}
     no_box = task.parse([0, b + 1, 50, b + 2, b + 3, 2], tok, info, {"text": "y"})
-    assert no_box == {"pred_bboxes": [], "text": "y"}  # a word among the bins: no box
+    assert no_box.to_dict() == {"pred_bboxes": [], "text": "y"}  # a word among the bins: no box
 
 
 def test_glue_report_by_hand() -> None:
     r = get_task("mnli").report(torch.tensor([-2.0, -0.5, -1.0]), ("yes", "no", "maybe"), {})
-    assert r == {"pred_answer": "no", "scores": {"yes": -2.0, "no": -0.5, "maybe": -1.0}}
+    assert r.to_dict() == {"pred_answer": "no", "scores": {"yes": -2.0, "no": -0.5, "maybe": -1.0}}
 
 
 def test_decode_cleans_up_tokenization_spaces(tok: OFATokenizer) -> None:

@@ -67,7 +67,7 @@ def test_region_prompt_is_the_pretraining_one(fixture_model, tok, monkeypatch):
     assert ids[0, -5:-1].tolist() != ids[1, -5:-1].tolist()  # bins follow each image's resize
     assert [r["region"] for r in out] == [[8.0, 4.0, 40.0, 30.0]] * 2
     assert all(isinstance(r["pred_caption"], str) for r in out)
-    assert task.generation["no_repeat_ngram_size"] == 3
+    assert task.generation.no_repeat_ngram_size == 3
 
 
 @pytest.mark.parametrize("region", [None, [1, 2, 3], [10, 10, 5, 20], "a box"])
@@ -237,7 +237,7 @@ def test_text_tasks_ignore_the_placeholder_image(fixture_model, tok):
         get_task("gigaword").prompt({"text": "A <unk> B"})
         == ' what is the summary of article " a unk b "?'
     )
-    assert get_task("gigaword").generation["num_beams"] == 6
+    assert get_task("gigaword").generation.num_beams == 6
     infill = tok.encode(
         get_task("text_infill").prompt({"text": "The <mask> sat"}), add_special_tokens=False
     )

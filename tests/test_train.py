@@ -153,8 +153,7 @@ def test_examples_follow_the_ofa_prompts(data: Path, tiny_model: Path) -> None:
 def test_image_cache_resizes_each_image_once(
     data: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ofa_vl import images
-    from ofa_vl.data import training
+    from ofa_vl import images, preprocess
     from ofa_vl.tokenizer import OFATokenizer
 
     tok = OFATokenizer.from_pretrained(tiny_model)
@@ -163,13 +162,13 @@ def test_image_cache_resizes_each_image_once(
     # the inference preprocessing, to the bit
     assert torch.equal(plain[0]["image"], images.preprocess(examples[0].image, 64)[0])
     calls: list[Path] = []
-    real = training.load_resized
+    real = preprocess.load_resized  # what PreprocessConfig.resized calls
 
     def counted(path: Path, *args: Any) -> Any:
         calls.append(path)
         return real(path, *args)
 
-    monkeypatch.setattr(training, "load_resized", counted)
+    monkeypatch.setattr(preprocess, "load_resized", counted)
     cached = TrainingDataset(examples, tok, 64, cache_images=True)
     cached.preload()
     paths = {e.image for e in examples}

@@ -7,7 +7,6 @@ decoding defaults, parsing). ``inference_model`` batches any number of inputs th
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,23 +16,21 @@ import torch
 
 from .checkpoints import load_model
 from .errors import OFAValueError
-from .generation import generate
-from .images import OFA_MEAN, OFA_STD, ImageInfo, ImageSource, preprocess_batch
+from .generation import GenerationConfig
+from .generation.config import unknown_options
+from .images import ImageInfo, ImageSource
 from .model import OFA
 from .model.compile import compile_decoder
 from .model.precision import apply_precision, check_precision, model_dtype
 from .options import check_compile
-from .tasks import TASKS, Query, Task, get_task
+from .tasks import TASKS, BoundTask, Query, Result, Task, get_task
+from .tasks.runners import run
 from .tokenizer import CHINESE_VOCAB, CHINESE_VOCAB_SIZE, ENGLISH_BPE, OFATokenizer
 from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
 
 PIPELINE_FILE = "pipeline.json"  # a model folder's preprocessing (open_clip style)
-# decoding options a caller may set; the task itself fills prompts and constraints
-DECODING_OPTIONS = frozenset(
-    p.name
-    for p in inspect.signature(generate).parameters.values()
-    if p.kind is p.KEYWORD_ONLY and p.name not in ("decoder_prompts", "constraint_trie")
-)
+# what a pipeline.json may set: the task's PreprocessConfig fields and its decoding defaults
+PIPELINE_KEYS = ("image_size", "interpolation", "mean", "std", "text_norm", "generation")
 
 __all__ = ["OFAPipeline", "get_model", "inference_model", "list_models", "load_answers"]
 
@@ -53,10 +50,22 @@ class OFAPipeline:
     tokenizer: OFATokenizer
     task: Task
     name: str = ""
-    generation: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)  # the card's / pipeline.json's
     precision: str = "fp32"  # of the model's weights: ofa_vl.model.precision.PRECISIONS
     card: ModelCard | None = field(default=None, repr=False)
     preprocessing: dict[str, Any] = field(default_factory=dict, repr=False)  # from pipeline.json
+    # the task bound to the tokenizer (trie, candidates); rebuilt when either is replaced
+    bound: BoundTask | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.bind()
+
+    def bind(self) -> BoundTask:
+        """The task bound to this pipeline's tokenizer (built once, again when either changes)."""
+        b = self.bound
+        if b is None or b.source is not self.task or b.tokenizer is not self.tokenizer:
+            self.bound = b = self.task.bind(self.tokenizer)
+        return b
 
     def with_task(self, task: str, **task_options: Any) -> OFAPipeline:
         """The same network and tokenizer (not reloaded) for another task."""
@@ -65,6 +74,11 @@ class OFAPipeline:
             task=_task_for(self.card, task, task_options, self.preprocessing),
             generation=_card_generation(self.card, task),
         )
+
+    def decoding(self, **overrides: Any) -> GenerationConfig:
+        """The task's decoding defaults, overlaid by the model's (card, ``pipeline.json``), then
+        by ``overrides``; an unknown option is one clear error."""
+        return self.task.generation.overlay(self.generation, overrides)
 
     @property
     def device(self) -> torch.device:
@@ -76,30 +90,40 @@ class OFAPipeline:
         infos: Sequence[ImageInfo],
         fields: Sequence[dict[str, Any]],
         **overrides: Any,
-    ) -> list[dict[str, Any]]:
-        """Preprocessed images (B, 3, S, S) + their infos and text fields -> one result dict each.
+    ) -> list[Result]:
+        """Preprocessed images (B, 3, S, S) + their infos and text fields -> one typed result each.
 
         Text fields are normalised here, as the model's pipeline says (``task.text_norm``).
         """
         for f in fields:
             self.task.check(f)
-        _check_decoding_options(overrides)
+        config = self.decoding(**overrides)
         fields = [self.task.normalize(f) for f in fields]
-        kwargs = {**self.task.generation, **self.generation, **overrides}
         images = images.to(self.device, model_dtype(self.model))  # bf16 models take bf16 images
-        return self.task.predict(
-            self.model, self.tokenizer, images, list(infos), list(fields), kwargs
-        )
+        return run(self.bind(), self.model, images, list(infos), list(fields), config)
 
-    def _batch(self, queries: Sequence[Query], overrides: dict[str, Any]) -> list[dict[str, Any]]:
-        images, infos = preprocess_batch(
-            [q.image for q in queries],  # type: ignore[misc]
-            self.task.image_size,
-            self.task.interpolation,  # type: ignore[arg-type]
-            mean=getattr(self.task, "mean", OFA_MEAN),  # ImageNet-normalised tasks override it
-            std=getattr(self.task, "std", OFA_STD),
-        )
+    def preprocess(self, image: ImageSource) -> tuple[torch.Tensor, ImageInfo]:
+        """One image as this model reads it: (3, S, S) float32 and its resize info (the task's
+        :class:`~ofa_vl.preprocess.PreprocessConfig`; ``ofa test``, ``ofa serve`` and training
+        go through the same :meth:`~ofa_vl.preprocess.PreprocessConfig.image`)."""
+        return self.task.preprocessing.image(image)
+
+    def _batch(self, queries: Sequence[Query], overrides: dict[str, Any]) -> list[Result]:
+        done = [self.preprocess(q.image) for q in queries]
+        images = torch.stack([pixels for pixels, _ in done])  # (B, 3, S, S)
+        infos = [info for _, info in done]
         return self.predict_batch(images, infos, [q.fields for q in queries], **overrides)
+
+    def run(
+        self, images: Sequence[ImageSource], batch_size: int = 8, **fields_and_overrides: Any
+    ) -> list[Result]:
+        """:meth:`__call__` on a list of images, with typed results (each with its ``score``)."""
+        fields, overrides = _split_fields(self.task, fields_and_overrides)
+        queries = list(_queries(list(images), fields))
+        out: list[Result] = []
+        for start in range(0, len(queries), batch_size):
+            out.extend(self._batch(queries[start : start + batch_size], overrides))
+        return out
 
     def __call__(
         self,
@@ -107,37 +131,20 @@ class OFAPipeline:
         batch_size: int = 8,
         **fields_and_overrides: Any,
     ) -> dict[str, Any] | list[dict[str, Any]]:
-        """Run the task. Text fields (``question=``, ``text=``, ``objects=``) may be lists; other
-        keywords are decoding options (``num_beams=``, ``max_new_tokens=``, ...)."""
+        """Run the task: mmpretrain-style result dicts. Text fields (``question=``, ``text=``,
+        ``objects=``) may be lists; other keywords are decoding options (``num_beams=``, ...)."""
         single = not isinstance(images, (list, tuple))
         image_list: list[Any] = [images] if single else list(images)  # type: ignore[arg-type]
-        fields, overrides = _split_fields(self.task, fields_and_overrides)
-        queries = list(_queries(image_list, fields))
-        out: list[dict[str, Any]] = []
-        for start in range(0, len(queries), batch_size):
-            out.extend(self._batch(queries[start : start + batch_size], overrides))
+        out = [r.to_dict() for r in self.run(image_list, batch_size, **fields_and_overrides)]
         return out[0] if single else out
-
-
-def _check_decoding_options(options: dict[str, Any], task: Task | None = None) -> None:
-    """One error naming the valid keywords (and ``task``'s fields, when the caller could mean one)."""
-    unknown = ", ".join(sorted(set(options) - DECODING_OPTIONS))
-    if not unknown:
-        return
-    valid = ", ".join(sorted(DECODING_OPTIONS))
-    if task is None:
-        raise OFAValueError(f"unknown decoding option {unknown}; valid ones: {valid}")
-    raise OFAValueError(
-        f"unknown keyword {unknown} for task {task.name!r}; its fields: "
-        f"{', '.join(task.fields()) or 'none'}; decoding options: {valid}"
-    )
 
 
 def _split_fields(task: Task, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The task's text fields and the decoding options among ``kwargs``; anything else is an error."""
     fields = {k: v for k, v in kwargs.items() if k in task.fields()}
     options = {k: v for k, v in kwargs.items() if k not in fields}
-    _check_decoding_options(options, task)
+    if error := unknown_options(options, task.name, task.fields()):
+        raise error
     return fields, options
 
 
@@ -212,16 +219,21 @@ def get_model(
             f"{model.cfg.vocab_size}; pass the model's own tokenizer with tokenizer="
         )
     preprocessing = _preprocessing(card, weights)
-    return OFAPipeline(
+    # pipeline.json's decoding options, as the card's, belong to the model's own task
+    folder_generation = preprocessing.pop("generation", {})
+    folder_generation = folder_generation if task is None else {}
+    pipe = OFAPipeline(
         model=model,
         tokenizer=tok,
         task=_task_for(card, task, task_options, preprocessing),
         name=str(name_or_path),
-        generation=_card_generation(card, task),
+        generation={**_card_generation(card, task), **folder_generation},
         precision=precision,
         card=card,
         preprocessing=preprocessing,
     )
+    pipe.decoding()  # an unknown option in the card or pipeline.json fails here, not per call
+    return pipe
 
 
 def _card_generation(card: ModelCard | None, task: str | None) -> dict[str, Any]:
@@ -240,14 +252,15 @@ def _model_dir(card: ModelCard | None, weights: str | Path) -> Path | None:
 
 
 def _preprocessing(card: ModelCard | None, weights: str | Path) -> dict[str, Any]:
-    """A model folder's ``pipeline.json`` (``image_size``, ``interpolation``): its preprocessing."""
+    """A model folder's ``pipeline.json``: its preprocessing (``image_size``, ``interpolation``,
+    ``mean``, ``std``, ``text_norm``) and decoding defaults (``generation``)."""
     folder = _model_dir(card, weights)
     if folder is None or not (folder / PIPELINE_FILE).is_file():
         return {}
     import json
 
     cfg = json.loads((folder / PIPELINE_FILE).read_text())
-    return {k: cfg[k] for k in ("image_size", "interpolation", "text_norm") if k in cfg}
+    return {k: cfg[k] for k in PIPELINE_KEYS if k in cfg}
 
 
 def _tokenizer_source(

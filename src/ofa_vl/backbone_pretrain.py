@@ -81,7 +81,7 @@ def pretrain_backbone(
     data: Path,
     steps: int,
     image_size: int,
-    interpolation: Interpolation = "bilinear",
+    interpolation: Interpolation = Interpolation.BILINEAR,
     batch_size: int = 64,
     lr: float = 2e-3,
     seed: int = 0,

@@ -9,9 +9,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import OFAValueError, describe, is_user_error
+
+if TYPE_CHECKING:
+    from .tasks import Result
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 Handler = Callable[[argparse.Namespace], int]
@@ -66,6 +69,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beams", type=int, help="beam size (default: the model's)")
     p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
+    _decoding_arg(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     # ofa_vl.model.precision.PRECISIONS, written out so that --help does not import torch
     p.add_argument(
@@ -86,7 +90,7 @@ def _compile_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-Rows = list[tuple[str, dict[str, Any]]]
+Rows = list[tuple[str, "Result"]]
 
 
 def _run_task(
@@ -129,18 +133,38 @@ def _run_task(
             except (ImageError, FileNotFoundError) as err:
                 failed.append((src, describe(err)))
         if loaded:
-            results = pipe(
-                [im for _, im in loaded], batch_size=args.batch_size, **fields, **overrides
-            )
-            assert isinstance(results, list)
+            batch = [im for _, im in loaded]
+            results = pipe.run(batch, batch_size=args.batch_size, **fields, **overrides)
             rows += zip([src for src, _ in loaded], results)
     return rows, failed
 
 
+def _decoding_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--decoding", action="append", default=[], metavar="KEY=VALUE",
+        help="a decoding option (ofa_vl.generation.GenerationConfig), e.g. length_penalty=0.7; "
+        "the value is read as JSON when it parses",
+    )  # fmt: skip
+
+
 def _decoding(args: argparse.Namespace) -> dict[str, Any]:
-    """The decoding overrides given (0 and negatives included: the library refuses them)."""
+    """The decoding overrides given (0 and negatives included: the library refuses them); an
+    unknown ``--decoding`` key is one line naming the valid ones."""
+    from .generation.config import unknown_options
+
+    options: dict[str, Any] = {}
+    for item in args.decoding:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise OFAValueError(f"--decoding takes KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(text)
+        except ValueError:
+            options[key.strip()] = text
+    if error := unknown_options(options):
+        raise error
     given = (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
-    return {k: v for k, v in given if v is not None}
+    return {**options, **{k: v for k, v in given if v is not None}}
 
 
 def _failures(failed: list[tuple[str, str]], total: int) -> int:
@@ -153,24 +177,24 @@ def _failures(failed: list[tuple[str, str]], total: int) -> int:
     return 0 if not failed else 2 if len(failed) == total else 1
 
 
-def _print(args: argparse.Namespace, rows: Rows, key: str) -> None:
+def _boxes(boxes: Sequence[Sequence[float]] | None) -> str:
+    return " ".join(f"[{', '.join(f'{c:.1f}' for c in box)}]" for box in boxes or []) or "(no box)"
+
+
+def _print(args: argparse.Namespace, rows: Rows, show: Callable[[Any], str]) -> None:
+    """One line per image (``show`` reads the typed result), or every result dict as JSON."""
     if args.json:
-        print(json.dumps([{"image": img, **res} for img, res in rows], indent=2))
+        print(json.dumps([{"image": img, **res.to_dict()} for img, res in rows], indent=2))
         return
     for img, res in rows:
-        value = res[key]
-        if key == "pred_bboxes":
-            value = (
-                " ".join(f"[{', '.join(f'{c:.1f}' for c in box)}]" for box in value) or "(no box)"
-            )
-        print(f"{img}: {value}")
+        print(f"{img}: {show(res)}")
 
 
 @command("caption", _model_args)
 def cmd_caption(args: argparse.Namespace) -> int:
     """Caption images."""
     rows, failed = _run_task(args, "caption", {})
-    _print(args, rows, "pred_caption")
+    _print(args, rows, lambda r: r.caption)
     return _failures(failed, len(rows) + len(failed))
 
 
@@ -186,7 +210,7 @@ def _ground_args(p: argparse.ArgumentParser) -> None:
 def cmd_ground(args: argparse.Namespace) -> int:
     """Find the region a text describes (visual grounding)."""
     rows, failed = _run_task(args, "refcoco", {"text": args.text})
-    _print(args, rows, "pred_bboxes")
+    _print(args, rows, lambda r: _boxes(r.boxes))
     if args.save:
         from .images import load_image
         from .visualize import draw_boxes
@@ -196,7 +220,7 @@ def cmd_ground(args: argparse.Namespace) -> int:
             if len(rows) > 1 or dest.is_dir():
                 dest.mkdir(parents=True, exist_ok=True)
                 dest = dest / (Path(img).stem + "_box.png")
-            draw_boxes(load_image(img), res["pred_bboxes"], [args.text]).save(dest)
+            draw_boxes(load_image(img), getattr(res, "boxes", []), [args.text]).save(dest)
     return _failures(failed, len(rows) + len(failed))
 
 
@@ -212,7 +236,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     """Read the text in images (OCR; the OFA-CN OCR models)."""
     opts = {"document": True} if args.document else {}
     rows, failed = _run_task(args, "ocr", {}, **opts)
-    _print(args, rows, "pred_text")
+    _print(args, rows, lambda r: r.text)
     return _failures(failed, len(rows) + len(failed))
 
 
@@ -227,7 +251,7 @@ def cmd_vqa(args: argparse.Namespace) -> int:
     """Answer a question about images."""
     opts = {"answers": args.answers} if args.answers else {}
     rows, failed = _run_task(args, "vqa", {"question": args.question}, **opts)
-    _print(args, rows, "pred_answer")
+    _print(args, rows, lambda r: r.answer)
     return _failures(failed, len(rows) + len(failed))
 
 
@@ -241,7 +265,7 @@ def _ask_args(p: argparse.ArgumentParser) -> None:
 def cmd_ask(args: argparse.Namespace) -> int:
     """Run a free instruction on images."""
     rows, failed = _run_task(args, "ask", {"prompt": args.instruction, "boxes": args.boxes})
-    _print(args, rows, "pred_bboxes" if args.boxes else "text")
+    _print(args, rows, (lambda r: _boxes(r.boxes)) if args.boxes else (lambda r: r.text))
     return _failures(failed, len(rows) + len(failed))
 
 
@@ -341,6 +365,7 @@ def _test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="image loading processes (0: none)")
     p.add_argument("--beams", type=int, help="beam size (default: the model's)")
     p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
+    _decoding_arg(p)
     p.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
     p.add_argument("--answers", help="VQA answer list (ans2label .pkl/.json) constraining decoding")
     p.add_argument("--object-tags", help="VQA: VinVL object tags (.json/.tsv)")

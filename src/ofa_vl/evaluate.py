@@ -46,7 +46,7 @@ from .data import (
     write_vqa_submission,
 )
 from .errors import OFAError, OFARuntimeError, OFAValueError, describe
-from .images import ImageError, ImageInfo, preprocess
+from .images import ImageError, ImageInfo
 from .metrics import (
     as_percentages,
     caption_metrics,
@@ -55,6 +55,7 @@ from .metrics import (
     vqa_accuracy,
 )
 from .options import at_least, check_counts, check_device, check_image_size
+from .preprocess import PreprocessConfig
 from .runs import RunLock, weights_fingerprint, write_atomic
 from .zoo import MODELS
 
@@ -259,17 +260,18 @@ _Batch = tuple[list[int], torch.Tensor, list[ImageInfo]]
 
 
 class _Images(Dataset[_Item | ImageError]):
-    """Sample index -> its image preprocessed as the task wants (run in DataLoader workers)."""
+    """Sample index -> its image preprocessed as the task wants (run in DataLoader workers: they
+    get the pipeline's :class:`PreprocessConfig`, not the pipeline and its network)."""
 
-    def __init__(self, paths: Sequence[Path], size: int, interpolation: str) -> None:
-        self.paths, self.size, self.interpolation = paths, size, interpolation
+    def __init__(self, paths: Sequence[Path], preprocessing: PreprocessConfig) -> None:
+        self.paths, self.preprocessing = paths, preprocessing
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> _Item | ImageError:
         try:
-            pixels, info = preprocess(self.paths[index], self.size, self.interpolation)  # type: ignore[arg-type]
+            pixels, info = self.preprocessing.image(self.paths[index])
         except (ImageError, OSError) as e:  # returned, not raised: a worker would add its traceback
             return ImageError(str(e))
         return index, pixels, info
@@ -441,9 +443,7 @@ def _settings(pipe: OFAPipeline, overrides: Mapping[str, Any]) -> dict[str, Any]
         "image_size": task.image_size,
         "interpolation": task.interpolation,
         "precision": pipe.precision,
-        **task.generation,
-        **pipe.generation,
-        **overrides,
+        **pipe.decoding(**overrides).to_dict(),
     }
 
 
@@ -483,7 +483,7 @@ def _predict(
     batches = _batches(ids, batch_size, done)
     mine = batches[ranks.rank :: ranks.world]
     paths = [s.image_path for s in bench.samples]
-    images = _Images(paths, pipe.task.image_size, pipe.task.interpolation)
+    images = _Images(paths, pipe.task.preprocessing)
     loader = iter(DataLoader(images, batch_sampler=mine, num_workers=workers, collate_fn=_collate))
     main = ranks.rank == 0
     bar = tqdm(total=len(ids), initial=len(ids) - sum(map(len, batches)), unit="img",
@@ -499,7 +499,7 @@ def _predict(
                 index, pixels, infos = batch
                 fields = [sample_fields(bench.samples[i]) for i in index]
                 results = pipe.predict_batch(pixels, infos, fields, **overrides)
-                records = [{"id": ids[i], **r} for i, r in zip(index, results)]
+                records = [{"id": ids[i], **r.to_dict()} for i, r in zip(index, results)]
             gathered = [r for part in ranks.gather(records) for r in part]
             if sink is not None:
                 _append(sink, gathered)

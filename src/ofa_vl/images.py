@@ -18,8 +18,9 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 import numpy as np
 import torch
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
-# "ocr" / "ocr_document": OFA's OCR resize (aspect kept, edge-padded square), not a plain square one
-Interpolation = Literal["bilinear", "bicubic", "ocr", "ocr_document"]
 
 MAX_IMAGE_PIXELS = 89_478_485  # cap on decoded width*height; PIL's own default
 URL_TIMEOUT_S = 10.0
@@ -61,6 +60,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _COEF_BITS = 11  # OpenCV imgproc/resize.cpp INTER_RESIZE_COEF_BITS
 _COEF_SCALE = 1 << _COEF_BITS
+
+
+class Interpolation(str, Enum):
+    """How an image is resized to the model's square input."""
+
+    BILINEAR = "bilinear"  # cv2 INTER_LINEAR, bit-exact (mmcv Resize in mmpretrain's configs)
+    BICUBIC = "bicubic"  # Pillow BICUBIC (torchvision Resize in the official OFA)
+    OCR = "ocr"  # OFA's OCR resize: aspect kept, edge-padded to a square
+    OCR_DOCUMENT = "ocr_document"  # a document line folded into 4 rows
+
+    @classmethod
+    def parse(cls, value: Interpolation | str) -> Interpolation:
+        """A member from itself or its name; one clear error for anything else."""
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(repr(m.value) for m in cls)
+            raise OFAValueError(f"interpolation must be one of {names}, got {value!r}") from None
 
 
 class ImageError(OFAValueError):
@@ -294,7 +311,9 @@ def ocr_resize(
     return np.pad(content, ((top, bottom), (left, right), (0, 0)), mode="edge"), scale
 
 
-def resize(img: Image.Image, size: int, interpolation: Interpolation = "bilinear") -> np.ndarray:
+def resize(
+    img: Image.Image, size: int, interpolation: Interpolation | str = Interpolation.BILINEAR
+) -> np.ndarray:
     """``size`` x ``size`` RGB image as the OFA pipelines make it; (S, S, 3) uint8.
 
     ``"bilinear"``: cv2 INTER_LINEAR (mmcv ``Resize`` in mmpretrain's caption and refcoco configs);
@@ -305,23 +324,19 @@ def resize(img: Image.Image, size: int, interpolation: Interpolation = "bilinear
 
 
 def _resize(
-    img: Image.Image, size: int, interpolation: Interpolation
+    img: Image.Image, size: int, interpolation: Interpolation | str
 ) -> tuple[np.ndarray, tuple[float, float]]:
+    how = Interpolation.parse(interpolation)
     square = (size / img.width, size / img.height)
-    if interpolation == "bilinear":
+    if how is Interpolation.BILINEAR:
         return resize_cv2_bilinear(np.asarray(img), size), square
-    if interpolation == "bicubic":
+    if how is Interpolation.BICUBIC:
         return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC)), square
-    if interpolation in ("ocr", "ocr_document"):
-        return ocr_resize(img, size, document=interpolation == "ocr_document")
-    raise OFAValueError(
-        "interpolation must be 'bilinear', 'bicubic', 'ocr' or 'ocr_document', "
-        f"got {interpolation!r}"
-    )
+    return ocr_resize(img, size, document=how is Interpolation.OCR_DOCUMENT)
 
 
 def load_resized(
-    image: ImageSource, size: int, interpolation: Interpolation = "bilinear"
+    image: ImageSource, size: int, interpolation: Interpolation | str = Interpolation.BILINEAR
 ) -> tuple[torch.Tensor, ImageInfo]:
     """Load and resize to ``size`` x ``size``: a (3, S, S) uint8 tensor, before :func:`normalize`."""
     rgb = load_image(image)
@@ -355,7 +370,7 @@ def _times_255(values: tuple[float, ...]) -> torch.Tensor:
 def preprocess(
     image: ImageSource,
     size: int,
-    interpolation: Interpolation = "bilinear",
+    interpolation: Interpolation | str = Interpolation.BILINEAR,
     mean: float | Sequence[float] = OFA_MEAN,
     std: float | Sequence[float] = OFA_STD,
 ) -> tuple[torch.Tensor, ImageInfo]:
@@ -371,7 +386,7 @@ def preprocess(
 def preprocess_batch(
     images: Sequence[ImageSource],
     size: int,
-    interpolation: Interpolation = "bilinear",
+    interpolation: Interpolation | str = Interpolation.BILINEAR,
     mean: float | Sequence[float] = OFA_MEAN,
     std: float | Sequence[float] = OFA_STD,
 ) -> tuple[torch.Tensor, list[ImageInfo]]:

@@ -22,8 +22,10 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch.utils.data import Dataset
 
 from ..errors import OFAValueError
-from ..images import ImageInfo, Interpolation, load_resized, normalize
+from ..images import ImageInfo, Interpolation
+from ..preprocess import PreprocessConfig
 from ..tasks import get_task
+from ..tasks.region_caption import REGION_PROMPT
 from ..text import clean_caption
 from ..tokenizer import BOS, EOS, PAD, UNK, OFATokenizer
 from .coco_caption import COCOCaption
@@ -36,9 +38,6 @@ TASKS = ("caption", "refcoco", "vqa", "region_caption", "itm")
 # proportion to their sizes (OFA pretraining batches mix tasks too: OFA:data/pretrain_data/unify_dataset.py).
 MIXTURES = {"multitask": TASKS}
 MAX_CAPTION_WORDS = 20  # OFA:run_scripts/caption/train_caption_stage1.sh --max-tgt-length 20
-# OFA:data/pretrain_data/unify_dataset.py: two leading spaces (an extra lone BPE space token)
-REGION_PROMPT = "  what does the region describe? region:"
-ITM_PROMPT = ' does the image describe " {} "?'  # OFA:data/pretrain_data/unify_dataset.py
 IGNORE_INDEX = -100  # label of positions that carry no loss (padding, decoder prompt)
 
 
@@ -118,7 +117,8 @@ def _extras(root: Path, task: str, split: str) -> list[dict[str, Any]]:
 
 
 def region_caption_examples(root: Path, split: str = "train") -> list[Example]:
-    """Grounded captioning: ``REGION_PROMPT`` + the region's 4 bin tokens -> ``" {caption}"``."""
+    """Grounded captioning: ``REGION_PROMPT`` + the region's 4 bin tokens -> ``" {caption}"``
+    (the task's prompt, built with the bins of the image's resize in :class:`TrainingDataset`)."""
     return [
         Example(
             "region_caption",
@@ -132,9 +132,16 @@ def region_caption_examples(root: Path, split: str = "train") -> list[Example]:
 
 
 def itm_examples(root: Path, split: str = "train") -> list[Example]:
-    """Image-text matching: ``' does the image describe " {text} "?'`` -> ``" yes"`` / ``" no"``."""
+    """Image-text matching: ``' does the image describe " {text} "?'`` -> ``" yes"`` / ``" no"``,
+    the text cleaned as inference cleans it (the task's ``pre_caption``)."""
+    task = get_task("itm")
     return [
-        Example("itm", root / r["image"], ITM_PROMPT.format(r["text"]), " " + r["answer"])
+        Example(
+            "itm",
+            root / r["image"],
+            task.prompt(task.normalize({"text": r["text"]})),
+            " " + r["answer"],
+        )  # fmt: skip
         for r in _extras(root, "itm", split)
     ]
 
@@ -187,6 +194,9 @@ class TrainingDataset(Dataset[dict[str, Any]]):
         tokenizer: the model's tokenizer.
         image_size: the model's input side (images are resized to a square).
         interpolation: the inference resize (``pipeline.json``).
+        preprocessing: the model's whole image preprocessing (``pipe.task.preprocessing``: size,
+            resize, mean / std), the one inference uses; it replaces ``image_size`` and
+            ``interpolation``.
         max_source_length: prompts longer than this many tokens are cut (keeping ``</s>``).
         cache_images: keep each resized image in memory after its first use, for a small image set
             read many times (the shapes world: 3 x 128 x 128 uint8, 48 KB an image; each
@@ -198,14 +208,16 @@ class TrainingDataset(Dataset[dict[str, Any]]):
         examples: Sequence[Example],
         tokenizer: OFATokenizer,
         image_size: int,
-        interpolation: Interpolation = "bilinear",
+        interpolation: Interpolation | str = Interpolation.BILINEAR,
         max_source_length: int = 80,
         cache_images: bool = False,
+        preprocessing: PreprocessConfig | None = None,
     ) -> None:
         self.examples = list(examples)
         self.tokenizer = tokenizer
-        self.image_size = image_size
-        self.interpolation: Interpolation = interpolation
+        self.preprocessing = preprocessing or PreprocessConfig(
+            image_size, Interpolation.parse(interpolation)
+        )
         self.max_source_length = max_source_length
         self._cache: dict[Path, tuple[torch.Tensor, ImageInfo]] | None = (
             {} if cache_images else None
@@ -226,9 +238,9 @@ class TrainingDataset(Dataset[dict[str, Any]]):
     def _image(self, path: Path) -> tuple[torch.Tensor, ImageInfo]:
         """The uint8 resized image (cached or not) and its resize info."""
         if self._cache is None:
-            return load_resized(path, self.image_size, self.interpolation)
+            return self.preprocessing.resized(path)
         if path not in self._cache:
-            self._cache[path] = load_resized(path, self.image_size, self.interpolation)
+            self._cache[path] = self.preprocessing.resized(path)
         return self._cache[path]
 
     def __len__(self) -> int:
@@ -239,8 +251,9 @@ class TrainingDataset(Dataset[dict[str, Any]]):
         pixels, info = self._image(ex.image)
         w_ratio, h_ratio = info.scale_factor
         prompt = ex.prompt
-        if ex.region is not None:  # OFA-NOTES 2.2: boxes in resized pixels / 512, round-half-even
-            prompt += " " + tok.box_to_tokens(ex.region, w_ratio, h_ratio)
+        if ex.region is not None:  # the task's prompt with the bins of this image's resize
+            task = get_task(ex.task)
+            prompt = task.prompt(task.with_image({"region": list(ex.region)}, info, tok))
         source = tok(prompt, max_length=self.max_source_length, truncation=True)
         if ex.box is not None:
             target = tok.box_to_ids(ex.box, w_ratio, h_ratio)
@@ -248,7 +261,7 @@ class TrainingDataset(Dataset[dict[str, Any]]):
             target = tok.encode(ex.target, add_special_tokens=False)
         dprompt = tok.encode(ex.decoder_prompt, False) if ex.decoder_prompt is not None else []
         return {
-            "image": normalize(pixels),
+            "image": self.preprocessing.normalize(pixels),
             "input_ids": source["input_ids"][0],
             "decoder_prompt": torch.tensor(dprompt, dtype=torch.long),
             "target": torch.tensor(target, dtype=torch.long),
@@ -282,7 +295,6 @@ def collate(
 
 __all__ = [
     "IGNORE_INDEX",
-    "ITM_PROMPT",
     "REGION_PROMPT",
     "TASKS",
     "Example",

@@ -14,7 +14,7 @@ from .decoder import Decoder
 from .encoder import Encoder, EncoderOutput
 
 if TYPE_CHECKING:
-    from ..generation import GenerateOutput
+    from ..generation import GenerateOutput, GenerationConfig, Trie
 
 
 @dataclass
@@ -76,9 +76,24 @@ class OFA(nn.Module):
         input_ids: torch.Tensor,
         images: torch.Tensor | None = None,
         images_mask: torch.Tensor | None = None,
-        **kwargs: Any,
+        config: GenerationConfig | None = None,
+        *,
+        decoder_prompts: list[list[int]] | None = None,
+        constraint_trie: Trie | None = None,
+        code_masks: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_scores: bool = False,
+        **options: Any,
     ) -> GenerateOutput | torch.Tensor:
-        """Decode (greedy, beam search or sampling); see :func:`ofa_vl.generation.generate`."""
-        from ..generation import generate
+        """Decode (greedy, beam search or sampling): :func:`ofa_vl.generation.generate` with
+        ``options`` (:class:`~ofa_vl.generation.GenerationConfig` names) over ``config``; the
+        sequences, or with ``return_scores`` the :class:`~ofa_vl.generation.GenerateOutput`."""
+        from ..generation import Constraints, GenerationConfig, generate
 
-        return generate(self, input_ids, images, images_mask, **kwargs)
+        config = (config or GenerationConfig()).replace(**options)
+        constraints = Constraints(decoder_prompts, constraint_trie)
+        out = generate(
+            self, input_ids, images, images_mask, config, constraints,
+            code_masks=code_masks, generator=generator,
+        )  # fmt: skip
+        return out if return_scores else out.sequences

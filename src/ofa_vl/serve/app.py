@@ -50,15 +50,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..api import OFAPipeline, get_model
 from ..errors import OFAError, OFAValueError
-from ..images import MAX_IMAGE_PIXELS, ImageError, ImageInfo, load_image, preprocess
+from ..images import MAX_IMAGE_PIXELS, ImageError, ImageInfo, load_image
 from ..options import (
     check_counts,
-    check_decoding,
     check_port,
     check_source_length,
     max_image_pixels,
 )
-from ..tasks import Task
+from ..tasks import Result
+from ..tasks.results import AskResult, CaptionResult, GroundingResult, TextResult, VQAResult
 from ..zoo import MODELS
 from . import schemas as S
 from .batcher import Batcher, QueueFullError
@@ -74,36 +74,33 @@ CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer: 
 # --------------------------------------------------------------------------- endpoints
 @dataclass(frozen=True)
 class Endpoint:
-    """A ``POST /v1/<name>`` route: its params, its response and how a task result fills it."""
+    """A ``POST /v1/<name>`` route: its params, its response and the task result that fills it."""
 
     task: str
     params: type[S.CaptionParams]
     response: type[S.Prediction]
-    render: Callable[[dict[str, Any]], dict[str, Any]]  # task result -> response fields
+    result: type[Result]  # the task's typed result: its fields name the response's
     summary: str
+
+    def render(self, result: Result) -> dict[str, Any]:
+        """The response's own fields, read from the typed result's fields of the same names."""
+        assert isinstance(result, self.result), result
+        own = set(self.response.model_fields) - set(S.Prediction.model_fields)
+        return {name: getattr(result, name) for name in own}
 
 
 ENDPOINTS: dict[str, Endpoint] = {
     "caption": Endpoint(
-        "caption", S.CaptionParams, S.CaptionResponse,
-        lambda r: {"caption": r["pred_caption"]}, "Describe an image",
+        "caption", S.CaptionParams, S.CaptionResponse, CaptionResult, "Describe an image"
     ),
     "grounding": Endpoint(
-        "refcoco", S.GroundingParams, S.GroundingResponse,
-        lambda r: {"text": r["text"], "boxes": r["pred_bboxes"]}, "Find the region a text describes",
+        "refcoco", S.GroundingParams, S.GroundingResponse, GroundingResult,
+        "Find the region a text describes",
     ),
-    "ocr": Endpoint(
-        "ocr", S.OCRParams, S.OCRResponse,
-        lambda r: {"text": r["pred_text"]}, "Read the text in an image",
-    ),
-    "vqa": Endpoint(
-        "vqa", S.VQAParams, S.VQAResponse,
-        lambda r: {"question": r["question"], "answer": r["pred_answer"]}, "Answer a question",
-    ),
+    "ocr": Endpoint("ocr", S.OCRParams, S.OCRResponse, TextResult, "Read the text in an image"),
+    "vqa": Endpoint("vqa", S.VQAParams, S.VQAResponse, VQAResult, "Answer a question"),
     "generate": Endpoint(
-        "ask", S.GenerateParams, S.GenerateResponse,
-        lambda r: {"prompt": r["prompt"], "text": r["text"], "boxes": r.get("pred_bboxes"),
-                   "labels": r.get("pred_labels")},
+        "ask", S.GenerateParams, S.GenerateResponse, AskResult,
         "Run any instruction, with decoding options",
     ),
 }  # fmt: skip
@@ -254,6 +251,11 @@ async def parse_request(request: Request, body: bytes) -> tuple[bytes, dict[str,
 
 def validate(params: type[BaseModel], fields: dict[str, Any]) -> Any:
     """``params`` from the request's fields, or 422 naming each bad field."""
+    if unknown := sorted(set(fields) - set(params.model_fields)):
+        raise ApiError(
+            422, "invalid_request",
+            f"unknown field {', '.join(unknown)}; valid ones: {', '.join(params.model_fields)}",
+        )  # fmt: skip
     try:
         return params.model_validate(fields)
     except ValidationError as err:
@@ -285,30 +287,27 @@ def check_request(pipe: OFAPipeline, fields: dict[str, Any], overrides: dict[str
     and its length in tokens (422 otherwise), so that it cannot fail the requests batched with it."""
     try:
         pipe.task.check(fields)
-        options = {**pipe.task.generation, **pipe.generation, **overrides}
-        check_decoding(options, pipe.model.cfg)
+        pipe.decoding(**overrides).check(pipe.model.cfg)
         check_source_length(len(pipe.tokenizer.encode(pipe.task.prompt(fields))), pipe.model.cfg)
     except OFAError as err:
         raise ApiError(422, "invalid_request", str(err)) from err
 
 
 def prepare(
-    data: bytes, task: Task, max_pixels: int, fields: dict[str, Any]
+    data: bytes, pipe: OFAPipeline, max_pixels: int, fields: dict[str, Any]
 ) -> tuple[Item, tuple[int, int]]:
-    """Decode and preprocess one upload for ``task``: the batch item and the image's (w, h)."""
+    """Decode and preprocess one upload for ``pipe``: the batch item and the image's (w, h)."""
     try:
         image = load_image(data, max_pixels=max_pixels)
     except ImageError as err:
         if _declared_pixels(data) > max_pixels:
             raise ApiError(413, "image_too_large", str(err)) from err
         raise ApiError(400, "invalid_image", str(err)) from err
-    pixels, info = preprocess(image, task.image_size, task.interpolation)  # type: ignore[arg-type]
+    pixels, info = pipe.preprocess(image)
     return Item(pixels, info, fields), image.size
 
 
-def predict(
-    pipe: OFAPipeline, overrides: dict[str, Any], items: list[Item]
-) -> list[dict[str, Any]]:
+def predict(pipe: OFAPipeline, overrides: dict[str, Any], items: list[Item]) -> list[Result]:
     """The batch function: one ``predict_batch`` call for all ``items``."""
     images = torch.stack([it.pixels for it in items])
     return pipe.predict_batch(
@@ -464,7 +463,7 @@ class Service:
         async with self.decode_slots:
             await asyncio.to_thread(check_request, pipe, params.task_fields(), overrides)
             item, (width, height) = await asyncio.to_thread(
-                prepare, data, pipe.task, self.config.max_pixels, params.task_fields()
+                prepare, data, pipe, self.config.max_pixels, params.task_fields()
             )
         key = (name, endpoint, tuple(sorted(overrides.items())))
         result = await self.batcher.submit(key, partial(predict, pipe, overrides), item)

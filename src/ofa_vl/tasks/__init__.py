@@ -15,6 +15,10 @@ from . import (  # noqa: F401  (registration)
     vqa,
     vqa_scoring,
 )
-from .base import TASKS, BilingualTask, Query, Task, get_task, register_task
+from .base import TASKS, BilingualTask, BoundTask, Query, Runner, Task, get_task, register_task
+from .results import Result
 
-__all__ = ["TASKS", "BilingualTask", "Query", "Task", "get_task", "register_task"]
+__all__ = [
+    "TASKS", "BilingualTask", "BoundTask", "Query", "Result", "Runner", "Task", "get_task",
+    "register_task",
+]  # fmt: skip

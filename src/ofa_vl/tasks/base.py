@@ -3,20 +3,35 @@ a parser of the generated tokens. Tasks are small, stateless and registered by n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from ..errors import OFAValueError
-from ..text import TextNorm, normalize_text
+from ..generation.config import GenerationConfig
+from ..images import OFA_MEAN, OFA_STD, Interpolation
+from ..preprocess import PreprocessConfig
+from ..text import TextNorm
 
 if TYPE_CHECKING:
+    from ..generation import Trie
+    from ..generation.scoring import CandidateSet
     from ..images import ImageInfo
-    from ..model import OFA
     from ..tokenizer import OFATokenizer
+    from .results import Result
 
 TASKS: dict[str, type[Task]] = {}
+
+
+class Runner(str, Enum):
+    """How a task gets its answer (:mod:`ofa_vl.tasks.runners`)."""
+
+    GENERATE = "generate"  # decode text (or boxes) with ``generate``
+    SCORE = "score"  # score a fixed candidate set by teacher forcing
+    CODES = "codes"  # sample a grid of image codes
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -46,10 +61,18 @@ class Task:
     aliases: ClassVar[tuple[str, ...]] = ()
     required: ClassVar[tuple[str, ...]] = ()  # the query fields the prompt needs
     optional: ClassVar[tuple[str, ...]] = ()  # fields it reads when given
+    runner: ClassVar[Runner] = Runner.GENERATE
+    text_only: ClassVar[bool] = False  # the encoder reads the instruction alone (images masked)
 
     image_size: int = 480
-    interpolation: str = "bilinear"  # "bilinear" = cv2 INTER_LINEAR, "bicubic" = Pillow
-    generation: dict[str, Any] = field(default_factory=dict)
+    interpolation: Interpolation = Interpolation.BILINEAR
+    mean: tuple[float, ...] = (
+        OFA_MEAN  # OFA:data/mm_data/*_dataset.py: 0.5 (ImageNet tasks: timm's)
+    )
+    std: tuple[float, ...] = OFA_STD
+    generation: GenerationConfig = (
+        GenerationConfig()
+    )  # mmpretrain OFA: beam 5, 20 tokens, no-repeat 3
     # field -> normalisation before the prompt (ofa_vl.text); a model card overrides it
     text_norm: dict[str, TextNorm] = field(default_factory=dict)
 
@@ -61,19 +84,26 @@ class Task:
                 f"its fields: {', '.join(self.fields()) or 'none'}"
             )
         self.text_norm = {k: TextNorm.parse(v) for k, v in self.text_norm.items()}
+        self.interpolation = Interpolation.parse(self.interpolation)  # from a card / pipeline.json
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        if isinstance(self.generation, Mapping):  # generation={...} given as a task option
+            self.generation = GenerationConfig().replace(**self.generation)
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
         """Every query field the task reads."""
         return cls.required + cls.optional
 
+    @property
+    def preprocessing(self) -> PreprocessConfig:
+        """How this task's model reads its inputs (images and text fields)."""
+        return PreprocessConfig(
+            self.image_size, self.interpolation, self.mean, self.std, dict(self.text_norm)
+        )
+
     def normalize(self, fields: dict[str, Any]) -> dict[str, Any]:
         """``fields`` with each text normalised as :attr:`text_norm` says (the model's pipeline)."""
-        out = dict(fields)
-        for key, how in self.text_norm.items():
-            if isinstance(out.get(key), str):
-                out[key] = normalize_text(out[key], how)
-        return out
+        return self.preprocessing.text(fields)
 
     def check(self, fields: dict[str, Any]) -> None:
         """Raise one clear error if a field the prompt needs is missing or empty."""
@@ -90,59 +120,50 @@ class Task:
         """Text the decoder is forced to start with (after ``<s>``), if any."""
         return None
 
+    def with_image(
+        self, fields: dict[str, Any], info: ImageInfo, tokenizer: OFATokenizer
+    ) -> dict[str, Any]:
+        """The fields the prompt reads once the image's resize is known (default: as given)."""
+        return fields
+
+    def model_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The (B, 3, S, S) pixels the encoder reads (default: the preprocessed images)."""
+        return images
+
     def for_tokenizer(self, tokenizer: OFATokenizer) -> Task:
         """This task with the options that depend on the vocabulary filled in (default: as is)."""
         return self
 
-    def constraint_trie(self, tokenizer: OFATokenizer) -> Any:
-        """A :class:`~ofa_vl.generation.Trie` of allowed outputs, if any."""
+    def constraint_trie(self, tokenizer: OFATokenizer) -> Trie | None:
+        """A :class:`~ofa_vl.generation.Trie` of allowed outputs, if any (built by :meth:`bind`)."""
         return None
+
+    def candidate_set(self, tokenizer: OFATokenizer) -> CandidateSet | None:
+        """The scored candidates, for scoring tasks (built by :meth:`bind`)."""
+        return None
+
+    def bind(self, tokenizer: OFATokenizer) -> BoundTask:
+        """This task settled for ``tokenizer``: its language, answer trie and candidate table."""
+        task = self.for_tokenizer(tokenizer)
+        trie, cands = task.constraint_trie(tokenizer), task.candidate_set(tokenizer)
+        return BoundTask(self, task, tokenizer, trie, cands)
 
     def parse(
         self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Generated ids (decoder prompt removed, ``<s>`` first) -> the result dict."""
+    ) -> Result:
+        """Generated ids (decoder prompt removed, ``<s>`` first) -> the typed result."""
         raise NotImplementedError
 
-    def predict(
-        self,
-        model: OFA,
-        tokenizer: OFATokenizer,
-        images: torch.Tensor,
-        infos: list[ImageInfo],
-        fields: list[dict[str, Any]],
-        generation: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """Run the task on a preprocessed batch: prompts -> ``generate`` -> :meth:`parse`.
 
-        Scoring tasks (classification, matching) override this.
-        """
-        from ..generation import generate
+@dataclass(frozen=True)
+class BoundTask:
+    """A task bound to a tokenizer: what its runner needs, built once per pipeline."""
 
-        task = self.for_tokenizer(tokenizer)
-        if task is not self:
-            return task.predict(model, tokenizer, images, infos, fields, generation)
-        enc = tokenizer([self.prompt(f) for f in fields], return_tensors="pt")
-        dec_texts = [self.decoder_prompt(f) for f in fields]
-        prompts = None
-        if any(t is not None for t in dec_texts):
-            prompts = [tokenizer.encode(t or "", add_special_tokens=False) for t in dec_texts]
-        seqs = generate(
-            model,
-            enc["input_ids"].to(images.device),
-            images,
-            decoder_prompts=prompts,
-            constraint_trie=self.constraint_trie(tokenizer),
-            **generation,
-        )
-        assert isinstance(seqs, torch.Tensor)
-        results = []
-        for i, f in enumerate(fields):
-            tokens = seqs[i].tolist()
-            if prompts is not None:  # mmpretrain: the forced prompt is not part of the answer
-                tokens = tokens[:1] + tokens[1 + len(prompts[i]) :]
-            results.append(self.parse(tokens, tokenizer, infos[i], f))
-        return results
+    source: Task  # the task as configured (what the pipeline holds)
+    task: Task  # with the tokenizer's options settled (the prompt language)
+    tokenizer: OFATokenizer
+    trie: Trie | None = None  # allowed answers (VQA's ans2label)
+    candidates: CandidateSet | None = None  # scoring tasks' candidates and their trie
 
 
 LANGUAGES = ("en", "zh")

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from ..errors import OFAValueError
-from ..images import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD
+from ..images import IMAGENET_MEAN, IMAGENET_STD, Interpolation
 from .base import register_task
+from .results import ClassifyResult, Result
 from .scored import ScoringTask
 
 
@@ -39,36 +40,32 @@ class Classify(ScoringTask):
     name = "classify"
     aliases = ("image_classify", "classification")
     image_size: int = 480
-    interpolation: str = "bicubic"  # OFA-NOTES 2.3: ImageNet eval at 480, bicubic
+    interpolation: Interpolation = (
+        Interpolation.BICUBIC
+    )  # OFA-NOTES 2.3: ImageNet eval at 480, bicubic
     labels: Sequence[str] | str | Path | None = None  # names, or a file of names one per line
     topk: int = 5
     # OFA-NOTES 2.1: ImageNet checkpoints use timm's mean/std (--imagenet-default-mean-and-std)
     normalization: Literal["ofa", "imagenet"] = "ofa"
-    _names: list[str] | None = field(default=None, init=False, repr=False)
 
-    @property
-    def mean(self) -> tuple[float, ...]:
-        return IMAGENET_MEAN if self.normalization == "imagenet" else OFA_MEAN
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        return IMAGENET_STD if self.normalization == "imagenet" else OFA_STD
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.normalization == "imagenet":
+            self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
 
     def prompt(self, fields: dict[str, Any]) -> str:
         return " what does the image describe?"  # OFA:data/cv_data/image_classify_dataset.py
 
     def candidates(self) -> Sequence[str]:
-        if self._names is None:
-            if self.labels is None:
-                raise OFAValueError(
-                    "task 'classify' needs labels=[...] or labels=<file, one name a line>"
-                )
-            is_file = isinstance(self.labels, (str, Path))
-            self._names = read_labels(self.labels) if is_file else list(self.labels)  # type: ignore[arg-type]
-        return self._names
+        """The label names (a file is read when a pipeline binds the task)."""
+        if self.labels is None:
+            raise OFAValueError(
+                "task 'classify' needs labels=[...] or labels=<file, one name a line>"
+            )
+        if isinstance(self.labels, (str, Path)):
+            return read_labels(self.labels)
+        return list(self.labels)
 
-    def report(
-        self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
         top = ranked(scores, names, self.topk)
-        return {"pred_label": top[0]["label"], "pred_score": top[0]["score"], "topk": top}
+        return ClassifyResult(top[0]["label"], top[0]["score"], top)

@@ -4,11 +4,14 @@ then its label words."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..generation import GenerationConfig
+from ..images import Interpolation
 from ..tokenizer import bins_to_box
 from .base import Task, register_task
+from .results import BoxesResult, Result
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
@@ -50,14 +53,16 @@ class Detection(Task):
     name = "detection"
     aliases = ("detect", "object_detection")
     image_size: int = 256  # pretraining detection: LargeScaleJitter(output_size=256)
-    interpolation: str = "bicubic"
-    generation: dict[str, Any] = field(
-        default_factory=lambda: {"num_beams": 5, "max_new_tokens": 200, "no_repeat_ngram_size": 0}
+    interpolation: Interpolation = Interpolation.BICUBIC
+    generation: GenerationConfig = GenerationConfig(
+        num_beams=5, max_new_tokens=200, no_repeat_ngram_size=0
     )
 
     def prompt(self, fields: dict[str, Any]) -> str:
         return " what are the objects in the image?"
 
-    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+    def parse(
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+    ) -> Result:
         boxes, labels = parse_boxes(tokens, tokenizer, info)
-        return {"pred_bboxes": boxes, "pred_labels": labels}
+        return BoxesResult(boxes, labels)

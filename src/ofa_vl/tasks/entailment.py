@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from ..errors import OFAValueError
+from ..images import Interpolation
 from ..text import TextNorm
 from .base import register_task
+from .results import EntailmentResult, Result
 from .scored import PromptType, ScoringTask
 
 # OFA:data/mm_data/snli_ve_dataset.py: the answer words of the three SNLI labels
@@ -27,7 +29,9 @@ class Entailment(ScoringTask):
     required = ("hypothesis",)
     optional = ("premise",)
     image_size: int = 480
-    interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
+    interpolation: Interpolation = (
+        Interpolation.BICUBIC
+    )  # official OFA: torchvision Resize, PIL bicubic
     prompt_type: PromptType = (
         "prev_output"  # OFA:run_scripts/snli_ve/*.sh --prompt-type=prev_output
     )
@@ -52,13 +56,7 @@ class Entailment(ScoringTask):
     def candidates(self) -> Sequence[str]:
         return ("no", "yes", "maybe")  # OFA:tasks/mm_tasks/snli_ve.py ans2label_dict order
 
-    def report(
-        self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
         answer = names[int(scores.argmax())]
-        return {
-            "hypothesis": fields["hypothesis"],
-            "pred_answer": answer,
-            "pred_label": LABELS[answer],
-            "scores": {LABELS[n]: float(s) for n, s in zip(names, scores)},
-        }
+        by_label = {LABELS[n]: float(s) for n, s in zip(names, scores)}
+        return EntailmentResult(fields["hypothesis"], answer, LABELS[answer], by_label)

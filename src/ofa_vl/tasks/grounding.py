@@ -6,12 +6,18 @@ English (text verbatim, as mmpretrain) and Chinese (OFA-CN's RefCOCO-CN: the off
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
+from ..images import Interpolation
 from ..text import pre_caption
 from ..tokenizer import bins_to_box
 from .base import BilingualTask, register_task
+from .results import GroundingResult, Result
+
+if TYPE_CHECKING:
+    from ..images import ImageInfo
+    from ..tokenizer import OFATokenizer
 
 
 @register_task
@@ -21,10 +27,7 @@ class Grounding(BilingualTask):
     aliases = ("grounding", "visual_grounding")
     required = ("text",)
     image_size: int = 512
-    interpolation: str = "bilinear"
-    generation: dict[str, Any] = field(
-        default_factory=lambda: {"num_beams": 5, "max_new_tokens": 20, "no_repeat_ngram_size": 3}
-    )
+    interpolation: Interpolation = Interpolation.BILINEAR
     # bins -> pixels: bin/999*512 (official, default) or bin/1000*512 (mmpretrain's post_process)
     divisor: Literal["official", "mmpretrain"] = "official"
 
@@ -33,11 +36,13 @@ class Grounding(BilingualTask):
             return f'这段文字" {pre_caption(fields["text"], 80)} "描述的是哪个区域？'
         return f' which region does the text " {fields["text"]} " describe?'
 
-    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+    def parse(
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+    ) -> Result:
         body = tokens[1:5]  # mmpretrain post_process: the 4 tokens after <s>
         bins = [t - tokenizer.bin_offset for t in body]
         if len(bins) < 4 or any(not 0 <= b < tokenizer.num_bins for b in bins):
-            return {"pred_bboxes": [], "text": fields["text"]}  # the model did not answer a box
+            return GroundingResult(fields["text"], [])  # the model did not answer a box
         w_ratio, h_ratio = info.scale_factor
         box = bins_to_box(bins, w_ratio, h_ratio, tokenizer.num_bins, 512, self.divisor)
-        return {"pred_bboxes": [box], "text": fields["text"]}
+        return GroundingResult(fields["text"], [box])

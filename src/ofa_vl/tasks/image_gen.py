@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import OFAValueError
+from ..generation import GenerationConfig
+from ..images import Interpolation
 from ..model.vqgan import VQGANDecoder, codes_to_images, load_vqgan
-from .base import Task, register_task
-from .text_tasks import TextOnly
+from .base import Runner, Task, register_task
+from .results import CodesResult, Result
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from ..images import ImageInfo
-    from ..model import OFA
     from ..tokenizer import OFATokenizer
 
 
@@ -32,68 +35,68 @@ if TYPE_CHECKING:
 class CodeGeneration(Task):
     """Sample a grid of image codes; decode them to pixels when a VQGAN is given."""
 
+    runner = Runner.CODES
     image_size: int = 256  # OFA pretraining: code_image_size * 2
-    interpolation: str = "bicubic"
+    interpolation: Interpolation = Interpolation.BICUBIC
     # OFA:run_scripts/image_gen/evaluate_image_gen.sh: sampling, top-k 256, temperature 1
-    generation: dict[str, Any] = field(
-        default_factory=lambda: {"do_sample": True, "top_k": 256, "no_repeat_ngram_size": 0}
+    generation: GenerationConfig = GenerationConfig(
+        do_sample=True, top_k=256, no_repeat_ngram_size=0
     )
     num_codes: int | None = None  # default: the full grid, (cfg.code_image_size // 8) ** 2
     vqgan: str | Path | None = None  # folder with vqgan/last.ckpt + model.yaml
     seed: int | None = None
     _vqgan: VQGANDecoder | None = field(default=None, init=False, repr=False)
 
-    def predict(
-        self,
-        model: OFA,
-        tokenizer: OFATokenizer,
-        images: torch.Tensor,
-        infos: list[ImageInfo],
-        fields: list[dict[str, Any]],
-        generation: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """Generate ``num_codes`` codes per input; results hold the (rows, side) code grid."""
-        side = model.cfg.code_image_size // 8
+    def code_count(self, side: int) -> int:
+        """Codes to sample per input on a grid ``side`` codes wide."""
         n = side * side if self.num_codes is None else self.num_codes
         if n < 1 or n % side:
             raise OFAValueError(
                 f"num_codes must be a positive multiple of the grid side {side}, got {n}"
             )
-        dev = images.device
+        return n
+
+    def code_config(
+        self, config: GenerationConfig, tokenizer: OFATokenizer, n: int
+    ) -> GenerationConfig:
+        """``config`` sampling exactly ``n`` code tokens, then ``</s>``."""
         lo = tokenizer.code_offset
-        gen = {
-            **generation,
-            "max_new_tokens": n + 1,  # OFA: min_len = max_len_b = number of codes, then </s>
-            "min_new_tokens": n,
-            "constraint_range": (lo, lo + tokenizer.num_codes),  # --constraint-range=50265,58457
+        return config.replace(
+            max_new_tokens=n + 1,  # OFA: min_len = max_len_b = number of codes, then </s>
+            min_new_tokens=n,
+            constraint_range=(lo, lo + tokenizer.num_codes),  # --constraint-range=50265,58457
             # the range keeps specials 0-3 (fairseq); <s> <pad> <unk> (id 3) are no image codes
-            "bad_words_ids": [tokenizer.bos_token_id, tokenizer.pad_token_id, 3],
-            "code_masks": torch.ones(len(fields), dtype=torch.bool, device=dev),
-        }
-        if self.seed is not None:
-            gen["generator"] = torch.Generator(dev).manual_seed(self.seed)
-        results = super().predict(model, tokenizer, images, infos, fields, gen)
-        grids = torch.tensor([r["codes"] for r in results]).view(len(results), n // side, side)
-        for r, grid in zip(results, grids):
-            r["codes"] = grid.tolist()
+            suppress_tokens=(tokenizer.bos_token_id, tokenizer.pad_token_id, 3),
+        )
+
+    def to_grids(self, results: list[Result], side: int, device: torch.device) -> list[Result]:
+        """Each result's codes as its (rows, side) grid, and its image when there is a VQGAN."""
+        flat = [r.codes[0] for r in results if isinstance(r, CodesResult)]
+        grids = torch.tensor(flat).view(len(flat), -1, side)
+        images: list[Image.Image | None] = [None] * len(flat)
         if self.vqgan is not None:
             if self._vqgan is None:
-                self._vqgan = load_vqgan(self.vqgan).to(dev)
-            for r, img in zip(results, codes_to_images(grids, self._vqgan)):
-                r["image"] = img
+                self._vqgan = load_vqgan(self.vqgan).to(device)
+            images = list(codes_to_images(grids, self._vqgan))
+        for r, grid, img in zip(results, grids, images):
+            assert isinstance(r, CodesResult)
+            r.codes, r.image = grid.tolist(), img
         return results
 
-    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+    def parse(
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+    ) -> Result:
         lo, hi = tokenizer.code_offset, tokenizer.code_offset + tokenizer.num_codes
-        return {"codes": [t - lo for t in tokens if lo <= t < hi]}
+        return CodesResult([[t - lo for t in tokens if lo <= t < hi]])  # one row; see to_grids
 
 
 @register_task
 @dataclass
-class ImageGen(TextOnly, CodeGeneration):
+class ImageGen(CodeGeneration):
     name = "image_gen"
     aliases = ("text_to_image", "text2image")
     required = ("text",)
+    text_only = True
     image_size: int = 64  # no image is read: the placeholder is masked out
 
     def prompt(self, fields: dict[str, Any]) -> str:
@@ -111,19 +114,9 @@ class ImageInfill(CodeGeneration):
     def prompt(self, fields: dict[str, Any]) -> str:
         return " what is the image in the middle part?"  # OFA unify_dataset process_pure_image
 
-    def predict(
-        self,
-        model: OFA,
-        tokenizer: OFATokenizer,
-        images: torch.Tensor,
-        infos: list[ImageInfo],
-        fields: list[dict[str, Any]],
-        generation: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """Blank the centre half of each image (normalised value 0), then generate its codes."""
+    def model_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The centre half of each image blanked (normalised value 0)."""
         S = images.shape[-1]
         masked = images.clone()
-        masked[..., S // 4 : 3 * S // 4, S // 4 : 3 * S // 4] = (
-            0  # mask_left/top = code_image_size/2
-        )
-        return super().predict(model, tokenizer, masked, infos, fields, generation)
+        masked[..., S // 4 : 3 * S // 4, S // 4 : 3 * S // 4] = 0  # mask_left/top = S / 4
+        return masked

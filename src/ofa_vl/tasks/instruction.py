@@ -3,11 +3,18 @@ boxes (``<bin>`` x4 then label words, as OFA writes regions)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from ..generation import GenerationConfig
+from ..images import Interpolation
 from .base import Task, register_task
 from .detection import parse_boxes
+from .results import AskResult, Result
+
+if TYPE_CHECKING:
+    from ..images import ImageInfo
+    from ..tokenizer import OFATokenizer
 
 
 @register_task
@@ -18,9 +25,11 @@ class Ask(Task):
     required = ("prompt",)
     optional = ("boxes",)
     image_size: int = 480
-    interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
-    generation: dict[str, Any] = field(
-        default_factory=lambda: {"num_beams": 5, "max_new_tokens": 64, "no_repeat_ngram_size": 3}
+    interpolation: Interpolation = (
+        Interpolation.BICUBIC
+    )  # official OFA: torchvision Resize, PIL bicubic
+    generation: GenerationConfig = GenerationConfig(
+        num_beams=5, max_new_tokens=64, no_repeat_ngram_size=3
     )
 
     def prompt(self, fields: dict[str, Any]) -> str:
@@ -28,11 +37,12 @@ class Ask(Task):
         # OFA-NOTES 2.1: instructions start with a space (GPT-2 "Ġ" tokens); extra ones are kept
         return text if text.startswith(" ") else " " + text
 
-    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
-        out: dict[str, Any] = {
-            "prompt": fields["prompt"],
-            "text": tokenizer.decode(tokens, skip_special_tokens=True).strip(),
-        }
+    def parse(
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+    ) -> Result:
+        out = AskResult(
+            fields["prompt"], tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        )
         if fields.get("boxes"):  # the query asks to read the answer as regions
-            out["pred_bboxes"], out["pred_labels"] = parse_boxes(tokens, tokenizer, info)
+            out.boxes, out.labels = parse_boxes(tokens, tokenizer, info)
         return out

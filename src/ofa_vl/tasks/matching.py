@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
+from ..images import Interpolation
 from ..text import TextNorm
 from .base import register_task
+from .results import MatchResult, Result
 from .scored import ScoringTask
 
 
@@ -21,7 +23,9 @@ class Matching(ScoringTask):
     aliases = ("matching", "image_text_matching")
     required = ("text",)
     image_size: int = 480
-    interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
+    interpolation: Interpolation = (
+        Interpolation.BICUBIC
+    )  # official OFA: torchvision Resize, PIL bicubic
     text_norm: dict[str, TextNorm] = field(default_factory=lambda: {"text": TextNorm.PRE_CAPTION})
 
     def prompt(self, fields: dict[str, Any]) -> str:
@@ -30,8 +34,6 @@ class Matching(ScoringTask):
     def candidates(self) -> Sequence[str]:
         return ("yes", "no")  # OFA unify_dataset pos_tgt_item / neg_tgt_item
 
-    def report(
-        self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
         p_yes = float(scores.softmax(0)[0])  # p(yes) / (p(yes) + p(no))
-        return {"text": fields["text"], "match": p_yes > 0.5, "probability": p_yes}
+        return MatchResult(fields["text"], p_yes > 0.5, p_yes)

@@ -3,11 +3,18 @@ image. The image keeps its aspect ratio, edge-padded to a square (``images.ocr_r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from ..generation import GenerationConfig
+from ..images import Interpolation
 from ..tokenizer import join_cjk
 from .base import BilingualTask, register_task
+from .results import Result, TextResult
+
+if TYPE_CHECKING:
+    from ..images import ImageInfo
+    from ..tokenizer import OFATokenizer
 
 
 @register_task
@@ -16,22 +23,19 @@ class OCR(BilingualTask):
     name = "ocr"
     aliases = ("text_recognition",)
     image_size: int = 480  # OFA:tasks/ofa_task.py patch_image_size; ModelScope's OFA OCR configs
-    interpolation: str = "ocr"  # ocr_resize; "ocr_document" for document lines
+    interpolation: Interpolation = (
+        Interpolation.OCR
+    )  # ocr_resize; "ocr_document" for document lines
     document: bool = False  # OFA:tasks/mm_tasks/ocr.py --is-document: a line folded into 4 rows
     # OFA:run_scripts/ocr/evaluate_ocr.sh: beam 5, max_len_b 64 (64 tokens, then </s>), no-repeat 0
-    generation: dict[str, Any] = field(
-        default_factory=lambda: {
-            "num_beams": 5,
-            "fairseq": True,
-            "max_new_tokens": 65,
-            "no_repeat_ngram_size": 0,
-        }
+    generation: GenerationConfig = GenerationConfig(
+        num_beams=5, fairseq=True, max_new_tokens=65, no_repeat_ngram_size=0
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.document:
-            self.interpolation = "ocr_document"
+            self.interpolation = Interpolation.OCR_DOCUMENT
 
     def prompt(self, fields: dict[str, Any]) -> str:
         # OFA:data/mm_data/ocr_dataset.py, GPT2BPE / BertBPE
@@ -39,8 +43,10 @@ class OCR(BilingualTask):
             "图片上的文字是什么?" if self.language == "zh" else " what are the texts on the image?"
         )
 
-    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+    def parse(
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+    ) -> Result:
         text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
         # OFA:tasks/mm_tasks/ocr.py scores hypotheses with every space removed; here only the
         # spaces between CJK characters go, so Latin words stay apart
-        return {"pred_text": join_cjk(text)}
+        return TextResult(join_cjk(text))

@@ -3,18 +3,17 @@ region given as 4 bin tokens after ``'  what does the region describe? region:'`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OFAValueError
+from ..images import Interpolation
 from ..text import clean_caption
 from .base import Task, register_task
+from .results import RegionCaptionResult, Result
 
 if TYPE_CHECKING:
-    import torch
-
     from ..images import ImageInfo
-    from ..model import OFA
     from ..tokenizer import OFATokenizer
 
 # two leading spaces: the pretraining data has them (an extra lone "Ġ" token, id 1437)
@@ -42,10 +41,9 @@ class RegionCaption(Task):
     aliases = ("grounded_caption", "grounded_captioning")
     required = ("region",)  # a box, checked by check_box
     image_size: int = 480
-    interpolation: str = "bicubic"  # official OFA: torchvision Resize, PIL bicubic
-    generation: dict[str, Any] = field(  # as caption (mmpretrain OFA defaults)
-        default_factory=lambda: {"num_beams": 5, "max_new_tokens": 20, "no_repeat_ngram_size": 3}
-    )
+    interpolation: Interpolation = (
+        Interpolation.BICUBIC
+    )  # official OFA: torchvision Resize, PIL bicubic
 
     def check(self, fields: dict[str, Any]) -> None:
         check_box(fields.get("region"))
@@ -53,22 +51,15 @@ class RegionCaption(Task):
     def prompt(self, fields: dict[str, Any]) -> str:
         return f"{REGION_PROMPT} {fields[_BINS]}"
 
-    def predict(
-        self,
-        model: OFA,
-        tokenizer: OFATokenizer,
-        images: torch.Tensor,
-        infos: list[ImageInfo],
-        fields: list[dict[str, Any]],
-        generation: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """Quantise each region with its image's resize ratios, then caption as usual."""
-        with_bins = [
-            {**f, _BINS: tokenizer.box_to_tokens(check_box(f["region"]), *info.scale_factor)}
-            for f, info in zip(fields, infos)
-        ]
-        return super().predict(model, tokenizer, images, infos, with_bins, generation)
+    def with_image(
+        self, fields: dict[str, Any], info: ImageInfo, tokenizer: OFATokenizer
+    ) -> dict[str, Any]:
+        """The region quantised with this image's resize ratios (OFA-NOTES 2.2)."""
+        bins = tokenizer.box_to_tokens(check_box(fields["region"]), *info.scale_factor)
+        return {**fields, _BINS: bins}
 
-    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
+    def parse(
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+    ) -> Result:
         caption = clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))
-        return {"region": check_box(fields["region"]), "pred_caption": caption}
+        return RegionCaptionResult(check_box(fields["region"]), caption)

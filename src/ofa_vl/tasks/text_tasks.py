@@ -7,56 +7,48 @@ pure-text samples set ``patch_mask``), so any placeholder image given to the pip
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..generation import GenerationConfig
 from ..text import pre_caption
 from .base import Task, register_task
+from .results import GlueResult, Result, TextResult
 from .scored import PromptType, ScoringTask
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
-    from ..model import OFA
     from ..tokenizer import OFATokenizer
 
 
-class TextOnly(Task):
-    """Mixin: run the task with every image masked out."""
+@dataclass
+class TextGeneration(Task):
+    """Text in, text out: the image rows are masked out, the answer is the decoded text."""
 
-    def predict(
-        self,
-        model: OFA,
-        tokenizer: OFATokenizer,
-        images: torch.Tensor,
-        infos: list[ImageInfo],
-        fields: list[dict[str, Any]],
-        generation: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """The parent's predict with ``images_mask`` all False (no image)."""
-        no_image = torch.zeros(len(fields), dtype=torch.bool, device=images.device)
-        return super().predict(
-            model, tokenizer, images, infos, fields, {**generation, "images_mask": no_image}
-        )
+    required = ("text",)
+    text_only = True
+    image_size: int = 64  # the placeholder image is masked out; keep its ResNet pass cheap
+
+    def parse(
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+    ) -> Result:
+        return TextResult(tokenizer.decode(tokens, skip_special_tokens=True).strip())
 
 
 @register_task
 @dataclass
-class Summarize(TextOnly):
+class Summarize(TextGeneration):
     name = "gigaword"
     aliases = ("summarize", "summarization")
-    required = ("text",)
-    image_size: int = 64  # the placeholder image is masked out; keep its ResNet pass cheap
     # OFA:run_scripts/gigaword/evaluate_gigaword.sh: beam 6, lenpen 0.7, max-len-b 32, no-repeat 3
-    generation: dict[str, Any] = field(
-        default_factory=lambda: {
-            "num_beams": 6,
-            "length_penalty": 0.7,
-            "max_new_tokens": 33,  # --max-len-b=32: 32 tokens, then </s>
-            "no_repeat_ngram_size": 3,
-            "fairseq": True,
-        }
+    generation: GenerationConfig = GenerationConfig(
+        num_beams=6,
+        length_penalty=0.7,
+        max_new_tokens=33,  # --max-len-b=32: 32 tokens, then </s>
+        no_repeat_ngram_size=3,
+        fairseq=True,
     )
 
     def prompt(self, fields: dict[str, Any]) -> str:
@@ -64,33 +56,26 @@ class Summarize(TextOnly):
         source = pre_caption(fields["text"], 512).replace("<unk>", "unk")
         return f' what is the summary of article " {source} "?'
 
-    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
-        return {"pred_text": tokenizer.decode(tokens, skip_special_tokens=True).strip()}
-
 
 @register_task
 @dataclass
-class TextInfill(TextOnly):
+class TextInfill(TextGeneration):
     name = "text_infill"
-    aliases = ("infill_text",)
-    required = ("text",)  # with <mask> where text is missing
-    image_size: int = 64
-    generation: dict[str, Any] = field(
-        default_factory=lambda: {"num_beams": 5, "max_new_tokens": 128, "no_repeat_ngram_size": 0}
+    aliases = ("infill_text",)  # the text has <mask> where words are missing
+    generation: GenerationConfig = GenerationConfig(
+        num_beams=5, max_new_tokens=128, no_repeat_ngram_size=0
     )
 
     def prompt(self, fields: dict[str, Any]) -> str:
         # OFA:data/pretrain_data/unify_dataset.py process_pure_text: lower-cased text between the quotes
         return f' what is the complete text of " {fields["text"].strip().lower()} "?'
 
-    def parse(self, tokens, tokenizer, info, fields):  # type: ignore[no-untyped-def]
-        return {"pred_text": tokenizer.decode(tokens, skip_special_tokens=True).strip()}
-
 
 @dataclass
-class Glue(TextOnly, ScoringTask):
+class Glue(ScoringTask):
     """A GLUE task: its prompt, scored over its answer words (``OFA:data/nlu_data/*``)."""
 
+    text_only = True
     template: ClassVar[str] = ""
     answers: ClassVar[tuple[str, ...]] = ("yes", "no")
     image_size: int = 64
@@ -106,13 +91,8 @@ class Glue(TextOnly, ScoringTask):
     def candidates(self) -> Sequence[str]:
         return self.answers
 
-    def report(
-        self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        return {
-            "pred_answer": names[int(scores.argmax())],
-            "scores": {n: float(s) for n, s in zip(names, scores)},
-        }
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
+        return GlueResult(names[int(scores.argmax())], {n: float(s) for n, s in zip(names, scores)})
 
 
 # name -> (template, query fields in template order, answer words); OFA-NOTES 2.3 GLUE row

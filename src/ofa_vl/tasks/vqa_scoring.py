@@ -11,33 +11,37 @@ from typing import Any
 import torch
 
 from ..errors import OFAValueError
+from ..images import Interpolation
 from ..text import TextNorm
 from .base import register_task
+from .results import Result, VQAResult
 from .scored import PromptType, ScoringTask
-from .vqa import VQA
+from .vqa import vqa_question
 
 
 @register_task
 @dataclass
-class VQAScoring(VQA, ScoringTask):
+class VQAScoring(ScoringTask):
     name = "vqa_allcand"
     aliases = ("vqa_scoring",)
+    required = ("question",)
+    optional = ("objects",)
+    image_size: int = 480
+    interpolation: Interpolation = Interpolation.BICUBIC  # as vqa (OFA: torchvision Resize)
     prompt_type: PromptType = "prev_output"  # OFA:run_scripts/vqa/evaluate_vqa_allcand*.sh
     text_norm: dict[str, TextNorm] = field(  # the official evaluation: OFA's pre_question
         default_factory=lambda: {"question": TextNorm.PRE_QUESTION}
     )
+    answers: Sequence[str] | None = None  # ans2label: the candidates
+
+    def prompt(self, fields: dict[str, Any]) -> str:
+        return " " + vqa_question(fields)
 
     def candidates(self) -> Sequence[str]:
         if not self.answers:
             raise OFAValueError("task 'vqa_allcand' needs answers=[...] or an ans2label file")
         return self.answers
 
-    def report(
-        self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        best = int(scores.argmax())
-        return {
-            "question": self._question(fields),
-            "pred_answer": names[best],
-            "score": float(scores[best]),
-        }
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
+        # the best candidate's log-probability is this result's score, and in its dict
+        return VQAResult(vqa_question(fields), names[int(scores.argmax())], with_score=True)

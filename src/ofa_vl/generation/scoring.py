@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import OFAValueError
-from .generation import Trie
+from ..errors import OFAValueError
+from .trie import Trie
 
 if TYPE_CHECKING:
-    from .model import OFA, EncoderOutput
-    from .tokenizer import OFATokenizer
+    from ..model import OFA, EncoderOutput
+    from ..tokenizer import OFATokenizer
 
 __all__ = ["CandidateSet", "score_candidates"]
 

@@ -1,0 +1,176 @@
+"""What a task answers: one typed result per input.
+
+Every result carries the model's own ``score``: for generated answers the decoder's score of the
+chosen sequence (:attr:`~ofa_vl.generation.GenerateOutput.scores`: its summed log-probability, or
+with beam search and ``length_penalty`` != 0 that sum over ``length ** length_penalty``, the number
+HF / fairseq rank beams by); for scored tasks the best candidate's summed log-probability, and
+``candidates`` holds every candidate's. :meth:`Result.to_dict` gives mmpretrain's result dict
+exactly as before (the goldens compare those), so the score is not in it unless that dict already
+had one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+__all__ = [
+    "AskResult",
+    "BoxesResult",
+    "CaptionResult",
+    "ClassifyResult",
+    "CodesResult",
+    "EntailmentResult",
+    "GlueResult",
+    "GroundingResult",
+    "MatchResult",
+    "RegionCaptionResult",
+    "Result",
+    "TextResult",
+    "VQAResult",
+]
+
+
+@dataclass
+class Result:
+    """One input's answer."""
+
+    score: float | None = field(default=None, kw_only=True)  # the model's own, see the module
+    candidates: dict[str, float] = field(default_factory=dict, kw_only=True)  # scored tasks
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mmpretrain-style result dict."""
+        raise NotImplementedError
+
+
+@dataclass
+class CaptionResult(Result):
+    caption: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pred_caption": self.caption}
+
+
+@dataclass
+class RegionCaptionResult(Result):
+    region: list[float]
+    caption: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "pred_caption": self.caption}
+
+
+@dataclass
+class GroundingResult(Result):
+    text: str
+    boxes: list[list[float]]  # one box, or none when the model did not answer a box
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pred_bboxes": self.boxes, "text": self.text}
+
+
+@dataclass
+class BoxesResult(Result):
+    """Detection: every box and its label words."""
+
+    boxes: list[list[float]]
+    labels: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pred_bboxes": self.boxes, "pred_labels": self.labels}
+
+
+@dataclass
+class VQAResult(Result):
+    question: str  # as the model read it (mmpretrain echoes it)
+    answer: str
+    with_score: bool = False  # all-candidate VQA reports the best score in its dict
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"question": self.question, "pred_answer": self.answer}
+        if self.with_score:
+            out["score"] = self.score
+        return out
+
+
+@dataclass
+class TextResult(Result):
+    """OCR, summarization, text infilling: one text."""
+
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pred_text": self.text}
+
+
+@dataclass
+class AskResult(Result):
+    prompt: str
+    text: str
+    boxes: list[list[float]] | None = None  # when the query asked to read regions
+    labels: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"prompt": self.prompt, "text": self.text}
+        if self.boxes is not None:
+            out["pred_bboxes"], out["pred_labels"] = self.boxes, self.labels
+        return out
+
+
+@dataclass
+class ClassifyResult(Result):
+    label: str
+    label_score: float
+    topk: list[dict[str, Any]]  # {"label", "score"}, best first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pred_label": self.label, "pred_score": self.label_score, "topk": self.topk}
+
+
+@dataclass
+class MatchResult(Result):
+    text: str
+    match: bool
+    probability: float  # p(yes) / (p(yes) + p(no))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "match": self.match, "probability": self.probability}
+
+
+@dataclass
+class EntailmentResult(Result):
+    hypothesis: str
+    answer: str  # yes / no / maybe
+    label: str  # entailment / contradiction / neutral
+    scores: dict[str, float]  # label -> log-probability
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hypothesis": self.hypothesis,
+            "pred_answer": self.answer,
+            "pred_label": self.label,
+            "scores": self.scores,
+        }
+
+
+@dataclass
+class GlueResult(Result):
+    answer: str
+    scores: dict[str, float]  # answer word -> log-probability
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pred_answer": self.answer, "scores": self.scores}
+
+
+@dataclass
+class CodesResult(Result):
+    codes: list[list[int]]  # (rows, side) image codes
+    image: Image.Image | None = None  # decoded by the VQGAN, when one is given
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"codes": self.codes}
+        if self.image is not None:
+            out["image"] = self.image
+        return out
