@@ -301,13 +301,26 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--workers", type=int, default=1, help="processes rendering the images")
+    f = sub.add_parser("shapes-folder", help="shapes scenes as a folder dataset (ofa train --data)")
+    f.add_argument("--out", required=True)
+    f.add_argument("--task", choices=["caption", "refcoco", "vqa"], default="caption")
+    f.add_argument("--train", type=int, default=200)
+    f.add_argument("--val", type=int, default=20)
+    f.add_argument("--test", type=int, default=20)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--size", type=int, default=256)
 
 
 @command("data", _data_args)
 def cmd_data(args: argparse.Namespace) -> int:
     """Generate datasets (the synthetic shapes world)."""
-    from .data.shapes import shapes_command
+    from .data.shapes import shapes_command, write_shapes_folder
 
+    if args.dataset == "shapes-folder":
+        counts = (args.train, args.val, args.test)
+        lines = write_shapes_folder(args.out, args.task, counts, args.seed, args.size)
+        print(f"wrote {args.task} lines to {args.out}: {lines}")
+        return 0
     shapes_command(args.out, args.train, args.val, args.seed, args.size, args.workers)
     return 0
 
@@ -316,9 +329,15 @@ def _test_args(p: argparse.ArgumentParser) -> None:
     from .evaluate import DATASETS
 
     p.add_argument("model", help="zoo name or checkpoint path")
-    p.add_argument("--dataset", required=True, choices=list(DATASETS))
-    p.add_argument("--data-root", required=True, help="the dataset folder (mmpretrain's data/coco)")
-    p.add_argument("--split", required=True, help="test, val, testA, val2014, test-dev2015 ...")
+    p.add_argument("--data", help="your own data: a folder of images + metadata.jsonl/.csv")
+    p.add_argument("--task", help="--data: the task to score in a mixture (default: the folder's)")
+    p.add_argument("--strict", action="store_true", help="--data: refuse bad lines")
+    p.add_argument("--dataset", choices=[d for d in DATASETS if d != "folder"])
+    p.add_argument("--data-root", help="the --dataset folder (mmpretrain's data/coco)")
+    p.add_argument(
+        "--split",
+        help="test, val, testA, val2014, test-dev2015 ...; --data: its test, else validation split",
+    )
     p.add_argument("--pretrained", help="weights overriding the named model's")
     p.add_argument("--tokenizer", help="tokenizer directory or hub id")
     p.add_argument(
@@ -341,6 +360,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     """evaluate a model on a benchmark (resumable; torchrun for several processes)"""
     from .evaluate import evaluate_command
 
+    if args.data is not None:
+        dataset, root = "folder", args.data
+    elif args.dataset and args.data_root and args.split:
+        dataset, root = args.dataset, args.data_root
+    else:
+        raise OFAValueError("ofa test needs --data DIR, or --dataset, --data-root and --split")
     generation = _decoding(args)
     options = {
         k: v
@@ -348,9 +373,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         if v is not None
     }
     evaluate_command(
-        args.model, dataset=args.dataset, data_root=args.data_root, split=args.split,
-        out=args.out, batch_size=args.batch_size, limit=args.limit, resume=args.resume,
-        workers=args.workers, device=args.device, pretrained=args.pretrained,
+        args.model, dataset=dataset, data_root=root, split=args.split, task=args.task,
+        strict=args.strict, out=args.out, batch_size=args.batch_size, limit=args.limit,
+        resume=args.resume, workers=args.workers, device=args.device, pretrained=args.pretrained,
         tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation, **options,
     )  # fmt: skip
     return 0

@@ -62,6 +62,7 @@ __all__ = [
     "is_folder_dataset",
     "read_dataset",
     "read_folder",
+    "split_name",
     "training_examples",
 ]
 
@@ -470,7 +471,7 @@ def read_dataset(
     if hasattr(dataset, "column_names") and not isinstance(dataset.column_names, Mapping):
         parts = [(None, dataset)]
     else:  # a DatasetDict
-        parts = [(_known_split(name), ds) for name, ds in dataset.items()]
+        parts = [(split_name(name), ds) for name, ds in dataset.items()]
     cache = Path(cache_dir or tempfile.mkdtemp(prefix="ofa-dataset-"))
     cache.mkdir(parents=True, exist_ok=True)
     wanted = _known_task(task)
@@ -491,7 +492,8 @@ def read_dataset(
     return _finish("dataset", reader, wanted)
 
 
-def _known_split(name: str) -> str:
+def split_name(name: str) -> str:
+    """One of :data:`SPLITS` from HF's names for it (``val``, ``dev``, ...), or one clear error."""
     try:
         return _split_name(name)
     except _BadLine as e:
