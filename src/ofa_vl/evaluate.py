@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import torch
 import torch.distributed as dist
@@ -46,6 +46,7 @@ from .data import (
     write_vqa_submission,
 )
 from .data.folder import FolderData, FolderSample, read_folder, split_name
+from .distributed import Dist, init_distributed, resolve_device
 from .errors import OFAError, OFARuntimeError, OFAValueError, describe
 from .images import ImageError, ImageInfo, preprocess
 from .metrics import (
@@ -56,7 +57,7 @@ from .metrics import (
     vqa_acc_mmpretrain,
     vqa_accuracy,
 )
-from .options import at_least, check_counts, check_device, check_image_size
+from .options import at_least, check_counts, check_image_size
 from .runs import RunLock, weights_fingerprint, write_atomic
 from .zoo import MODELS
 
@@ -98,7 +99,6 @@ _CAPTION_NAMES = {  # pycocoevalcap key -> the published tables' name
 _NO_BOX = (0.0, 0.0, 0.0, 0.0)  # a grounding answer that is not a box: IoU 0, a miss
 
 Sample = CaptionSample | RefSample | VQASample | FolderSample
-T = TypeVar("T")
 
 
 def sample_id(sample: Sample) -> int:
@@ -372,50 +372,6 @@ def _batches(ids: Sequence[int], batch_size: int, done: set[int]) -> list[list[i
     return [b for b in ([i for i in r if ids[i] not in done] for r in cut) if b]
 
 
-# --------------------------------------------------------------------------- distribution
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    def broadcast(self, obj: T) -> T:
-        """Rank 0's ``obj`` on every rank."""
-        if self.world == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, obj: T) -> list[T]:
-        """Every rank's ``obj``, in rank order (all ranks get them; rank 0 uses them)."""
-        if self.world == 1:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """The device of this process: ``cuda`` means this torchrun worker's ``cuda:LOCAL_RANK``."""
-    check_device(device)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return dev
-
-
-def _init_distributed(device: torch.device) -> tuple[_Dist, bool]:
-    """Join torchrun's process group when ``WORLD_SIZE`` > 1; True if it was created here."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return _Dist(), False
-    created = not dist.is_initialized()
-    if created:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size()), created
-
-
 # --------------------------------------------------------------------------- the runner
 def evaluate(
     model: OFAPipeline | str | Path,
@@ -464,8 +420,8 @@ def evaluate(
     at_least("workers", workers, 0)
     if isinstance(model, OFAPipeline) and (pretrained or tokenizer or device or task_options):
         raise OFAValueError("pretrained, tokenizer, device and task options need a model name")
-    dev = model.device if isinstance(model, OFAPipeline) else _resolve_device(device)
-    ranks, created = _init_distributed(dev)
+    dev = model.device if isinstance(model, OFAPipeline) else resolve_device(device)
+    ranks, created = init_distributed(dev)
     try:
         bench = _read_benchmark(dataset, data_root, split, task, strict, limit, object_tags, ranks)
         name = model.name if isinstance(model, OFAPipeline) else str(model)
@@ -505,7 +461,7 @@ def _read_benchmark(
     strict: bool,
     limit: int | None,
     object_tags: str | Path | None,
-    ranks: _Dist,
+    ranks: Dist,
 ) -> Benchmark:
     """The samples :func:`evaluate` scores; rank 0 reports a folder's skipped lines."""
     if isinstance(dataset, Benchmark):
@@ -523,7 +479,7 @@ def _read_benchmark(
 
 
 def _resume_point(
-    out: Path, resume: bool, bench: Benchmark, ranks: _Dist, held: ExitStack
+    out: Path, resume: bool, bench: Benchmark, ranks: Dist, held: ExitStack
 ) -> set[int]:
     """Rank 0 locks ``out`` (into ``held``), reads the ids already predicted and readies the file;
     every rank gets the ids, or the failure."""
@@ -559,7 +515,7 @@ def _settings(pipe: OFAPipeline, overrides: Mapping[str, Any]) -> dict[str, Any]
     }
 
 
-def _check_settings(out: Path, settings: dict[str, Any], resuming: bool, ranks: _Dist) -> None:
+def _check_settings(out: Path, settings: dict[str, Any], resuming: bool, ranks: Dist) -> None:
     """Rank 0 records the run's settings; a resumed run must use the same ones."""
     failure: str | None = None
     if ranks.rank == 0:
@@ -584,7 +540,7 @@ def _predict(
     bench: Benchmark,
     out: Path,
     done: set[int],
-    ranks: _Dist,
+    ranks: Dist,
     batch_size: int,
     workers: int,
     overrides: Mapping[str, Any],
