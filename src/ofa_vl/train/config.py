@@ -64,6 +64,7 @@ class TrainConfig:
     val_every: int = 0
     early_stop: int = 0
     val_beams: int | None = None
+    val_max_new_tokens: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | TrainConfig) -> TrainConfig:
@@ -83,8 +84,7 @@ class TrainConfig:
         )  # fmt: skip
         for name in ("backbone_steps", "workers", "val_every", "early_stop"):
             at_least(name.replace("_", "-"), getattr(self, name), 0)
-        if self.val_beams is not None:
-            check_counts(val_beams=self.val_beams)
+        check_counts(val_beams=self.val_beams, val_max_new_tokens=self.val_max_new_tokens)
         if self.early_stop and not self.val_every:
             raise OFAValueError("--early-stop needs --val-every (validations to compare)")
         check_ema(self.ema)
@@ -196,3 +196,4 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         "--early-stop", type=int, default=0, help="stop after K validations without improvement"
     )
     p.add_argument("--val-beams", type=int, default=None, help="validation beam size")
+    p.add_argument("--val-max-new-tokens", type=int, default=None, help="validation length limit")

@@ -208,7 +208,8 @@ def setup(cfg: TrainConfig, ddp: Dist, device: torch.device) -> Trainer:
             raise OFAValueError(
                 "--val-every needs --data in the folder format (ofa_vl.data.folder)"
             )
-        generation = {"num_beams": cfg.val_beams} if cfg.val_beams else {}
+        given = {"num_beams": cfg.val_beams, "max_new_tokens": cfg.val_max_new_tokens}
+        generation = {k: v for k, v in given.items() if v is not None}
         validator = Validator.for_folder(folder, start.tasks, cfg.init, generation=generation,
                                          batch_size=cfg.batch_size, early_stop=cfg.early_stop)  # fmt: skip
     params = [p for p in model.parameters() if p.requires_grad]
