@@ -45,13 +45,6 @@ class OFA(nn.Module):
     def device(self) -> torch.device:
         return self.embed_tokens.weight.device
 
-    def set_gradient_checkpointing(self, enabled: bool = True) -> OFA:
-        """Activation checkpointing: in training, every encoder and decoder layer keeps only its
-        inputs and is recomputed in the backward pass (less memory, about one more forward)."""
-        self.encoder.gradient_checkpointing = enabled
-        self.decoder.gradient_checkpointing = enabled
-        return self
-
     def num_parameters(self) -> int:
         """Parameters counted once each (the tied embedding once)."""
         return sum(p.numel() for p in self.parameters())
@@ -64,6 +57,13 @@ class OFA(nn.Module):
     ) -> EncoderOutput:
         """Run the encoder: image patches (if any) then text, ``images_mask[i]=False`` = no image."""
         return self.encoder(input_ids, images, images_mask)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> OFA:
+        """Activation checkpointing: in training, every encoder and decoder layer keeps only its
+        inputs and is recomputed in the backward pass (less memory, about one more forward)."""
+        self.encoder.gradient_checkpointing = enabled
+        self.decoder.gradient_checkpointing = enabled
+        return self
 
     def forward(
         self,
