@@ -274,9 +274,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="checkpoint: mmpretrain .pth, fairseq .pt, HF dir, zoo name")
-    p.add_argument("dst", help="output .safetensors")
+    p.add_argument("dst", help="output .safetensors (or a model folder with --merge-adapter)")
     p.add_argument(
         "--no-ema", action="store_true", help="fairseq: use the raw weights, not the EMA"
+    )
+    p.add_argument(
+        "--merge-adapter",
+        metavar="ADAPTER_DIR",
+        help="fold this LoRA adapter (adapter.safetensors + adapter.json) into SRC's weights",
     )
 
 
@@ -285,6 +290,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert any OFA checkpoint to this project's safetensors format."""
     from .checkpoints import convert
 
+    if args.merge_adapter is not None:
+        from .lora import merge_adapter_files
+
+        merged = merge_adapter_files(
+            args.src, Path(args.merge_adapter), Path(args.dst), use_ema=not args.no_ema
+        )
+        print(f"wrote {merged}")
+        return 0
     if not args.dst.endswith(".safetensors"):
         raise OFAValueError(f"{args.dst}: the output must be a .safetensors file")
     out = convert(args.src, args.dst, use_ema=not args.no_ema)

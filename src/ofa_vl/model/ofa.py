@@ -85,6 +85,13 @@ class OFA(nn.Module):
         """Run the encoder: image patches (if any) then text, ``images_mask[i]=False`` = no image."""
         return self.encoder(input_ids, images, images_mask)
 
+    def set_gradient_checkpointing(self, enabled: bool = True) -> OFA:
+        """Activation checkpointing: in training, every encoder and decoder layer keeps only its
+        inputs and is recomputed in the backward pass (less memory, about one more forward)."""
+        self.encoder.gradient_checkpointing = enabled
+        self.decoder.gradient_checkpointing = enabled
+        return self
+
     def forward(
         self,
         input_ids: torch.Tensor,
