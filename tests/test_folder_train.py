@@ -23,6 +23,7 @@ from ofa_vl.data.shapes import generate_scene, render_scene, write_shapes_folder
 from ofa_vl.data.shapes_text import COLOURS, scene_questions
 from ofa_vl.data.training import build_word_tokenizer, example_texts
 from ofa_vl.evaluate import METRICS, PREDICTIONS, evaluate, read_predictions
+from ofa_vl.lora import ADAPTER_FILE, load_adapter, lora_parameters, merge_adapter_files
 from ofa_vl.metrics import grounding_metrics, normalize_answer
 from ofa_vl.model import OFA
 from ofa_vl.train import BEST, BEST_FILE, STATE_FILE, add_train_args, read_metrics, train
@@ -81,7 +82,10 @@ def _learn(tmp_path: Path, *extra: str) -> Path:
             "--workers", "0", "--no-progress", "--log-every", "5", "--save-every", "30",
             "--val-every", "10", "--val-beams", "1", "--cache-images", *extra]  # fmt: skip
     rows = train(_parse(argv))
-    after = _accuracy(out / BEST, data, tmp_path / "after")
+    best = out / BEST
+    if "--lora-rank" in extra:  # the run's output is an adapter: fold it into the base weights
+        best = merge_adapter_files(BUNDLED, out / BEST, tmp_path / "merged")
+    after = _accuracy(best, data, tmp_path / "after")
     print(
         f"\nheld-out colour questions, renamed vocabulary: accuracy {before} before, {after} after"
     )
@@ -93,11 +97,21 @@ def _learn(tmp_path: Path, *extra: str) -> Path:
     record = json.loads((out / BEST / BEST_FILE).read_text())
     assert record == {"step": best_step, "metric": "Accuracy", "value": best_value}
     # the kept weights are the ones that scored it: ofa test on them gives the logged value
-    again = evaluate(out / BEST, "folder", data, "validation", out=tmp_path / "again", workers=0,
+    again = evaluate(best, "folder", data, "validation", out=tmp_path / "again", workers=0,
                      progress=False, device="cpu", generation={"num_beams": 1})  # fmt: skip
     assert again["metrics"]["Accuracy"] == best_value
     assert rows[-1]["step"] == logged[-1][0]
     return out
+
+
+def test_the_bundled_model_learns_with_lora(tmp_path: Path) -> None:
+    out = _learn(tmp_path, "--lora-rank", "8", "--lora-alpha", "32", "--lr", "5e-3",
+                 "--activation-checkpointing")  # fmt: skip
+    assert (out / ADAPTER_FILE).is_file() and not (out / "model.safetensors").exists()
+    model = load_adapter(OFA.from_pretrained(BUNDLED), out)
+    trainable, total = lora_parameters(model)
+    print(f"LoRA adapter: {trainable:,} of {total:,} parameters ({100 * trainable / total:.1f} %)")
+    assert trainable < 0.2 * total
 
 
 def _tiny(root: Path, data: Path) -> Path:

@@ -104,21 +104,43 @@ def build(cfg: TrainConfig, folder: FolderData | None, resume_from: Path | None)
         interp = cfg.interpolation or probe.interpolation
     tasks = task_factory(cfg.init, size, interp)
     examples = load_examples_for(cfg, folder, tasks)
+    if resume_from is not None and not cfg.lora_rank:
+        model, init_file = load_model(resume_from), None
+    else:
+        model, tok = _initial(cfg, folder, examples, main)
+        init_file = model.weights_file
+        model = _with_dropout(model, cfg)
+        if cfg.lora_rank:  # the base weights are the init's; the adapter is trained (or resumed)
+            model = _with_lora(model, cfg, resume_from)
     if resume_from is not None:
-        model = load_model(resume_from)
-        return Start(
-            model, OFATokenizer.from_pretrained(cfg.out), size, interp, tasks, examples, None
-        )
+        tok, init_file = OFATokenizer.from_pretrained(cfg.out), None
+    check_image_size(size, model.cfg)
+    if cfg.activation_checkpointing:
+        model.set_gradient_checkpointing(True)
+    return Start(model, tok, size, interp, tasks, examples, init_file)
+
+
+def _initial(
+    cfg: TrainConfig, folder: FolderData | None, examples: list[Example], main: str
+) -> tuple[OFA, OFATokenizer]:
+    """``--init``: a fresh preset model (seeded) or the named / saved model, and its tokenizer."""
     if cfg.init in PRESETS:
         tok = _preset_tokenizer(cfg, folder, examples)
         torch.manual_seed(cfg.seed)
         model = OFA(OFAConfig.from_preset(cfg.init, vocab_size=len(tok)))
         model.init_weights(tok.bin_offset, tok.num_bins)
-    else:
-        pipe = get_model(cfg.init, task=main, tokenizer=cfg.tokenizer)
-        model, tok = pipe.model, pipe.tokenizer
-    check_image_size(size, model.cfg)
-    return Start(_with_dropout(model, cfg), tok, size, interp, tasks, examples, model.weights_file)
+        return model, tok
+    pipe = get_model(cfg.init, task=main, tokenizer=cfg.tokenizer)
+    return pipe.model, pipe.tokenizer
+
+
+def _with_lora(model: OFA, cfg: TrainConfig, resume_from: Path | None) -> OFA:
+    from ..lora import LoraOptions, add_lora, load_adapter
+
+    if resume_from is not None:
+        return load_adapter(model, resume_from)
+    options = LoraOptions(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets))
+    return add_lora(model, options)
 
 
 def _preset_tokenizer(

@@ -65,6 +65,11 @@ class TrainConfig:
     early_stop: int = 0
     val_beams: int | None = None
     val_max_new_tokens: int | None = None
+    lora_rank: int = 0  # 0: no LoRA, every weight trains
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["attention", "ffn"])
+    activation_checkpointing: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | TrainConfig) -> TrainConfig:
@@ -85,6 +90,11 @@ class TrainConfig:
         for name in ("backbone_steps", "workers", "val_every", "early_stop"):
             at_least(name.replace("_", "-"), getattr(self, name), 0)
         check_counts(val_beams=self.val_beams, val_max_new_tokens=self.val_max_new_tokens)
+        at_least("lora-rank", self.lora_rank, 0)
+        if self.lora_rank and self.init in PRESETS:
+            raise OFAValueError(
+                "LoRA adapts trained weights: --init a model name or folder, not a preset"
+            )
         if self.early_stop and not self.val_every:
             raise OFAValueError("--early-stop needs --val-every (validations to compare)")
         check_ema(self.ema)
@@ -197,3 +207,27 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--val-beams", type=int, default=None, help="validation beam size")
     p.add_argument("--val-max-new-tokens", type=int, default=None, help="validation length limit")
+    _lora_args(p)
+
+
+def _lora_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lora-rank",
+        type=int,
+        default=0,
+        help="train LoRA adapters of this rank instead of every weight (pip install "
+        "'ofa-vl[lora]'); OUT is then an adapter folder: ofa convert INIT MERGED --merge-adapter OUT",
+    )
+    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale alpha / rank")
+    p.add_argument("--lora-dropout", type=float, default=0.0)
+    p.add_argument(
+        "--lora-targets",
+        nargs="+",
+        default=["attention", "ffn"],
+        help="groups (attention, ffn) or regular expressions over module names",
+    )
+    p.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute each layer in the backward pass instead of keeping its activations",
+    )
