@@ -244,6 +244,8 @@ def test_whole_folder_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"columns \['file_name', 'notes'\] are no task's"):
         read_folder(tmp_path)
     _csv(tmp_path / "metadata.csv", ["file_name", "caption"], [["a.png", "x"]])
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "metadata.jsonl").write_text("")  # an empty file adds nothing
     with pytest.raises(DatasetError, match="no usable lines; first problem: .*a.png not found"):
         read_folder(tmp_path)
     with pytest.raises(DatasetError, match="unknown task 'segment'"):

@@ -342,6 +342,8 @@ def _columns(path: Path) -> set[str]:
 
 def _read_file(reader: _Reader, path: Path, split: str | None, label: str) -> None:
     columns = _columns(path)
+    if not columns:  # an empty file: no lines
+        return
     if "file_name" not in columns:
         raise DatasetError(f"{path}: no 'file_name' column (the image of each line)")
     # a mixture's lines each name their task; a plain file's columns name it

@@ -341,6 +341,8 @@ def write_shapes_folder(
         at_least(split, n, 0)
     written = {}
     for i, (split, n) in enumerate(zip(FOLDER_SPLITS, counts, strict=True)):
+        if n == 0:
+            continue
         folder = Path(out_dir) / split
         folder.mkdir(parents=True, exist_ok=True)
         lines: list[dict[str, Any]] = []
