@@ -139,6 +139,8 @@ def test_merged_model_gives_the_outputs_of_base_plus_adapter(tmp_path: Path) -> 
         ids = model.generate(IDS, IMAGES, num_beams=2, max_new_tokens=6)
         base = _tiny()(IDS, IMAGES, DEC).logits
     assert not torch.allclose(adapted, base, atol=1e-3)  # the adapter is in the forward pass
+    with pytest.raises(OFAValueError, match="has a LoRA adapter: save it with"):
+        save_pretrained(model, tmp_path / "adapted.safetensors")  # PEFT-renamed weights
     merged = merge_adapter(model)
     assert all(p.requires_grad for p in merged.parameters())
     assert set(merged.state_dict()) == set(_tiny().state_dict())
