@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ofa_vl.lora import (
     LoraOptions,
     adapter_state_dict,
     add_lora,
+    has_adapter,
     load_adapter,
     lora_parameters,
     merge_adapter,
@@ -139,8 +141,16 @@ def test_merged_model_gives_the_outputs_of_base_plus_adapter(tmp_path: Path) -> 
         ids = model.generate(IDS, IMAGES, num_beams=2, max_new_tokens=6)
         base = _tiny()(IDS, IMAGES, DEC).logits
     assert not torch.allclose(adapted, base, atol=1e-3)  # the adapter is in the forward pass
+    with pytest.raises(OFAValueError, match="has a LoRA adapter: save it with"):
+        save_pretrained(model, tmp_path / "adapted.safetensors")  # PEFT-renamed weights
+    merged_copy = merge_adapter(copy.deepcopy(model))  # what a trainer publishes mid-run
+    assert has_adapter(model) and not has_adapter(merged_copy)
     merged = merge_adapter(model)
     assert all(p.requires_grad for p in merged.parameters())
+    assert torch.equal(merged_copy.embed_tokens.weight, merged.embed_tokens.weight)
+    assert torch.equal(
+        merged_copy.decoder.layers[0].fc1.weight, merged.decoder.layers[0].fc1.weight
+    )
     assert set(merged.state_dict()) == set(_tiny().state_dict())
     with torch.no_grad():
         torch.testing.assert_close(merged(IDS, IMAGES, DEC).logits, adapted, atol=1e-4, rtol=1e-4)
@@ -207,7 +217,10 @@ def test_bad_options_are_one_line(options: dict[str, object], message: str) -> N
 
 
 def test_unknown_target_names_the_groups() -> None:
-    with pytest.raises(OFAValueError, match=r"'atention' is no group \(attention, ffn\)"):
+    with pytest.raises(
+        OFAValueError,
+        match=r"'atention' is no group \(attention, ffn\).*encoder\.layers\.0\.attn\.q_proj",
+    ):
         add_lora(_tiny(), LoraOptions(targets=("atention",)))
 
 

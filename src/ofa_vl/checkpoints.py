@@ -369,6 +369,11 @@ def save_pretrained(model: OFA, path: str | Path) -> Path:
         raise OFAFileExistsError(f"{path} is a directory; give a .safetensors file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.contiguous() for k, v in model.state_dict().items() if k not in _TIED}
+    if any(".lora_" in k for k in sd):  # PEFT's layers rename the weights they wrap
+        raise OFAValueError(
+            "the model has a LoRA adapter: save it with ofa_vl.lora.save_adapter, or "
+            "merge_adapter() it first to save plain weights"
+        )
     meta = {"format": OWN_FORMAT, "config": json.dumps(model.cfg.to_dict())}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

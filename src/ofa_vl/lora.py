@@ -113,15 +113,17 @@ def target_modules(model: OFA, targets: tuple[str, ...]) -> list[str]:
     for target in targets:
         found = [n for n in linears if _matches(TARGET_GROUPS.get(target, target), n)]
         if not found:
+            example = next((n for n in linears if ".layers." in n), linears[0])
             raise OFAValueError(
                 f"LoRA target {target!r} is no group ({', '.join(TARGET_GROUPS)}) and matches "
-                f"no Linear of the model (names such as {linears[0]})"
+                f"no Linear of the model (names such as {example})"
             )
         chosen.update(found)
     return [n for n in linears if n in chosen]
 
 
 def has_adapter(model: nn.Module) -> bool:
+    """Whether ``add_lora`` or ``load_adapter`` gave ``model`` an adapter (not merged yet)."""
     return getattr(model, _OPTIONS, None) is not None
 
 
