@@ -176,8 +176,8 @@ class Trainer:
                 self.save(done)
             if stop:
                 if main:
-                    print(f"early stop at step {done}: no better {self.validator.metric} in "  # type: ignore[union-attr]
-                          f"{cfg.early_stop} validations", file=sys.stderr)  # fmt: skip
+                    print(f"early stop at step {done}: {cfg.early_stop} validations without a "
+                          "better one", file=sys.stderr)  # fmt: skip
                 break
         bar.close()
         if main:
