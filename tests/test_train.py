@@ -31,7 +31,6 @@ from ofa_vl.train import (
     STATE_FILE,
     StepSampler,
     add_train_args,
-    init_weights,
     label_smoothed_loss,
     latest_checkpoint,
     read_metrics,
@@ -67,7 +66,7 @@ def tiny_model(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = build_word_tokenizer(example_texts(load_examples(data, "multitask")))
     torch.manual_seed(0)
     model = OFA(OFAConfig(vocab_size=len(tok), **TINY))  # type: ignore[arg-type]
-    init_weights(model)
+    model.init_weights()
     save_pretrained(model, folder / "model.safetensors")
     tok.save_pretrained(folder)
     (folder / "pipeline.json").write_text(

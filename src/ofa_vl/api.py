@@ -218,7 +218,7 @@ def get_model(
             f"the tokenizer has {len(tok)} tokens but the model's vocabulary has "
             f"{model.cfg.vocab_size}; pass the model's own tokenizer with tokenizer="
         )
-    preprocessing = _preprocessing(card, weights)
+    preprocessing = pipeline_options(card, weights)
     # pipeline.json's decoding options, as the card's, belong to the model's own task
     folder_generation = preprocessing.pop("generation", {})
     folder_generation = folder_generation if task is None else {}
@@ -251,7 +251,7 @@ def _model_dir(card: ModelCard | None, weights: str | Path) -> Path | None:
     return path if path.is_dir() else path.parent
 
 
-def _preprocessing(card: ModelCard | None, weights: str | Path) -> dict[str, Any]:
+def pipeline_options(card: ModelCard | None, weights: str | Path) -> dict[str, Any]:
     """A model folder's ``pipeline.json``: its preprocessing (``image_size``, ``interpolation``,
     ``mean``, ``std``, ``text_norm``) and decoding defaults (``generation``)."""
     folder = _model_dir(card, weights)

@@ -5,7 +5,7 @@ Formats (``../shared/OFA-NOTES.md`` section 3):
 - mmpretrain's converted ``.pth``: a plain state dict, keys ``model.encoder.*`` / ``model.decoder.*``
   (``MMP:tools/model_converters/ofa.py``). Its names are this project's canonical names.
 - official fairseq ``.pt``: ``{"model": state_dict, "extra_state": {"ema": ...}, "cfg": <OmegaConf>}``;
-  read with a restricted unpickler that builds tensors and containers only.
+  read with the restricted unpickler of ``unpickle.py`` (tensors, containers, inert configs).
 - the HuggingFace port: ``pytorch_model.bin`` / ``model.safetensors`` (+ ``config.json``).
 - this project's own: a ``.safetensors`` file whose metadata holds the :class:`OFAConfig` JSON.
 
@@ -18,12 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import re
-import types
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -32,6 +28,7 @@ from .errors import OFAFileExistsError, OFAValueError
 from .model import OFA
 from .options import check_device
 from .runs import publish
+from .unpickle import UnpickleError, safe_torch_load
 
 OWN_FORMAT = "ofa-vl"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
@@ -78,94 +75,6 @@ _DEC_LAYER_RENAMES = {
 
 class CheckpointError(OFAValueError):
     """A checkpoint file that cannot be used, with a one-line reason."""
-
-
-# --------------------------------------------------------------------------- safe unpickling
-_TENSOR_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_tensor_v3"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch", "Size"),
-    ("torch", "device"),
-    ("torch.storage", "UntypedStorage"),
-    ("torch.storage", "TypedStorage"),
-    ("_codecs", "encode"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "slice"),
-    ("builtins", "complex"),
-}
-# Objects a training run pickles beside its weights; they become inert placeholders.
-_INERT_PACKAGES = {
-    "omegaconf", "argparse", "fairseq", "numpy", "collections", "typing", "enum",
-    "pathlib", "dataclasses", "datetime", "copyreg", "functools", "torch", "builtins",
-    "pytorch_lightning", "lightning", "taming",
-}  # fmt: skip
-_CODE_NAMES = {"eval", "exec", "compile", "open", "getattr", "setattr", "__import__", "apply",
-               "globals", "vars", "input", "breakpoint", "delattr", "print"}  # fmt: skip
-
-
-class _Inert:
-    """Stands in for any non-tensor object of a checkpoint: stores its arguments, runs nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args, self.kwargs = args, kwargs
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:  # dict-like objects
-        self.kwargs[str(key)] = value
-
-    def append(self, value: Any) -> None:  # list-like objects
-        self.args += (value,)
-
-    def extend(self, values: Any) -> None:
-        self.args += tuple(values)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _TENSOR_GLOBALS or (
-            module == "torch"
-            and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype))
-        ):
-            return super().find_class(module, name)
-        if module.split(".")[0] in _INERT_PACKAGES and name not in _CODE_NAMES:
-            return type(f"Inert[{module}.{name}]", (_Inert,), {})
-        raise CheckpointError(
-            f"refusing to load: the file would import {module}.{name}, which can run code; "
-            "OFA checkpoints hold only tensors and configuration"
-        )
-
-
-_restricted_pickle = types.SimpleNamespace(
-    Unpickler=_RestrictedUnpickler, load=lambda f, **kw: _RestrictedUnpickler(f, **kw).load(),
-    __name__="ofa_vl_restricted_pickle",
-)  # fmt: skip
-
-
-def safe_torch_load(path: Path) -> Any:
-    """``torch.load`` that never runs code: weights-only first, else the restricted unpickler."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # e.g. fairseq's OmegaConf config objects: retry with inert placeholders
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or corrupt?): {e}"
-        ) from e
-    try:
-        return torch.load(
-            path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle
-        )
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint: {e}") from e
 
 
 # --------------------------------------------------------------------------- key mapping
@@ -299,7 +208,10 @@ def read_state_dict(
     """A weights file of any supported format -> (state dict, config if the file has one)."""
     if path.suffix == ".safetensors":
         return _own_safetensors(path)
-    obj = safe_torch_load(path)
+    try:
+        obj = safe_torch_load(path)
+    except UnpickleError as e:
+        raise CheckpointError(str(e)) from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # fairseq
         sd = obj["model"]
         ema = (
@@ -369,6 +281,11 @@ def save_pretrained(model: OFA, path: str | Path) -> Path:
         raise OFAFileExistsError(f"{path} is a directory; give a .safetensors file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.contiguous() for k, v in model.state_dict().items() if k not in _TIED}
+    if any(".lora_" in k for k in sd):  # PEFT's layers rename the weights they wrap
+        raise OFAValueError(
+            "the model has a LoRA adapter: save it with ofa_vl.lora.save_adapter, or "
+            "merge_adapter() it first to save plain weights"
+        )
     meta = {"format": OWN_FORMAT, "config": json.dumps(model.cfg.to_dict())}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

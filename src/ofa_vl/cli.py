@@ -308,9 +308,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="checkpoint: mmpretrain .pth, fairseq .pt, HF dir, zoo name")
-    p.add_argument("dst", help="output .safetensors")
+    p.add_argument("dst", help="output .safetensors (or a model folder with --merge-adapter)")
     p.add_argument(
         "--no-ema", action="store_true", help="fairseq: use the raw weights, not the EMA"
+    )
+    p.add_argument(
+        "--merge-adapter",
+        metavar="ADAPTER_DIR",
+        help="fold this LoRA adapter (adapter.safetensors + adapter.json) into SRC's weights",
     )
 
 
@@ -319,6 +324,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert any OFA checkpoint to this project's safetensors format."""
     from .checkpoints import convert
 
+    if args.merge_adapter is not None:
+        from .lora import merge_adapter_files
+
+        merged = merge_adapter_files(
+            args.src, Path(args.merge_adapter), Path(args.dst), use_ema=not args.no_ema
+        )
+        print(f"wrote {merged}")
+        return 0
     if not args.dst.endswith(".safetensors"):
         raise OFAValueError(f"{args.dst}: the output must be a .safetensors file")
     out = convert(args.src, args.dst, use_ema=not args.no_ema)
@@ -335,13 +348,26 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--workers", type=int, default=1, help="processes rendering the images")
+    f = sub.add_parser("shapes-folder", help="shapes scenes as a folder dataset (ofa train --data)")
+    f.add_argument("--out", required=True)
+    f.add_argument("--task", choices=["caption", "refcoco", "vqa"], default="caption")
+    f.add_argument("--train", type=int, default=200)
+    f.add_argument("--val", type=int, default=20)
+    f.add_argument("--test", type=int, default=20)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--size", type=int, default=256)
 
 
 @command("data", _data_args)
 def cmd_data(args: argparse.Namespace) -> int:
     """Generate datasets (the synthetic shapes world)."""
-    from .data.shapes import shapes_command
+    from .data.shapes import shapes_command, write_shapes_folder
 
+    if args.dataset == "shapes-folder":
+        counts = (args.train, args.val, args.test)
+        lines = write_shapes_folder(args.out, args.task, counts, args.seed, args.size)
+        print(f"wrote {args.task} lines to {args.out}: {lines}")
+        return 0
     shapes_command(args.out, args.train, args.val, args.seed, args.size, args.workers)
     return 0
 
@@ -350,9 +376,15 @@ def _test_args(p: argparse.ArgumentParser) -> None:
     from .evaluate import DATASETS
 
     p.add_argument("model", help="zoo name or checkpoint path")
-    p.add_argument("--dataset", required=True, choices=list(DATASETS))
-    p.add_argument("--data-root", required=True, help="the dataset folder (mmpretrain's data/coco)")
-    p.add_argument("--split", required=True, help="test, val, testA, val2014, test-dev2015 ...")
+    p.add_argument("--data", help="your own data: a folder of images + metadata.jsonl/.csv")
+    p.add_argument("--task", help="--data: the task to score in a mixture (default: the folder's)")
+    p.add_argument("--strict", action="store_true", help="--data: refuse bad lines")
+    p.add_argument("--dataset", choices=[d for d in DATASETS if d != "folder"])
+    p.add_argument("--data-root", help="the --dataset folder (mmpretrain's data/coco)")
+    p.add_argument(
+        "--split",
+        help="test, val, testA, val2014, test-dev2015 ...; --data: its test, else validation split",
+    )
     p.add_argument("--pretrained", help="weights overriding the named model's")
     p.add_argument("--tokenizer", help="tokenizer directory or hub id")
     p.add_argument(
@@ -376,6 +408,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     """evaluate a model on a benchmark (resumable; torchrun for several processes)"""
     from .evaluate import evaluate_command
 
+    if args.data is not None:
+        dataset, root = "folder", args.data
+    elif args.dataset and args.data_root and args.split:
+        dataset, root = args.dataset, args.data_root
+    else:
+        raise OFAValueError("ofa test needs --data DIR, or --dataset, --data-root and --split")
     generation = _decoding(args)
     options = {
         k: v
@@ -383,9 +421,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         if v is not None
     }
     evaluate_command(
-        args.model, dataset=args.dataset, data_root=args.data_root, split=args.split,
-        out=args.out, batch_size=args.batch_size, limit=args.limit, resume=args.resume,
-        workers=args.workers, device=args.device, pretrained=args.pretrained,
+        args.model, dataset=dataset, data_root=root, split=args.split, task=args.task,
+        strict=args.strict, out=args.out, batch_size=args.batch_size, limit=args.limit,
+        resume=args.resume, workers=args.workers, device=args.device, pretrained=args.pretrained,
         tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation, **options,
     )  # fmt: skip
     return 0

@@ -25,9 +25,9 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import torch
 import torch.distributed as dist
@@ -45,16 +45,19 @@ from .data import (
     VQAv2,
     write_vqa_submission,
 )
+from .data.folder import FolderData, FolderSample, read_folder, split_name
+from .distributed import Dist, init_distributed, resolve_device
 from .errors import OFAError, OFARuntimeError, OFAValueError, describe
 from .images import ImageError, ImageInfo
 from .metrics import (
     as_percentages,
     caption_metrics,
     grounding_metrics,
+    normalize_answer,
     vqa_acc_mmpretrain,
     vqa_accuracy,
 )
-from .options import at_least, check_counts, check_device, check_image_size
+from .options import at_least, check_counts, check_image_size
 from .preprocess import PreprocessConfig
 from .runs import RunLock, weights_fingerprint, write_atomic
 from .zoo import MODELS
@@ -64,6 +67,7 @@ __all__ = [
     "Benchmark",
     "evaluate",
     "evaluate_command",
+    "folder_benchmark",
     "format_table",
     "load_benchmark",
     "read_predictions",
@@ -82,6 +86,7 @@ DATASETS: dict[str, str] = {  # benchmark -> the task that answers it
     "refcoco+": "refcoco",
     "refcocog": "refcoco",
     "vqav2": "vqa",
+    "folder": "",  # your own data (ofa_vl.data.folder): the task is the folder's
 }
 _CAPTION_NAMES = {  # pycocoevalcap key -> the published tables' name
     "Bleu_1": "BLEU-1",
@@ -94,15 +99,14 @@ _CAPTION_NAMES = {  # pycocoevalcap key -> the published tables' name
 }
 _NO_BOX = (0.0, 0.0, 0.0, 0.0)  # a grounding answer that is not a box: IoU 0, a miss
 
-Sample = CaptionSample | RefSample | VQASample
-T = TypeVar("T")
+Sample = CaptionSample | RefSample | VQASample | FolderSample
 
 
 def sample_id(sample: Sample) -> int:
     """The stable key of a prediction: COCO image id, RefCOCO sent_id or VQA question_id."""
     if isinstance(sample, CaptionSample):
         return sample.image_id
-    if isinstance(sample, RefSample):
+    if isinstance(sample, (RefSample, FolderSample)):
         return sample.sample_id
     return sample.question_id
 
@@ -113,6 +117,12 @@ def sample_fields(sample: Sample) -> dict[str, Any]:
         return {"text": sample.text}
     if isinstance(sample, VQASample):
         return {"question": sample.question, "objects": sample.objects}
+    if isinstance(sample, FolderSample) and sample.task == "region_caption":
+        return {"region": list(sample.box or ())}
+    if isinstance(sample, FolderSample) and sample.task == "itm":
+        return {"text": sample.captions[0]}
+    if isinstance(sample, FolderSample) and sample.task == "ask":
+        return {"prompt": sample.prompt}
     return {}
 
 
@@ -125,10 +135,12 @@ class Benchmark:
     samples: list[Sample]  # unique ids, file order, at most ``limit``
     known_ids: frozenset[int]  # every id of the split (to recognise a foreign predictions file)
     references: dict[int, list[str]] | None = None  # caption ground truth (``_gt.json``)
+    task_name: str = ""  # a folder's task (a benchmark's is in DATASETS)
+    task_options: dict[str, Any] = field(default_factory=dict)  # e.g. a folder's class names
 
     @property
     def task(self) -> str:
-        return DATASETS[self.name]
+        return self.task_name or DATASETS[self.name]
 
     @property
     def has_answers(self) -> bool:
@@ -149,6 +161,8 @@ def load_benchmark(
     caption); the images of the first ``limit`` samples must exist.
     """
     root = Path(data_root)
+    if name == "folder":
+        return folder_benchmark(read_folder(root), split, limit=limit)
     if not root.is_dir():
         raise DatasetError(f"{root}: data root not found (the folder mmpretrain calls data/coco)")
     references = None
@@ -170,17 +184,76 @@ def load_benchmark(
     return Benchmark(name, split, samples, frozenset(first), references)
 
 
+def _as_benchmark_sample(s: FolderSample) -> Sample:
+    """A folder sample as the benchmark sample of its task (scored by the same code)."""
+    if s.task == "caption":
+        return CaptionSample(s.sample_id, s.image_path, list(s.captions))
+    if s.task == "refcoco":
+        assert s.box is not None
+        return RefSample(s.sample_id, s.image_path, s.text, s.box, s.sample_id, s.sample_id)
+    if s.task == "vqa":
+        return VQASample(s.sample_id, s.sample_id, s.image_path, s.question, list(s.answers),
+                         None, None)  # fmt: skip
+    return s
+
+
+def folder_benchmark(
+    data: FolderData, split: str | None = None, task: str | None = None, limit: int | None = None
+) -> Benchmark:
+    """One split and task of a folder dataset (:mod:`ofa_vl.data.folder`) as a benchmark.
+
+    ``split`` defaults to the first of test, validation, train the folder has; ``task`` to the
+    split's only task.
+    """
+    if split is None:
+        split = next(s for s in ("test", "validation", "train") if s in data.splits)
+    split = split_name(split)
+    if split not in data.splits:
+        raise DatasetError(f"{data.root}: no {split!r} split (it has {', '.join(data.splits)})")
+    tasks = sorted({s.task for s in data.select(split)})
+    if task is None and len(tasks) > 1:
+        raise OFAValueError(
+            f"{data.root}: the {split} split mixes the tasks {', '.join(tasks)}; choose one"
+        )
+    task = task or tasks[0]
+    chosen = data.select(split, task)
+    if not chosen:
+        raise DatasetError(f"{data.root}: no {task!r} lines in the {split} split")
+    samples = [_as_benchmark_sample(s) for s in chosen[:limit]]
+    references = {s.sample_id: list(s.captions) for s in chosen if s.captions}
+    labels = sorted({s.label for s in data.samples if s.task == "classify"})
+    options: dict[str, Any] = {"labels": labels} if task == "classify" else {}
+    known = frozenset(s.sample_id for s in chosen)
+    return Benchmark("folder", split, samples, known, references or None, task, options)
+
+
 MMPRETRAIN_VQA = "VQAAcc (mmpretrain)"
+VQA_HUMAN_ANSWERS = 10  # per VQAv2 question
 VQA_NOTE = (
     "Accuracy*: the official VQA evaluation (GT-Vision-Lab/VQA vqaEval.py, leave-one-out); "
     f"{MMPRETRAIN_VQA}: mmpretrain's VQAAcc, the number its tools/test.py prints"
 )
 
 
+# folder tasks scored by exact match: task -> (result key, the sample's answer)
+_EXACT: dict[str, tuple[str, Any]] = {
+    "itm": ("match", lambda s: s.label == "yes"),
+    "classify": ("pred_label", lambda s: s.label),
+    "ask": ("text", lambda s: s.target),
+}
+
+
+def _same(predicted: Any, truth: Any) -> bool:
+    """Exact match; texts after :func:`~ofa_vl.metrics.normalize_answer` (VQA's answer cleaning)."""
+    if isinstance(truth, str):
+        return normalize_answer(str(predicted)) == normalize_answer(truth)
+    return bool(predicted == truth)
+
+
 def score(bench: Benchmark, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Published metrics (percentages, 2 decimals) of ``records``, aligned with the samples."""
     samples = bench.samples
-    if bench.task == "caption":
+    if bench.task in ("caption", "region_caption"):
         assert bench.references is not None
         preds = {sample_id(s): str(r["pred_caption"]) for s, r in zip(samples, records)}
         raw = as_percentages(caption_metrics(preds, bench.references), ndigits=2)
@@ -190,10 +263,20 @@ def score(bench: Benchmark, records: Sequence[Mapping[str, Any]]) -> dict[str, f
         gt = [s.gt_box for s in samples if isinstance(s, RefSample)]
         found = grounding_metrics(boxes, gt)
         return {"Accuracy": round(100 * found["acc"], 2), "mIoU": round(100 * found["miou"], 2)}
+    if bench.task in _EXACT:
+        key, truth = _EXACT[bench.task]
+        folder = [s for s in samples if isinstance(s, FolderSample)]
+        right = [_same(r[key], truth(s)) for s, r in zip(folder, records)]
+        return {"Accuracy": round(100 * sum(right) / len(right), 2)}
     vqa = [s for s in samples if isinstance(s, VQASample)]
     answers = {s.question_id: s.answers or [] for s in vqa}
-    types = {s.question_id: s.answer_type or "" for s in vqa}
+    given = {s.question_id: s.answer_type for s in vqa if s.answer_type}
+    types = given if len(given) == len(vqa) else None  # a folder's questions have no types
     preds = {s.question_id: str(r["pred_answer"]) for s, r in zip(vqa, records)}
+    if bench.name == "folder" and any(len(a) != VQA_HUMAN_ANSWERS for a in answers.values()):
+        # the official leave-one-out needs VQAv2's 10 answers; with fewer, mmpretrain's VQAAcc:
+        # each answer weighs its share of the human answers, 30 % of them is a full score
+        return {"Accuracy": round(vqa_acc_mmpretrain(preds, answers), 2)}
     acc = vqa_accuracy(preds, answers, types)
     named = {"Accuracy" if k == "overall" else f"Accuracy ({k})": v for k, v in acc.items()}
     return {**named, MMPRETRAIN_VQA: round(vqa_acc_mmpretrain(preds, answers), 2)}
@@ -291,57 +374,15 @@ def _batches(ids: Sequence[int], batch_size: int, done: set[int]) -> list[list[i
     return [b for b in ([i for i in r if ids[i] not in done] for r in cut) if b]
 
 
-# --------------------------------------------------------------------------- distribution
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    def broadcast(self, obj: T) -> T:
-        """Rank 0's ``obj`` on every rank."""
-        if self.world == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, obj: T) -> list[T]:
-        """Every rank's ``obj``, in rank order (all ranks get them; rank 0 uses them)."""
-        if self.world == 1:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """The device of this process: ``cuda`` means this torchrun worker's ``cuda:LOCAL_RANK``."""
-    check_device(device)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return dev
-
-
-def _init_distributed(device: torch.device) -> tuple[_Dist, bool]:
-    """Join torchrun's process group when ``WORLD_SIZE`` > 1; True if it was created here."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return _Dist(), False
-    created = not dist.is_initialized()
-    if created:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size()), created
-
-
 # --------------------------------------------------------------------------- the runner
 def evaluate(
     model: OFAPipeline | str | Path,
-    dataset: str,
-    data_root: str | Path,
-    split: str,
+    dataset: str | Benchmark,
+    data_root: str | Path | None = None,
+    split: str | None = None,
     *,
+    task: str | None = None,
+    strict: bool = False,
     out: str | Path | None = None,
     batch_size: int = 16,
     limit: int | None = None,
@@ -361,7 +402,10 @@ def evaluate(
         model: a pipeline, or a zoo name / checkpoint for :func:`~ofa_vl.api.get_model` (with
             ``pretrained``, ``tokenizer``, ``device`` and ``task_options`` such as
             ``image_size`` or ``answers``).
-        dataset: one of :data:`DATASETS`; ``data_root`` holds it in mmpretrain's layout.
+        dataset: one of :data:`DATASETS`; ``data_root`` holds it in mmpretrain's layout, or
+            ``"folder"``: your own data (:mod:`ofa_vl.data.folder`), ``split`` and ``task``
+            picking the part to score (default: its test split, its task), ``strict`` refusing
+            bad lines; or a :class:`Benchmark` already read.
         out: the run's folder (default ``ofa-test/<model>_<dataset>_<split>``).
         limit: evaluate the first ``limit`` samples only.
         resume: continue the run whose ``predictions.jsonl`` is in ``out``.
@@ -374,18 +418,17 @@ def evaluate(
         "settings", "metrics", "reference", "predictions"[, "submission"]}``. Under torchrun,
         every rank gets it.
     """
-    if dataset not in DATASETS:
-        raise OFAValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     check_counts(batch_size=batch_size, limit=limit)
     at_least("workers", workers, 0)
     if isinstance(model, OFAPipeline) and (pretrained or tokenizer or device or task_options):
         raise OFAValueError("pretrained, tokenizer, device and task options need a model name")
-    dev = model.device if isinstance(model, OFAPipeline) else _resolve_device(device)
-    ranks, created = _init_distributed(dev)
+    dev = model.device if isinstance(model, OFAPipeline) else resolve_device(device)
+    ranks, created = init_distributed(dev)
     try:
-        bench = load_benchmark(dataset, data_root, split, limit, object_tags)
+        bench = _read_benchmark(dataset, data_root, split, task, strict, limit, object_tags, ranks)
         name = model.name if isinstance(model, OFAPipeline) else str(model)
-        out = Path(out or Path("ofa-test") / f"{Path(name).stem}_{dataset}_{split}")
+        where = Path(data_root).name if bench.name == "folder" and data_root else bench.name
+        out = Path(out or Path("ofa-test") / f"{Path(name).stem}_{where}_{bench.split}")
         with ExitStack() as held:  # rank 0 holds the run folder's lock until the run ends
             done = _resume_point(out, resume, bench, ranks, held)
             if isinstance(model, OFAPipeline):
@@ -393,11 +436,11 @@ def evaluate(
             else:
                 pipe = get_model(
                     model, pretrained, device=dev, tokenizer=tokenizer, task=bench.task,
-                    **task_options,
+                    **{**bench.task_options, **task_options},
                 )  # fmt: skip
             if pipe.task.name != bench.task:
                 raise OFAValueError(
-                    f"{dataset} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
+                    f"{bench.name} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
                 )
             check_image_size(pipe.task.image_size, pipe.model.cfg)
             overrides = dict(generation or {})
@@ -412,8 +455,33 @@ def evaluate(
             dist.destroy_process_group()
 
 
+def _read_benchmark(
+    dataset: str | Benchmark,
+    data_root: str | Path | None,
+    split: str | None,
+    task: str | None,
+    strict: bool,
+    limit: int | None,
+    object_tags: str | Path | None,
+    ranks: Dist,
+) -> Benchmark:
+    """The samples :func:`evaluate` scores; rank 0 reports a folder's skipped lines."""
+    if isinstance(dataset, Benchmark):
+        return dataset
+    if dataset not in DATASETS:
+        raise OFAValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    if data_root is None or (split is None and dataset != "folder"):
+        raise OFAValueError(f"{dataset} needs a data root and a split")
+    if dataset != "folder":
+        return load_benchmark(dataset, data_root, str(split), limit, object_tags)
+    data = read_folder(data_root, task, strict)
+    if ranks.rank == 0:
+        data.report()
+    return folder_benchmark(data, split, task, limit)
+
+
 def _resume_point(
-    out: Path, resume: bool, bench: Benchmark, ranks: _Dist, held: ExitStack
+    out: Path, resume: bool, bench: Benchmark, ranks: Dist, held: ExitStack
 ) -> set[int]:
     """Rank 0 locks ``out`` (into ``held``), reads the ids already predicted and readies the file;
     every rank gets the ids, or the failure."""
@@ -447,7 +515,7 @@ def _settings(pipe: OFAPipeline, overrides: Mapping[str, Any]) -> dict[str, Any]
     }
 
 
-def _check_settings(out: Path, settings: dict[str, Any], resuming: bool, ranks: _Dist) -> None:
+def _check_settings(out: Path, settings: dict[str, Any], resuming: bool, ranks: Dist) -> None:
     """Rank 0 records the run's settings; a resumed run must use the same ones."""
     failure: str | None = None
     if ranks.rank == 0:
@@ -472,7 +540,7 @@ def _predict(
     bench: Benchmark,
     out: Path,
     done: set[int],
-    ranks: _Dist,
+    ranks: Dist,
     batch_size: int,
     workers: int,
     overrides: Mapping[str, Any],

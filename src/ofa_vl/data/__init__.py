@@ -1,7 +1,7 @@
 """Readers for the evaluation datasets in their published on-disk formats (mmpretrain layout)."""
 
 from ofa_vl.data.coco_caption import CaptionSample, COCOCaption, load_caption_references
-from ofa_vl.data.common import DatasetError, ImageDataset, RestrictedUnpickler, load_pickle
+from ofa_vl.data.common import DatasetError, ImageDataset, load_pickle
 from ofa_vl.data.refcoco import RefCOCO, RefSample
 from ofa_vl.data.vqa import (
     VQASample,
@@ -18,7 +18,6 @@ __all__ = [
     "ImageDataset",
     "RefCOCO",
     "RefSample",
-    "RestrictedUnpickler",
     "VQASample",
     "VQAv2",
     "load_answer_vocab",

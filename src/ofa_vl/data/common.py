@@ -7,14 +7,14 @@ expected there, instead of a ``KeyError`` deep inside a DataLoader worker.
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from torch.utils.data import Dataset
 
 from ..errors import OFAValueError
+from ..unpickle import UnpickleError, load_data_pickle
 
 ImageCheck = Literal["eager", "lazy"]
 
@@ -59,35 +59,13 @@ def require_keys(record: Any, keys: Sequence[str], path: Path, where: str) -> Ma
     return record
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for data files: plain containers, str, int, float, bool and None only.
-
-    Those are built by pickle opcodes directly; anything that needs :meth:`find_class` (a class, a
-    function such as ``os.system``) is refused before it is looked up, so nothing runs.
-    """
-
-    def __init__(self, file: IO[bytes], source: Path) -> None:
-        # utf-8 decodes the byte strings of Python 2 pickles (the REFER refs files) to str
-        super().__init__(file, encoding="utf-8")
-        self.source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise DatasetError(
-            f"{self.source}: refusing to unpickle {module}.{name}; only plain containers, str, "
-            "int and float are allowed in data pickles"
-        )
-
-
 def load_pickle(path: Path, what: str) -> Any:
-    """Load a data pickle through :class:`RestrictedUnpickler`."""
+    """Load a data pickle through the restricted unpickler (plain containers and scalars only)."""
     require_file(path, what)
-    with path.open("rb") as f:
-        try:
-            return RestrictedUnpickler(f, path).load()
-        except DatasetError:
-            raise
-        except Exception as e:  # a corrupt pickle raises any of a dozen exception types
-            raise DatasetError(f"{path}: unreadable pickle ({e!r}); expected {what}") from None
+    try:
+        return load_data_pickle(path)
+    except UnpickleError as e:
+        raise DatasetError(f"{e}; expected {what}") from None
 
 
 class _HasImage(Protocol):

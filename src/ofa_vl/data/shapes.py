@@ -46,7 +46,7 @@ import json
 import math
 import pickle
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +307,53 @@ def shapes_command(
     counts = write_shapes_dataset(out, train, val, seed=seed, size=size, workers=workers)
     print(f"wrote the shapes dataset to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return counts
+
+
+FOLDER_SPLITS = ("train", "validation", "test")
+
+
+def _folder_lines(task: str, scene: Scene, text: SceneText, name: str) -> list[dict[str, Any]]:
+    """The metadata lines of one scene for ``task`` (the columns of :mod:`ofa_vl.data.folder`)."""
+    if task == "caption":
+        return [{"file_name": name, "captions": text.captions}]
+    if task == "refcoco":
+        return [
+            {"file_name": name, "text": t, "box": list(obj.box)}
+            for obj, texts in zip(scene.objects, text.expressions, strict=True)
+            for t in texts[:1]
+        ]
+    return [{"file_name": name, "question": q.question, "answer": q.answer} for q in text.questions]
+
+
+def write_shapes_folder(
+    out_dir: str | Path,
+    task: str = "caption",
+    counts: Sequence[int] = (200, 20, 20),
+    seed: int = 0,
+    size: int = 256,
+) -> dict[str, int]:
+    """Shapes scenes as a folder dataset (:mod:`ofa_vl.data.folder`): ``train/``, ``validation/``,
+    ``test/``, each with its JPEG images and a ``metadata.jsonl`` of ``task``'s columns
+    (``caption``, ``refcoco`` or ``vqa``). Returns the lines written per split."""
+    if task not in ("caption", "refcoco", "vqa"):
+        raise OFAValueError(f"shapes folders hold caption, refcoco or vqa lines, not {task!r}")
+    for split, n in zip(FOLDER_SPLITS, counts, strict=True):
+        at_least(split, n, 0)
+    written = {}
+    for i, (split, n) in enumerate(zip(FOLDER_SPLITS, counts, strict=True)):
+        if n == 0:
+            continue
+        folder = Path(out_dir) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        lines: list[dict[str, Any]] = []
+        for k in range(n):
+            rng = np.random.default_rng([seed, 10 + i, k])  # streams apart from the COCO layout's
+            scene = generate_scene(rng, size)
+            render_scene(scene).save(folder / f"{k:05d}.jpg", quality=JPEG_QUALITY)
+            lines += _folder_lines(task, scene, describe_scene(scene, rng), f"{k:05d}.jpg")
+        (folder / "metadata.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        written[split] = len(lines)
+    return written
 
 
 @dataclass(frozen=True)

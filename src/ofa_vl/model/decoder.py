@@ -148,7 +148,10 @@ class Decoder(PositionalStack):
         cache: KVCache | SlotCache | None = None,
     ) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
-            x = layer(x, self_bias[i], cross_kv[i], cross_bias, cache, i)
+            if cache is None:  # teacher forcing: may be checkpointed
+                x = self._layer(layer, x, self_bias[i], cross_kv[i], cross_bias)
+            else:
+                x = layer(x, self_bias[i], cross_kv[i], cross_bias, cache, i)
         return self.project(self.final_ln(x))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:

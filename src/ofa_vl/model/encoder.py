@@ -9,10 +9,11 @@ patches (2-D buckets).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import OFAConfig
 from ..errors import OFAValueError
@@ -52,6 +53,15 @@ class PositionalStack(nn.Module):
 
     token_bucket: torch.Tensor
     cfg: OFAConfig
+    gradient_checkpointing = False  # OFA.set_gradient_checkpointing
+
+    def _layer(self, layer: nn.Module, *args: Any) -> torch.Tensor:
+        """``layer(*args)``; recomputed in the backward pass (activation checkpointing) when
+        enabled and gradients are being recorded in training."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # the RNG state is restored for the recomputation: the same dropout masks
+            return cast(torch.Tensor, checkpoint(layer, *args, use_reentrant=False))
+        return cast(torch.Tensor, layer(*args))
 
     def _init_positions(self, cfg: OFAConfig) -> None:
         dim = cfg.embed_dim
@@ -180,5 +190,5 @@ class Encoder(PositionalStack):
             no_bias = abs_bias.new_zeros(1, self.cfg.num_heads)  # image <-> text: no relative bias
             tables = torch.cat([token_table.weight, image_table.weight, no_bias])
             bias = abs_bias + nn.functional.embedding(buckets, tables).permute(2, 0, 1)
-            x = layer(x, bias if pad_bias is None else bias + pad_bias)
+            x = self._layer(layer, x, bias if pad_bias is None else bias + pad_bias)
         return EncoderOutput(self.final_ln(x), pad, pos)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,32 @@ class OFA(nn.Module):
     def device(self) -> torch.device:
         return self.embed_tokens.weight.device
 
+    @torch.no_grad()
+    def init_weights(self, bin_offset: int | None = None, num_bins: int = 0) -> None:
+        """Fresh-model init of ``OFA:models/ofa/unify_transformer.py``'s ``Embedding`` helper.
+
+        Token / position embeddings ~ N(0, dim^-0.5) with the padding row zeroed; the relative
+        position bias tables (``zero_init=True`` there) start at zero. Location tokens ``<bin_i>``
+        start as sinusoids of ``i`` (same scale), so neighbouring bins start alike: boxes are
+        learned from far fewer examples.
+        """
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Embedding):
+                if "rel_pos_table" in name:
+                    nn.init.zeros_(module.weight)
+                    continue
+                nn.init.normal_(module.weight, 0.0, module.embedding_dim**-0.5)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+        if bin_offset is not None and num_bins > 0:
+            dim = self.cfg.embed_dim
+            pos = torch.arange(num_bins, dtype=torch.float32)[:, None]
+            freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(1e3) / dim))
+            table = torch.zeros(num_bins, dim)
+            table[:, 0::2], table[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+            rows = self.embed_tokens.weight[bin_offset : bin_offset + num_bins]
+            rows.copy_(table * dim**-0.5 * 2**0.5)  # unit-variance sinusoids, scaled like the rest
+
     def num_parameters(self) -> int:
         """Parameters counted once each (the tied embedding once)."""
         return sum(p.numel() for p in self.parameters())
@@ -57,6 +84,13 @@ class OFA(nn.Module):
     ) -> EncoderOutput:
         """Run the encoder: image patches (if any) then text, ``images_mask[i]=False`` = no image."""
         return self.encoder(input_ids, images, images_mask)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> OFA:
+        """Activation checkpointing: in training, every encoder and decoder layer keeps only its
+        inputs and is recomputed in the backward pass (less memory, about one more forward)."""
+        self.encoder.gradient_checkpointing = enabled
+        self.decoder.gradient_checkpointing = enabled
+        return self
 
     def forward(
         self,

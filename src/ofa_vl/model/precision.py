@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -52,23 +54,30 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     return embed.weight.dtype
 
 
+@contextmanager
+def quiet_torchao_import() -> Iterator[None]:
+    """Silence what importing torchao (directly or through PEFT) logs on a CPU build: GPU
+    kernels it cannot load, torch's pytree enum deprecations."""
+    loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def quantize_torchao(model: OFA, weight_only: bool = False) -> OFA:
     """Every Linear to torchao int8 (in place): dynamic int8 activations, or weight-only."""
     try:
-        # torchao warns about GPU kernels a CPU build cannot load, torch about its pytree enums
-        loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
-        levels = [lg.level for lg in loggers]
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
+        with quiet_torchao_import():
             from torchao.quantization import (
                 Int8DynamicActivationInt8WeightConfig,
                 Int8WeightOnlyConfig,
                 quantize_,
             )
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
     except ImportError as e:
         raise OFAValueError(
             "int8 needs torchao: pip install 'ofa-vl[int8]' (or --precision int8-legacy)"

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..checkpoints import safe_torch_load
 from ..errors import OFAFileNotFoundError
+from ..unpickle import safe_torch_load
 
 VQGAN_FILES = ("last.ckpt", "model.yaml")
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.shapes_text import COLOURS, SHAPES, SIZES
-from .images import Interpolation, preprocess
+from ..data.shapes_text import COLOURS, SHAPES, SIZES
+from ..images import Interpolation, preprocess
 
 ATTRIBUTES = (COLOURS, SHAPES, SIZES)  # class 0 of each = no object in the cell
 MIN_COVER = 0.2  # a cell belongs to the object whose box covers most of it, if >= this share
