@@ -45,6 +45,7 @@ def test_caption_directory_json(image_dir):
     rows = json.loads(r.stdout)
     assert [os.path.basename(x["image"]) for x in rows] == ["im0.png", "im1.png"]
     assert all(isinstance(x["pred_caption"], str) for x in rows)
+    assert all(isinstance(x["score"], float) and x["score"] <= 0 for x in rows)  # log-probability
 
 
 def test_ground_glob_and_save(image_dir, tmp_path):

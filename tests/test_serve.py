@@ -160,6 +160,8 @@ def test_endpoint(client: TestClient, endpoint: str, encoding: str) -> None:
     assert {k: body.pop(k) for k in ("model", "width", "height")} == {
         "model": "fixture", "width": 128, "height": 128,
     }  # fmt: skip
+    score = body.pop("score")  # the model's own log-probability of its answer
+    assert isinstance(score, float) and score <= 0, score
     assert set(body) == RESULT_KEYS[endpoint]
     for key in ("text", "question", "prompt"):
         if key in fields:
@@ -538,6 +540,8 @@ def test_every_endpoint_answers_what_the_pipeline_answers(bundled: dict[str, OFA
             assert r.status_code == 200, r.text
             served = {k: v for k, v in r.json().items() if k not in ("model", "width", "height")}
             result = bundled[endpoint](image, **call)
+            (typed,) = bundled[endpoint].run([image], **call)
+            assert served.pop("score") == pytest.approx(typed.score), endpoint
             assert served == {new: result.get(old) for new, old in SERVED_AS[endpoint]}, endpoint
             if endpoint == "grounding":
                 grounded.append(served["boxes"][0])

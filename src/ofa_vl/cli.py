@@ -184,7 +184,8 @@ def _boxes(boxes: Sequence[Sequence[float]] | None) -> str:
 def _print(args: argparse.Namespace, rows: Rows, show: Callable[[Any], str]) -> None:
     """One line per image (``show`` reads the typed result), or every result dict as JSON."""
     if args.json:
-        print(json.dumps([{"image": img, **res.to_dict()} for img, res in rows], indent=2))
+        records = [{"image": img, **res.to_dict(), "score": res.score} for img, res in rows]
+        print(json.dumps(records, indent=2))
         return
     for img, res in rows:
         print(f"{img}: {show(res)}")

@@ -85,7 +85,7 @@ class Endpoint:
     def render(self, result: Result) -> dict[str, Any]:
         """The response's own fields, read from the typed result's fields of the same names."""
         assert isinstance(result, self.result), result
-        own = set(self.response.model_fields) - set(S.Prediction.model_fields)
+        own = set(self.response.model_fields) - set(S.Prediction.model_fields) | {"score"}
         return {name: getattr(result, name) for name in own}
 
 

@@ -92,6 +92,11 @@ class Prediction(BaseModel):
     model: str = Field(description="the model that answered")
     width: int = Field(description="width of the decoded image (EXIF orientation applied)")
     height: int
+    score: float | None = Field(
+        default=None,
+        description="the model's own score of its answer: the decoder's (length-normalised with "
+        "beam search) log-probability of the output, or the best candidate's",
+    )
 
 
 class CaptionResponse(Prediction):
