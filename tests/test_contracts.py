@@ -174,6 +174,36 @@ def test_an_imagenet_task_gets_the_same_tensors_from_all_four_entry_points(
     assert torch.allclose(api, (raw.float() - mean) / std, atol=1e-5)  # not OFA's 0.5 / 0.5
 
 
+def test_training_batches_use_the_init_models_mean_and_std(tiny: Path, tmp_path: Path) -> None:
+    """A run from a model folder whose pipeline.json has ImageNet's mean / std trains on pixels
+    normalised with them (as its inference reads them), and its own pipeline.json keeps them."""
+    import shutil
+
+    from ofa_vl.data.shapes import write_shapes_dataset
+    from ofa_vl.distributed import Dist
+    from ofa_vl.images import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN
+    from ofa_vl.train import TrainConfig
+    from ofa_vl.train.loop import setup
+
+    init, data, out = tmp_path / "init", tmp_path / "data", tmp_path / "run"
+    shutil.copytree(tiny, init)
+    spec = {"image_size": 64, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    (init / "pipeline.json").write_text(json.dumps(spec))
+    write_shapes_dataset(data, 2, 0, seed=0, size=64)
+    cfg = TrainConfig(data=data, init=str(init), out=out, task="caption", steps=1, batch_size=2,
+                      workers=0, no_progress=True)  # fmt: skip
+    trainer = setup(cfg, Dist(), torch.device("cpu"))
+    pipe = get_model(init, device="cpu", task="caption")
+    assert pipe.task.preprocessing.mean == IMAGENET_MEAN != OFA_MEAN
+    expected = [pipe.preprocess(p)[0] for p in sorted((data / "train2014").iterdir())]
+    batch = next(trainer.batches)["images"]  # (B, 3, 64, 64)
+    assert len(batch) == 2
+    for image in batch:  # each is one of the images as inference reads it
+        assert any(torch.equal(image, e) for e in expected)
+    saved = json.loads((out / "pipeline.json").read_text())  # what the trained model reads
+    assert saved == {**spec, "interpolation": "bilinear"}
+
+
 # ----------------------------------------------------------------------------- typed results
 def test_results_are_typed_and_carry_the_models_score(tiny: Path, tmp_path: Path) -> None:
     path = tmp_path / "a.png"
