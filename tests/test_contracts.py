@@ -164,7 +164,7 @@ def test_an_imagenet_task_gets_the_same_tensors_from_all_four_entry_points(
     api = seen[0]
     test = _Images([path], pipe.task.preprocessing)[0][1]  # type: ignore[index]
     serve = prepare(path.read_bytes(), pipe, 10**8, {})[0].pixels
-    example = Example("classify", path, pipe.task.prompt({}), " cat")
+    example = Example("classify", path, pipe.task.prompt(pipe.task.normalize({})), " cat")
     train = TrainingDataset([example], pipe.tokenizer, 0, preprocessing=pipe.task.preprocessing)
     for other in (test, serve, train[0]["image"]):
         assert torch.equal(api, other)
@@ -212,7 +212,9 @@ def test_results_are_typed_and_carry_the_models_score(tiny: Path, tmp_path: Path
     (result,) = pipe.run([str(path)], num_beams=1, max_new_tokens=3)
     assert result.to_dict() == pipe(str(path), num_beams=1, max_new_tokens=3)  # no score in it
     pixels, _ = pipe.preprocess(str(path))
-    ids = pipe.tokenizer([pipe.task.prompt({})], return_tensors="pt")["input_ids"]
+    ids = pipe.tokenizer([pipe.task.prompt(pipe.task.normalize({}))], return_tensors="pt")[
+        "input_ids"
+    ]
     config = pipe.decoding(num_beams=1, max_new_tokens=3)
     out = pipe.model.generate(ids, pixels[None], config=config, return_scores=True)
     assert result.score == pytest.approx(float(out.scores[0]))  # greedy: summed log-probs
@@ -249,7 +251,7 @@ def test_tries_and_candidates_are_built_for_each_tokenizer_bound() -> None:
 def test_training_itm_prompt_is_the_inference_prompt(tmp_path: Path) -> None:
     """The matching example's text goes through the task's own cleaning (pre_caption)."""
     from ofa_vl.data.training import itm_examples
-    from ofa_vl.tasks import get_task
+    from ofa_vl.tasks import TextFields, get_task
     from ofa_vl.text import pre_caption
 
     row = {
@@ -262,5 +264,5 @@ def test_training_itm_prompt_is_the_inference_prompt(tmp_path: Path) -> None:
     (tmp_path / "extras.jsonl").write_text(json.dumps(row) + "\n")
     (example,) = itm_examples(tmp_path)
     task = get_task("itm")
-    assert example.prompt == task.prompt({"text": pre_caption("A Red-Circle")})
+    assert example.prompt == task.prompt(TextFields(pre_caption("A Red-Circle")))
     assert example.prompt == ' does the image describe " a red circle "?'
