@@ -13,6 +13,7 @@ from ofa_vl import zoo
 from ofa_vl.api import get_model, inference_model, list_models
 from ofa_vl.images import preprocess
 from ofa_vl.model.precision import model_dtype
+from ofa_vl.tasks import TextFields
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 
 HF_DIR = ENGLISH_BPE
@@ -37,7 +38,7 @@ def pipeline(fixture_model, tokenizer, task, **opts):
 def manual_generate(model, tok, task, image, **fields):
     """The same computation spelled out step by step, to check the pipeline's plumbing."""
     img, info = preprocess(image, task.image_size, task.interpolation)
-    ids = torch.tensor([tok.encode(task.prompt(fields))])
+    ids = torch.tensor([tok.encode(task.prompt(task.fields_of(fields)))])
     seqs = model.generate(ids, img[None], config=task.generation.replace(**FAST))
     return seqs[0].tolist(), info
 
@@ -62,7 +63,7 @@ def test_grounding_end_to_end(fixture_model, tokenizer):
     tokens, info = manual_generate(fixture_model, tokenizer, pipe.task, CAT, text="the cat")
     # constrained to bins, so the 4 tokens after <s> are bins; box in original pixels
     seqs = fixture_model.generate(
-        torch.tensor([tokenizer.encode(pipe.task.prompt({"text": "the cat"}))]),
+        torch.tensor([tokenizer.encode(pipe.task.prompt(TextFields("the cat")))]),
         preprocess(CAT, 64)[0][None],
         config=pipe.task.generation.replace(constraint_range=(58457, 59457), **FAST),
     )[0].tolist()

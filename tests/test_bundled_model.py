@@ -133,7 +133,8 @@ def test_cached_and_uncached_decoding_agree(held_out: Path) -> None:
     images, _ = preprocess_batch(sorted((held_out / "val2014").iterdir())[:4], pipe.task.image_size)
     for task, fields in (("caption", {}), ("refcoco", {"text": "the red shape"})):
         task_obj = pipe.with_task(task).task
-        ids = pipe.tokenizer([task_obj.prompt(fields)] * 4, return_tensors="pt")["input_ids"]
+        prompt = task_obj.prompt(task_obj.fields_of(fields))
+        ids = pipe.tokenizer([prompt] * 4, return_tensors="pt")["input_ids"]
         config = task_obj.generation
         cached = pipe.model.generate(ids, images, config=config)
         naive = pipe.model.generate(ids, images, config=config.replace(use_cache=False))

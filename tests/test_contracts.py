@@ -164,7 +164,7 @@ def test_an_imagenet_task_gets_the_same_tensors_from_all_four_entry_points(
     api = seen[0]
     test = _Images([path], pipe.task.preprocessing)[0][1]  # type: ignore[index]
     serve = prepare(path.read_bytes(), pipe, 10**8, {})[0].pixels
-    example = Example("classify", path, pipe.task.prompt({}), " cat")
+    example = Example("classify", path, pipe.task.prompt(pipe.task.normalize({})), " cat")
     train = TrainingDataset([example], pipe.tokenizer, 0, preprocessing=pipe.task.preprocessing)
     for other in (test, serve, train[0]["image"]):
         assert torch.equal(api, other)
@@ -172,6 +172,36 @@ def test_an_imagenet_task_gets_the_same_tensors_from_all_four_entry_points(
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
     assert torch.allclose(api, (raw.float() - mean) / std, atol=1e-5)  # not OFA's 0.5 / 0.5
+
+
+def test_training_batches_use_the_init_models_mean_and_std(tiny: Path, tmp_path: Path) -> None:
+    """A run from a model folder whose pipeline.json has ImageNet's mean / std trains on pixels
+    normalised with them (as its inference reads them), and its own pipeline.json keeps them."""
+    import shutil
+
+    from ofa_vl.data.shapes import write_shapes_dataset
+    from ofa_vl.distributed import Dist
+    from ofa_vl.images import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN
+    from ofa_vl.train import TrainConfig
+    from ofa_vl.train.loop import setup
+
+    init, data, out = tmp_path / "init", tmp_path / "data", tmp_path / "run"
+    shutil.copytree(tiny, init)
+    spec = {"image_size": 64, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    (init / "pipeline.json").write_text(json.dumps(spec))
+    write_shapes_dataset(data, 2, 0, seed=0, size=64)
+    cfg = TrainConfig(data=data, init=str(init), out=out, task="caption", steps=1, batch_size=2,
+                      workers=0, no_progress=True)  # fmt: skip
+    trainer = setup(cfg, Dist(), torch.device("cpu"))
+    pipe = get_model(init, device="cpu", task="caption")
+    assert pipe.task.preprocessing.mean == IMAGENET_MEAN != OFA_MEAN
+    expected = [pipe.preprocess(p)[0] for p in sorted((data / "train2014").iterdir())]
+    batch = next(trainer.batches)["images"]  # (B, 3, 64, 64)
+    assert len(batch) == 2
+    for image in batch:  # each is one of the images as inference reads it
+        assert any(torch.equal(image, e) for e in expected)
+    saved = json.loads((out / "pipeline.json").read_text())  # what the trained model reads
+    assert saved == {**spec, "interpolation": "bilinear"}
 
 
 # ----------------------------------------------------------------------------- typed results
@@ -182,7 +212,9 @@ def test_results_are_typed_and_carry_the_models_score(tiny: Path, tmp_path: Path
     (result,) = pipe.run([str(path)], num_beams=1, max_new_tokens=3)
     assert result.to_dict() == pipe(str(path), num_beams=1, max_new_tokens=3)  # no score in it
     pixels, _ = pipe.preprocess(str(path))
-    ids = pipe.tokenizer([pipe.task.prompt({})], return_tensors="pt")["input_ids"]
+    ids = pipe.tokenizer([pipe.task.prompt(pipe.task.normalize({}))], return_tensors="pt")[
+        "input_ids"
+    ]
     config = pipe.decoding(num_beams=1, max_new_tokens=3)
     out = pipe.model.generate(ids, pixels[None], config=config, return_scores=True)
     assert result.score == pytest.approx(float(out.scores[0]))  # greedy: summed log-probs
@@ -219,7 +251,7 @@ def test_tries_and_candidates_are_built_for_each_tokenizer_bound() -> None:
 def test_training_itm_prompt_is_the_inference_prompt(tmp_path: Path) -> None:
     """The matching example's text goes through the task's own cleaning (pre_caption)."""
     from ofa_vl.data.training import itm_examples
-    from ofa_vl.tasks import get_task
+    from ofa_vl.tasks import TextFields, get_task
     from ofa_vl.text import pre_caption
 
     row = {
@@ -232,5 +264,5 @@ def test_training_itm_prompt_is_the_inference_prompt(tmp_path: Path) -> None:
     (tmp_path / "extras.jsonl").write_text(json.dumps(row) + "\n")
     (example,) = itm_examples(tmp_path)
     task = get_task("itm")
-    assert example.prompt == task.prompt({"text": pre_caption("A Red-Circle")})
+    assert example.prompt == task.prompt(TextFields(pre_caption("A Red-Circle")))
     assert example.prompt == ' does the image describe " a red circle "?'

@@ -22,6 +22,7 @@ from ofa_vl.api import get_model
 from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.images import preprocess
 from ofa_vl.metrics import box_iou
+from ofa_vl.tasks import TextFields
 from ofa_vl.train import read_metrics, train
 from ofa_vl.zoo import DEFAULT_MODEL
 
@@ -39,7 +40,7 @@ def test_cuda_fp32_equals_cpu_and_bf16_is_close() -> None:
     gpu = get_model(DEFAULT_MODEL, task="refcoco", device="cuda")
     scene = render_scene(generate_scene(random.Random(0), 128))
     pixels, _ = preprocess(scene, 128)
-    ids = cpu.tokenizer([cpu.task.prompt({"text": "the red circle"})])["input_ids"]
+    ids = cpu.tokenizer([cpu.task.prompt(TextFields("the red circle"))])["input_ids"]
     dec = torch.tensor([[0, 5, 6]])
 
     def run(pipe, device: str, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:

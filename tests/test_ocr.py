@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from ofa_vl.images import load_resized, ocr_resize, preprocess
-from ofa_vl.tasks import get_task
+from ofa_vl.tasks import TaskFields, get_task
 
 
 def gradient(w: int, h: int) -> Image.Image:
@@ -85,5 +85,7 @@ def test_ocr_task_preprocessing_and_prompts():
     folded = torch.from_numpy(ocr_resize(img, 480, document=True)[0]).permute(2, 0, 1)
     torch.testing.assert_close(x, (folded.float() - 127.5) / 127.5)  # mean = std = 0.5
     assert get_task("ocr", document=True).interpolation == "ocr_document"
-    assert get_task("ocr", language="zh").prompt({}) == "图片上的文字是什么?"
-    assert get_task("ocr", language="en").prompt({}) == " what are the texts on the image?"
+    assert get_task("ocr", language="zh").prompt(TaskFields()) == "图片上的文字是什么?"
+    assert (
+        get_task("ocr", language="en").prompt(TaskFields()) == " what are the texts on the image?"
+    )

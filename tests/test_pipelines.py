@@ -97,7 +97,7 @@ def test_finetuned_models_take_text_verbatim_and_official_ones_normalise(tok):
         ' which region does the text " the dog left " describe?'
     )
     off_vqa = get_model("ofa-base_official-finetuned_vqa", pretrained=MMP_CKPT, answers=["yes"])
-    assert off_vqa.task.normalize({"question": "What color-is it"})["question"] == (
+    assert off_vqa.task.normalize({"question": "What color-is it"}).question == (
         "what color is it?"
     )
 
@@ -118,7 +118,7 @@ def test_each_step_can_be_overridden(tmp_path, tok):
     (folder / "pipeline.json").write_text(json.dumps(spec))
     local = get_model(folder / MMP_CKPT.name, task="vqa")
     assert (local.task.image_size, local.task.interpolation) == (96, "bilinear")
-    assert local.task.normalize({"question": "Is It"})["question"] == "is it?"
+    assert local.task.normalize({"question": "Is It"}).question == "is it?"
     with pytest.raises(OFAError, match="task 'vqa' has no text field text to normalise"):
         get_model(ZERO_SHOT, pretrained=MMP_CKPT, text_norm={"text": "clean"})
 

@@ -37,7 +37,7 @@ def brute_force(model, tok, task, images, fields, images_mask=None) -> torch.Ten
     trie = task.candidate_set(tok).trie
     bos, eos = tok.bos_token_id, tok.eos_token_id
     out = torch.zeros(len(fields), len(names))
-    for b, f in enumerate(fields):
+    for b, f in enumerate(task.fields_of(f) for f in fields):
         ids = torch.tensor([tok.encode(task.prompt(f))])
         prompt = task.decoder_tokens(f, tok)
         mask = None if images_mask is None else images_mask[b : b + 1]
@@ -55,6 +55,7 @@ def brute_force(model, tok, task, images, fields, images_mask=None) -> torch.Ten
 
 def scores_of(model, tok, task, images, fields, images_mask=None) -> torch.Tensor:
     """The batched path: right-padded prompts encoded once, all candidates chunked."""
+    fields = [task.fields_of(f) for f in fields]
     enc = model.encode(tok([task.prompt(f) for f in fields])["input_ids"], images, images_mask)
     prompts = [task.decoder_tokens(f, tok) for f in fields]
     return score_candidates(model, enc, prompts, task.candidate_set(tok), task.chunk_size)

@@ -28,7 +28,7 @@ from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.images import ImageInfo, preprocess
 from ofa_vl.model import OFA
 from ofa_vl.model.vqgan import VQGANDecoder, codes_to_images
-from ofa_vl.tasks import get_task
+from ofa_vl.tasks import TaskFields, TextFields, get_task
 from ofa_vl.tasks.caption import clean_caption
 from ofa_vl.tasks.detection import parse_boxes
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
@@ -110,7 +110,7 @@ def test_caption_parse_of_a_punctuated_caption(tok: OFATokenizer) -> None:
     # tokenizer golden (mmpretrain's OFATokenizer on the OFA BPE): the ids of this caption
     ids = [250, 8563, 6, 8, 10, 229, 23728, 2796, 16506, 2828, 220, 12, 560, 349, 97, 734]
     assert tok.decode(ids) == "A Dog, and a KITTEN!!! sitting next-to each other..."
-    out = get_task("caption").parse([0, *ids, 2], tok, ImageInfo((1, 1), (1.0, 1.0)), {})
+    out = get_task("caption").parse([0, *ids, 2], tok, ImageInfo((1, 1), (1.0, 1.0)), TaskFields())
     assert out.to_dict() == {"pred_caption": "A Dog and a KITTEN sitting nextto each other"}
 
 
@@ -128,7 +128,7 @@ def test_caption_pipeline_drops_generated_punctuation() -> None:
         suppress_tokens=banned,
     )  # fmt: skip
     out = pipe(SCENE, **opts)["pred_caption"]
-    ids = t([pipe.task.prompt({})])["input_ids"]
+    ids = t([pipe.task.prompt(TaskFields())])["input_ids"]
     pixels, _ = preprocess(SCENE, pipe.task.image_size, pipe.task.interpolation)  # type: ignore[arg-type]
     seq = pipe.model.generate(ids, pixels[None], **opts)[0].tolist()
     assert sorted(seq[1:6]) == sorted(marks + words) and seq[6] == 2  # punctuation emitted
@@ -180,13 +180,13 @@ def test_vqa_without_objects_has_no_decoder_prompt(english_model, tok, monkeypat
 # ----------------------------------------------------------------------------- side tasks
 def test_matching_probability_by_hand() -> None:
     task = get_task("itm")
-    r = task.report(torch.tensor([math.log(0.3), math.log(0.1)]), ("yes", "no"), {"text": "x"})
+    r = task.report(torch.tensor([math.log(0.3), math.log(0.1)]), ("yes", "no"), TextFields("x"))
     assert r.to_dict() == {
         "text": "x",
         "match": True,
         "probability": pytest.approx(0.75),
     }  # .3 / (.3 + .1)
-    r = task.report(torch.tensor([-3.0, -1.0]), ("yes", "no"), {"text": "y"}).to_dict()
+    r = task.report(torch.tensor([-3.0, -1.0]), ("yes", "no"), TextFields("y")).to_dict()
     assert r["match"] is False and r["probability"] == pytest.approx(1 / (1 + math.e**2))
 
 
@@ -270,16 +270,18 @@ def test_grounding_parse_by_hand(tok: OFATokenizer) -> None:
     task = get_task("refcoco")
     info = ImageInfo(ori_shape=(256, 1024), scale_factor=(0.5, 2.0))  # 1024 x 256 -> 512 x 512
     b = tok.bin_offset
-    out = task.parse([0, b + 999, b + 0, b + 333, b + 999, 2], tok, info, {"text": "x"})
+    out = task.parse([0, b + 999, b + 0, b + 333, b + 999, 2], tok, info, TextFields("x"))
     # x: bin * 512 / 999 / 0.5; y: bin * 512 / 999 / 2
     want = [1024.0, 0.0, 333 * 1024 / 999, 256.0]
     assert out.to_dict() == {"pred_bboxes": [pytest.approx(want, abs=1e-3)], "text": "x"}
-    no_box = task.parse([0, b + 1, 50, b + 2, b + 3, 2], tok, info, {"text": "y"})
+    no_box = task.parse([0, b + 1, 50, b + 2, b + 3, 2], tok, info, TextFields("y"))
     assert no_box.to_dict() == {"pred_bboxes": [], "text": "y"}  # a word among the bins: no box
 
 
 def test_glue_report_by_hand() -> None:
-    r = get_task("mnli").report(torch.tensor([-2.0, -0.5, -1.0]), ("yes", "no", "maybe"), {})
+    mnli = get_task("mnli")
+    fields = mnli.fields_of({"text": "a", "text2": "b"})
+    r = mnli.report(torch.tensor([-2.0, -0.5, -1.0]), ("yes", "no", "maybe"), fields)
     assert r.to_dict() == {"pred_answer": "no", "scores": {"yes": -2.0, "no": -0.5, "maybe": -1.0}}
 
 

@@ -3,6 +3,7 @@ writes them, output shapes, and the parsers on hand-made token sequences."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,9 +13,19 @@ from conftest import MMP_CKPT
 
 from ofa_vl import cli
 from ofa_vl.api import OFAPipeline
+from ofa_vl.errors import OFAValueError
 from ofa_vl.images import IMAGENET_MEAN, ImageInfo
 from ofa_vl.model.vqgan import VQGANDecoder, codes_to_images, load_vqgan
-from ofa_vl.tasks import TASKS, get_task
+from ofa_vl.tasks import (
+    TASKS,
+    AskFields,
+    EntailmentFields,
+    RegionFields,
+    TaskFields,
+    TextFields,
+    VQAFields,
+    get_task,
+)
 from ofa_vl.tasks.detection import parse_boxes
 from ofa_vl.tasks.entailment import LABELS as SNLI_LABELS
 from ofa_vl.tasks.region_caption import REGION_PROMPT
@@ -70,6 +81,36 @@ def test_region_prompt_is_the_pretraining_one(fixture_model, tok, monkeypatch):
     assert task.generation.no_repeat_ngram_size == 3
 
 
+# the fields each task reads, required ones first (what the keyword routing of inference_model,
+# the CLI and the service rely on)
+FIELDS = {
+    "caption": ((), ()), "classify": ((), ()), "detection": ((), ()), "image_infill": ((), ()),
+    "ocr": ((), ()), "snli_ve": (("hypothesis",), ("premise",)), "refcoco": (("text",), ()),
+    "image_gen": (("text",), ()), "ask": (("prompt",), ("boxes",)), "itm": (("text",), ()),
+    "region_caption": (("region",), ()), "gigaword": (("text",), ()), "text_infill": (("text",), ()),
+    "cola": (("text",), ()), "mnli": (("text", "text2"), ()), "qnli": (("text", "question"), ()),
+    "vqa": (("question",), ("objects",)), "vqa_allcand": (("question",), ("objects",)),
+}  # fmt: skip
+
+
+def test_each_task_declares_its_fields_as_a_dataclass():
+    for name, (required, optional) in FIELDS.items():
+        cls = TASKS[name]
+        assert dataclasses.is_dataclass(cls.Fields), name
+        assert (cls.required_fields(), cls.fields()) == (required, required + optional), name
+    vqa = get_task("vqa", text_norm={"question": "pre_question"})
+    typed = vqa.normalize({"question": "What Color?", "objects": ["cat"], "unread": 1})
+    assert typed == VQAFields("what color?", ["cat"])
+    assert vqa.prompt(typed) == " what color? object: cat"
+    assert vqa.fields_of({"question": "What Color?"}) == VQAFields("What Color?")  # as given
+    with pytest.raises(OFAValueError, match="^task 'vqa' needs a non-empty 'question' text$"):
+        vqa.normalize({"objects": ["cat"]})
+    region = get_task("region_caption").fields_of({"region": [1, 2, 3, 4]})
+    assert region == RegionFields([1, 2, 3, 4])
+    with pytest.raises(TypeError, match="placed"):  # the bins come from the image's resize
+        get_task("region_caption").prompt(region)
+
+
 @pytest.mark.parametrize("region", [None, [1, 2, 3], [10, 10, 5, 20], "a box"])
 def test_region_caption_rejects_bad_regions(region):
     with pytest.raises(ValueError, match="region"):
@@ -99,9 +140,8 @@ def test_entailment_prompts_and_labels(fixture_model, tok):
         task.prompt(task.normalize({"hypothesis": "a dog", "premise": "Two pets"}))
         == ' can image and text1 " two pets " imply text2 " a dog "?'
     )
-    assert task.decoder_tokens({"hypothesis": "a dog"}, tok) == tok.encode(
-        task.prompt({"hypothesis": "a dog"}), add_special_tokens=False
-    )
+    dog = EntailmentFields("a dog")
+    assert task.decoder_tokens(dog, tok) == tok.encode(task.prompt(dog), add_special_tokens=False)
     out = pipe(fixture_model, tok, "snli_ve")(IMAGES, hypothesis="a dog", premise=["two pets", ""])
     for r in out:
         assert SNLI_LABELS[r["pred_answer"]] == r["pred_label"]
@@ -131,9 +171,7 @@ def test_vqa_allcand_answers_from_the_list(fixture_model, tok):
     task = get_task("vqa_allcand", answers=answers)
     # the official evaluation: pre_question, and the question is the decoder prompt (prev_output)
     assert task.prompt(task.normalize({"question": "What color-is it"})) == " what color is it?"
-    assert task.decoder_tokens({"question": "x?"}, tok) == tok.encode(
-        " x?", add_special_tokens=False
-    )
+    assert task.decoder_tokens(VQAFields("x?"), tok) == tok.encode(" x?", add_special_tokens=False)
     out = pipe(fixture_model, tok, "vqa_allcand", answers=answers)(
         IMAGES, question="what color is it?"
     )
@@ -164,7 +202,7 @@ def test_parse_boxes_on_hand_made_sequences(tok):
 
 def test_detection_end_to_end(fixture_model, tok):
     task = get_task("detection")
-    assert task.prompt({}) == " what are the objects in the image?"
+    assert task.prompt(TaskFields()) == " what are the objects in the image?"
     out = pipe(fixture_model, tok, "detection")(IMAGES, **FAST)
     for r in out:
         assert set(r) == {"pred_bboxes", "pred_labels"} and len(r["pred_bboxes"]) == len(
@@ -174,8 +212,8 @@ def test_detection_end_to_end(fixture_model, tok):
 
 def test_ask_prompt_and_boxes(fixture_model, tok):
     task = get_task("ask")
-    assert task.prompt({"prompt": "what is it?"}) == " what is it?"
-    assert task.prompt({"prompt": REGION_PROMPT}) == REGION_PROMPT  # leading spaces kept
+    assert task.prompt(AskFields("what is it?")) == " what is it?"
+    assert task.prompt(AskFields(REGION_PROMPT)) == REGION_PROMPT  # leading spaces kept
     p = pipe(fixture_model, tok, "ask")
     plain = p(IMAGES[0], prompt="what is it?", **FAST)
     assert set(plain) == {"prompt", "text"}
@@ -234,12 +272,12 @@ def test_text_tasks_ignore_the_placeholder_image(fixture_model, tok):
         assert out == p(other, **fields, **FAST)  # images_mask=False: the image is never read
         assert all(isinstance(r["pred_text"], str) for r in out)
     assert (
-        get_task("gigaword").prompt({"text": "A <unk> B"})
+        get_task("gigaword").prompt(TextFields("A <unk> B"))
         == ' what is the summary of article " a unk b "?'
     )
     assert get_task("gigaword").generation.num_beams == 6
     infill = tok.encode(
-        get_task("text_infill").prompt({"text": "The <mask> sat"}), add_special_tokens=False
+        get_task("text_infill").prompt(TextFields("The <mask> sat")), add_special_tokens=False
     )
     assert infill == [
         99,
@@ -272,10 +310,11 @@ GLUE_PROMPTS = {
 @pytest.mark.parametrize("name", sorted(GLUE_PROMPTS))
 def test_glue_prompt_and_answer(fixture_model, tok, name):
     task = get_task(name)
-    fields = {k: GLUE_FIELDS[k] for k in task.required}
-    assert task.prompt(fields) == GLUE_PROMPTS[name]
+    fields = {k: GLUE_FIELDS[k] for k in task.required_fields()}
+    assert task.prompt(task.fields_of(fields)) == GLUE_PROMPTS[name]
     src = tok.encode(GLUE_PROMPTS[name], add_special_tokens=False)
-    assert task.decoder_tokens(fields, tok) == [*src, 2]  # prompt_type=src: the source with </s>
+    # prompt_type=src: the source with </s>
+    assert task.decoder_tokens(task.fields_of(fields), tok) == [*src, 2]
     out = pipe(fixture_model, tok, name)([IMAGES[0], np.zeros((8, 8, 3), np.uint8)], **fields)
     assert out[0] == out[1]  # text only
     assert out[0]["pred_answer"] in GLUE_TASKS[name][2]
@@ -293,7 +332,7 @@ def test_image_gen_codes(fixture_model, tok):
         assert set(r) == {"codes"}
     assert p(IMAGES, text=["a red circle", "a blue square"]) == out  # seeded sampling
     assert (
-        get_task("image_gen").prompt({"text": "a cat"})
+        get_task("image_gen").prompt(TextFields("a cat"))
         == " what is the complete image? caption: a cat"
     )
     with pytest.raises(ValueError, match="multiple"):

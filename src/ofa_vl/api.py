@@ -93,14 +93,13 @@ class OFAPipeline:
     ) -> list[Result]:
         """Preprocessed images (B, 3, S, S) + their infos and text fields -> one typed result each.
 
-        Text fields are normalised here, as the model's pipeline says (``task.text_norm``).
+        Text fields are checked, then normalised as the model's pipeline says (``task.text_norm``)
+        into the task's typed ``Fields``.
         """
-        for f in fields:
-            self.task.check(f)
+        typed = [self.task.normalize(f) for f in fields]
         config = self.decoding(**overrides)
-        fields = [self.task.normalize(f) for f in fields]
         images = images.to(self.device, model_dtype(self.model))  # bf16 models take bf16 images
-        return run(self.bind(), self.model, images, list(infos), list(fields), config)
+        return run(self.bind(), self.model, images, list(infos), typed, config)
 
     def preprocess(self, image: ImageSource) -> tuple[torch.Tensor, ImageInfo]:
         """One image as this model reads it: (3, S, S) float32 and its resize info (the task's

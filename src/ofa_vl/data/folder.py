@@ -516,7 +516,7 @@ def training_examples(
     for s in samples:
         task = task_for(s.task)
         if s.task == "caption":
-            prompt = task.prompt({})
+            prompt = task.prompt(task.normalize({}))
             out += [Example("caption", s.image_path, prompt, caption_target(c)) for c in s.captions]
         elif s.task == "refcoco":
             fields = task.normalize({"text": s.text})
@@ -538,7 +538,8 @@ def training_examples(
             prompt = task.prompt(task.normalize({"text": s.captions[0]}))
             out.append(Example("itm", s.image_path, prompt, " " + s.label))
         elif s.task == "classify":
-            out.append(Example("classify", s.image_path, task.prompt({}), " " + s.label))
+            prompt = task.prompt(task.normalize({}))
+            out.append(Example("classify", s.image_path, prompt, " " + s.label))
         else:
             prompt = task.prompt(task.normalize({"prompt": s.prompt}))
             out.append(Example("ask", s.image_path, prompt, " " + s.target))

@@ -73,7 +73,7 @@ def caption_examples(root: Path, split: str = "train") -> list[Example]:
     """``" what does the image describe?"`` -> ``" {caption}"``, one example per caption."""
     task = get_task("caption")
     return [
-        Example("caption", s.image_path, task.prompt({}), caption_target(c))
+        Example("caption", s.image_path, task.prompt(task.normalize({})), caption_target(c))
         for s in COCOCaption(root, split, check_images="lazy")
         for c in s.captions
     ]
@@ -253,7 +253,8 @@ class TrainingDataset(Dataset[dict[str, Any]]):
         prompt = ex.prompt
         if ex.region is not None:  # the task's prompt with the bins of this image's resize
             task = get_task(ex.task)
-            prompt = task.prompt(task.with_image({"region": list(ex.region)}, info, tok))
+            fields = task.with_image(task.fields_of({"region": list(ex.region)}), info, tok)
+            prompt = task.prompt(fields)
         source = tok(prompt, max_length=self.max_source_length, truncation=True)
         if ex.box is not None:
             target = tok.box_to_ids(ex.box, w_ratio, h_ratio)

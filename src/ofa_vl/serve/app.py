@@ -288,7 +288,8 @@ def check_request(pipe: OFAPipeline, fields: dict[str, Any], overrides: dict[str
     try:
         pipe.task.check(fields)
         pipe.decoding(**overrides).check(pipe.model.cfg)
-        check_source_length(len(pipe.tokenizer.encode(pipe.task.prompt(fields))), pipe.model.cfg)
+        prompt = pipe.task.prompt(pipe.task.fields_of(fields))
+        check_source_length(len(pipe.tokenizer.encode(prompt)), pipe.model.cfg)
     except OFAError as err:
         raise ApiError(422, "invalid_request", str(err)) from err
 

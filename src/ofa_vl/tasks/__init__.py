@@ -15,10 +15,26 @@ from . import (  # noqa: F401  (registration)
     vqa,
     vqa_scoring,
 )
-from .base import TASKS, BilingualTask, BoundTask, Query, Runner, Task, get_task, register_task
+from .base import (
+    TASKS,
+    BilingualTask,
+    BoundTask,
+    Query,
+    Runner,
+    Task,
+    TaskFields,
+    TextFields,
+    get_task,
+    register_task,
+)
+from .entailment import EntailmentFields
+from .instruction import AskFields
+from .region_caption import RegionFields
 from .results import Result
+from .vqa import VQAFields
 
 __all__ = [
-    "TASKS", "BilingualTask", "BoundTask", "Query", "Result", "Runner", "Task", "get_task",
+    "TASKS", "AskFields", "BilingualTask", "BoundTask", "EntailmentFields", "Query", "RegionFields",
+    "Result", "Runner", "Task", "TaskFields", "TextFields", "VQAFields", "get_task",
     "register_task",
 ]  # fmt: skip

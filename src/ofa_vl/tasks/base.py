@@ -3,10 +3,11 @@ a parser of the generated tokens. Tasks are small, stateless and registered by n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 
@@ -34,6 +35,22 @@ class Runner(str, Enum):
     CODES = "codes"  # sample a grid of image codes
 
 
+@dataclass(frozen=True)
+class TaskFields:
+    """The text fields of one query, typed; this base has none (the image alone: caption, OCR,
+    detection, classification). A task names its subclass as ``Task.Fields``."""
+
+
+@dataclass(frozen=True)
+class TextFields(TaskFields):
+    """One text: a referring expression, a caption to match, an article, ..."""
+
+    text: str
+
+
+F = TypeVar("F", bound=TaskFields)
+
+
 def register_task(cls: type[Task]) -> type[Task]:
     for name in (cls.name, *cls.aliases):
         TASKS[name] = cls
@@ -56,11 +73,10 @@ class Query:
 
 
 @dataclass
-class Task:
+class Task(Generic[F]):
     name: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
-    required: ClassVar[tuple[str, ...]] = ()  # the query fields the prompt needs
-    optional: ClassVar[tuple[str, ...]] = ()  # fields it reads when given
+    Fields: ClassVar[type[TaskFields]] = TaskFields  # the query's fields (no default: required)
     runner: ClassVar[Runner] = Runner.GENERATE
     text_only: ClassVar[bool] = False  # the encoder reads the instruction alone (images masked)
 
@@ -91,8 +107,17 @@ class Task:
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
-        """Every query field the task reads."""
-        return cls.required + cls.optional
+        """Every query field the task reads (the names of :attr:`Fields`)."""
+        return tuple(f.name for f in dataclasses.fields(cls.Fields))
+
+    @classmethod
+    def required_fields(cls) -> tuple[str, ...]:
+        """The query fields the prompt needs (those of :attr:`Fields` without a default)."""
+        return tuple(
+            f.name
+            for f in dataclasses.fields(cls.Fields)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
 
     @property
     def preprocessing(self) -> PreprocessConfig:
@@ -101,28 +126,37 @@ class Task:
             self.image_size, self.interpolation, self.mean, self.std, dict(self.text_norm)
         )
 
-    def normalize(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """``fields`` with each text normalised as :attr:`text_norm` says (the model's pipeline)."""
-        return self.preprocessing.text(fields)
-
-    def check(self, fields: dict[str, Any]) -> None:
+    def check(self, fields: Mapping[str, Any]) -> None:
         """Raise one clear error if a field the prompt needs is missing or empty."""
-        for key in self.required:
+        for key in self.required_fields():
             value = fields.get(key)
             if not isinstance(value, str) or not value.strip():
                 raise OFAValueError(f"task {self.name!r} needs a non-empty {key!r} text")
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def fields_of(self, fields: Mapping[str, Any]) -> F:
+        """The caller's fields, checked, as this task's :attr:`Fields` (texts as given)."""
+        self.check(fields)
+        return self._typed(fields)
+
+    def normalize(self, fields: Mapping[str, Any]) -> F:
+        """The caller's fields, checked, then each text normalised as :attr:`text_norm` says
+        (the model's pipeline), as this task's :attr:`Fields`."""
+        self.check(fields)
+        return self._typed(self.preprocessing.text(fields))
+
+    def _typed(self, fields: Mapping[str, Any]) -> F:
+        """The :attr:`Fields` instance (keys the task does not read are left out)."""
+        return cast(F, self.Fields(**{k: fields[k] for k in self.fields() if k in fields}))
+
+    def prompt(self, fields: F) -> str:
         """The encoder instruction (with OFA's leading space)."""
         raise NotImplementedError
 
-    def decoder_prompt(self, fields: dict[str, Any]) -> str | None:
+    def decoder_prompt(self, fields: F) -> str | None:
         """Text the decoder is forced to start with (after ``<s>``), if any."""
         return None
 
-    def with_image(
-        self, fields: dict[str, Any], info: ImageInfo, tokenizer: OFATokenizer
-    ) -> dict[str, Any]:
+    def with_image(self, fields: F, info: ImageInfo, tokenizer: OFATokenizer) -> F:
         """The fields the prompt reads once the image's resize is known (default: as given)."""
         return fields
 
@@ -149,7 +183,7 @@ class Task:
         return BoundTask(self, task, tokenizer, trie, cands)
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: F
     ) -> Result:
         """Generated ids (decoder prompt removed, ``<s>`` first) -> the typed result."""
         raise NotImplementedError
@@ -170,7 +204,7 @@ LANGUAGES = ("en", "zh")
 
 
 @dataclass
-class BilingualTask(Task):
+class BilingualTask(Task[F]):
     """A task with an English and a Chinese (OFA-CN) prompt.
 
     The official code picks the prompt by its BPE (``OFA:data/mm_data/*_dataset.py``: ``GPT2BPE``

@@ -7,12 +7,12 @@ pieces leave between characters.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..images import Interpolation
 from ..text import clean_caption
 from ..tokenizer import join_cjk
-from .base import BilingualTask, register_task
+from .base import BilingualTask, TaskFields, register_task
 from .results import CaptionResult, Result
 
 if TYPE_CHECKING:
@@ -22,18 +22,18 @@ if TYPE_CHECKING:
 
 @register_task
 @dataclass
-class Caption(BilingualTask):
+class Caption(BilingualTask[TaskFields]):
     name = "caption"
     image_size: int = 480
     interpolation: Interpolation = Interpolation.BILINEAR
     # decoding: the base default, mmpretrain OFA's (beam 5, 20 new tokens, no-repeat 3)
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TaskFields) -> str:
         # OFA:data/mm_data/caption_dataset.py, GPT2BPE / BertBPE
         return "图片描述了什么内容?" if self.language == "zh" else " what does the image describe?"
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: TaskFields
     ) -> Result:
         # OFA:utils/eval_utils.py eval_caption also strips string.punctuation from Chinese ones
         caption = clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))

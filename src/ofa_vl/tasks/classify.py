@@ -12,7 +12,7 @@ import torch
 
 from ..errors import OFAValueError
 from ..images import IMAGENET_MEAN, IMAGENET_STD, Interpolation
-from .base import register_task
+from .base import TaskFields, register_task
 from .results import ClassifyResult, Result
 from .scored import ScoringTask
 
@@ -36,7 +36,7 @@ def ranked(scores: torch.Tensor, names: Sequence[str], k: int) -> list[dict[str,
 
 @register_task
 @dataclass
-class Classify(ScoringTask):
+class Classify(ScoringTask[TaskFields]):
     name = "classify"
     aliases = ("image_classify", "classification")
     image_size: int = 480
@@ -53,7 +53,7 @@ class Classify(ScoringTask):
         if self.normalization == "imagenet":
             self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TaskFields) -> str:
         return " what does the image describe?"  # OFA:data/cv_data/image_classify_dataset.py
 
     def candidates(self) -> Sequence[str]:
@@ -66,6 +66,6 @@ class Classify(ScoringTask):
             return read_labels(self.labels)
         return list(self.labels)
 
-    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: TaskFields) -> Result:
         top = ranked(scores, names, self.topk)
         return ClassifyResult(top[0]["label"], top[0]["score"], top)

@@ -5,12 +5,12 @@ then its label words."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..generation import GenerationConfig
 from ..images import Interpolation
 from ..tokenizer import bins_to_box
-from .base import Task, register_task
+from .base import Task, TaskFields, register_task
 from .results import BoxesResult, Result
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def parse_boxes(
 
 @register_task
 @dataclass
-class Detection(Task):
+class Detection(Task[TaskFields]):
     name = "detection"
     aliases = ("detect", "object_detection")
     image_size: int = 256  # pretraining detection: LargeScaleJitter(output_size=256)
@@ -58,11 +58,11 @@ class Detection(Task):
         num_beams=5, max_new_tokens=200, no_repeat_ngram_size=0
     )
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TaskFields) -> str:
         return " what are the objects in the image?"
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: TaskFields
     ) -> Result:
         boxes, labels = parse_boxes(tokens, tokenizer, info)
         return BoxesResult(boxes, labels)

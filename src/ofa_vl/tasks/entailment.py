@@ -4,7 +4,7 @@ image (and an optional premise text) imply the hypothesis? yes / no / maybe by a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ import torch
 from ..errors import OFAValueError
 from ..images import Interpolation
 from ..text import TextNorm
-from .base import register_task
+from .base import TaskFields, register_task
 from .results import EntailmentResult, Result
 from .scored import PromptType, ScoringTask
 
@@ -21,13 +21,18 @@ from .scored import PromptType, ScoringTask
 LABELS = {"yes": "entailment", "no": "contradiction", "maybe": "neutral"}
 
 
+@dataclass(frozen=True)
+class EntailmentFields(TaskFields):
+    hypothesis: str
+    premise: str | None = None  # a text the image comes with (--add-caption)
+
+
 @register_task
 @dataclass
-class Entailment(ScoringTask):
+class Entailment(ScoringTask[EntailmentFields]):
     name = "snli_ve"
     aliases = ("entailment", "visual_entailment")
-    required = ("hypothesis",)
-    optional = ("premise",)
+    Fields = EntailmentFields
     image_size: int = 480
     interpolation: Interpolation = (
         Interpolation.BICUBIC
@@ -42,21 +47,23 @@ class Entailment(ScoringTask):
         }
     )
 
-    def check(self, fields: dict[str, Any]) -> None:
+    def check(self, fields: Mapping[str, Any]) -> None:
         super().check(fields)
         if not isinstance(fields.get("premise") or "", str):
             raise OFAValueError(f"task {self.name!r}: the premise must be a text")
 
-    def prompt(self, fields: dict[str, Any]) -> str:
-        hypothesis = fields["hypothesis"]
-        if premise := fields.get("premise"):  # --add-caption, as the official scripts run it
+    def prompt(self, fields: EntailmentFields) -> str:
+        hypothesis = fields.hypothesis
+        if premise := fields.premise:  # --add-caption, as the official scripts run it
             return f' can image and text1 " {premise} " imply text2 " {hypothesis} "?'
         return f' does the image describe " {hypothesis} "?'
 
     def candidates(self) -> Sequence[str]:
         return ("no", "yes", "maybe")  # OFA:tasks/mm_tasks/snli_ve.py ans2label_dict order
 
-    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
+    def report(
+        self, scores: torch.Tensor, names: Sequence[str], fields: EntailmentFields
+    ) -> Result:
         answer = names[int(scores.argmax())]
         by_label = {LABELS[n]: float(s) for n, s in zip(names, scores)}
-        return EntailmentResult(fields["hypothesis"], answer, LABELS[answer], by_label)
+        return EntailmentResult(fields.hypothesis, answer, LABELS[answer], by_label)

@@ -7,12 +7,12 @@ English (text verbatim, as mmpretrain) and Chinese (OFA-CN's RefCOCO-CN: the off
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..images import Interpolation
 from ..text import pre_caption
 from ..tokenizer import bins_to_box
-from .base import BilingualTask, register_task
+from .base import BilingualTask, TextFields, register_task
 from .results import GroundingResult, Result
 
 if TYPE_CHECKING:
@@ -22,27 +22,27 @@ if TYPE_CHECKING:
 
 @register_task
 @dataclass
-class Grounding(BilingualTask):
+class Grounding(BilingualTask[TextFields]):
     name = "refcoco"
     aliases = ("grounding", "visual_grounding")
-    required = ("text",)
+    Fields = TextFields  # the referring expression
     image_size: int = 512
     interpolation: Interpolation = Interpolation.BILINEAR
     # bins -> pixels: bin/999*512 (official, default) or bin/1000*512 (mmpretrain's post_process)
     divisor: Literal["official", "mmpretrain"] = "official"
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TextFields) -> str:
         if self.language == "zh":  # BertBPE prompt; refcoco's --max-src-length=80
-            return f'这段文字" {pre_caption(fields["text"], 80)} "描述的是哪个区域？'
-        return f' which region does the text " {fields["text"]} " describe?'
+            return f'这段文字" {pre_caption(fields.text, 80)} "描述的是哪个区域？'
+        return f' which region does the text " {fields.text} " describe?'
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: TextFields
     ) -> Result:
         body = tokens[1:5]  # mmpretrain post_process: the 4 tokens after <s>
         bins = [t - tokenizer.bin_offset for t in body]
         if len(bins) < 4 or any(not 0 <= b < tokenizer.num_bins for b in bins):
-            return GroundingResult(fields["text"], [])  # the model did not answer a box
+            return GroundingResult(fields.text, [])  # the model did not answer a box
         w_ratio, h_ratio = info.scale_factor
         box = bins_to_box(bins, w_ratio, h_ratio, tokenizer.num_bins, 512, self.divisor)
-        return GroundingResult(fields["text"], [box])
+        return GroundingResult(fields.text, [box])

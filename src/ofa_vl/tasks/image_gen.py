@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,7 +20,7 @@ from ..errors import OFAValueError
 from ..generation import GenerationConfig
 from ..images import Interpolation
 from ..model.vqgan import VQGANDecoder, codes_to_images, load_vqgan
-from .base import Runner, Task, register_task
+from .base import F, Runner, Task, TaskFields, TextFields, register_task
 from .results import CodesResult, Result
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 # ----------------------------------------------------------------------------- tasks
 @dataclass
-class CodeGeneration(Task):
+class CodeGeneration(Task[F]):
     """Sample a grid of image codes; decode them to pixels when a VQGAN is given."""
 
     runner = Runner.CODES
@@ -84,7 +84,7 @@ class CodeGeneration(Task):
         return results
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: F
     ) -> Result:
         lo, hi = tokenizer.code_offset, tokenizer.code_offset + tokenizer.num_codes
         return CodesResult([[t - lo for t in tokens if lo <= t < hi]])  # one row; see to_grids
@@ -92,26 +92,26 @@ class CodeGeneration(Task):
 
 @register_task
 @dataclass
-class ImageGen(CodeGeneration):
+class ImageGen(CodeGeneration[TextFields]):
     name = "image_gen"
     aliases = ("text_to_image", "text2image")
-    required = ("text",)
+    Fields = TextFields  # the caption
     text_only = True
     image_size: int = 64  # no image is read: the placeholder is masked out
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TextFields) -> str:
         # OFA:data/mm_data/image_gen_dataset.py (caption words as given, at most 128)
-        caption = " ".join(fields["text"].strip().split()[:128])
+        caption = " ".join(fields.text.strip().split()[:128])
         return f" what is the complete image? caption: {caption}"
 
 
 @register_task
 @dataclass
-class ImageInfill(CodeGeneration):
+class ImageInfill(CodeGeneration[TaskFields]):
     name = "image_infill"
     aliases = ("infill_image",)
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TaskFields) -> str:
         return " what is the image in the middle part?"  # OFA unify_dataset process_pure_image
 
     def model_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,11 @@ boxes (``<bin>`` x4 then label words, as OFA writes regions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..generation import GenerationConfig
 from ..images import Interpolation
-from .base import Task, register_task
+from .base import Task, TaskFields, register_task
 from .detection import parse_boxes
 from .results import AskResult, Result
 
@@ -17,13 +17,18 @@ if TYPE_CHECKING:
     from ..tokenizer import OFATokenizer
 
 
+@dataclass(frozen=True)
+class AskFields(TaskFields):
+    prompt: str  # the instruction
+    boxes: bool = False  # also read the answer as regions
+
+
 @register_task
 @dataclass
-class Ask(Task):
+class Ask(Task[AskFields]):
     name = "ask"
     aliases = ("instruction",)
-    required = ("prompt",)
-    optional = ("boxes",)
+    Fields = AskFields
     image_size: int = 480
     interpolation: Interpolation = (
         Interpolation.BICUBIC
@@ -32,17 +37,15 @@ class Ask(Task):
         num_beams=5, max_new_tokens=64, no_repeat_ngram_size=3
     )
 
-    def prompt(self, fields: dict[str, Any]) -> str:
-        text: str = fields["prompt"].rstrip()
+    def prompt(self, fields: AskFields) -> str:
+        text = fields.prompt.rstrip()
         # OFA-NOTES 2.1: instructions start with a space (GPT-2 "Ġ" tokens); extra ones are kept
         return text if text.startswith(" ") else " " + text
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: AskFields
     ) -> Result:
-        out = AskResult(
-            fields["prompt"], tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        )
-        if fields.get("boxes"):  # the query asks to read the answer as regions
+        out = AskResult(fields.prompt, tokenizer.decode(tokens, skip_special_tokens=True).strip())
+        if fields.boxes:  # the query asks to read the answer as regions
             out.boxes, out.labels = parse_boxes(tokens, tokenizer, info)
         return out

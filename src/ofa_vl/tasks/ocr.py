@@ -4,12 +4,12 @@ image. The image keeps its aspect ratio, edge-padded to a square (``images.ocr_r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..generation import GenerationConfig
 from ..images import Interpolation
 from ..tokenizer import join_cjk
-from .base import BilingualTask, register_task
+from .base import BilingualTask, TaskFields, register_task
 from .results import Result, TextResult
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 @register_task
 @dataclass
-class OCR(BilingualTask):
+class OCR(BilingualTask[TaskFields]):
     name = "ocr"
     aliases = ("text_recognition",)
     image_size: int = 480  # OFA:tasks/ofa_task.py patch_image_size; ModelScope's OFA OCR configs
@@ -37,14 +37,14 @@ class OCR(BilingualTask):
         if self.document:
             self.interpolation = Interpolation.OCR_DOCUMENT
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TaskFields) -> str:
         # OFA:data/mm_data/ocr_dataset.py, GPT2BPE / BertBPE
         return (
             "图片上的文字是什么?" if self.language == "zh" else " what are the texts on the image?"
         )
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: TaskFields
     ) -> Result:
         text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
         # OFA:tasks/mm_tasks/ocr.py scores hypotheses with every space removed; here only the

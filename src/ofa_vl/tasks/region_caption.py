@@ -3,13 +3,14 @@ region given as 4 bin tokens after ``'  what does the region describe? region:'`
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OFAValueError
 from ..images import Interpolation
 from ..text import clean_caption
-from .base import Task, register_task
+from .base import Task, TaskFields, register_task
 from .results import RegionCaptionResult, Result
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 # two leading spaces: the pretraining data has them (an extra lone "Ġ" token, id 1437)
 REGION_PROMPT = "  what does the region describe? region:"
-_BINS = "region_bins"  # the field predict adds: the region as bin tokens of this image's resize
 
 
 def check_box(box: Any, name: str = "region") -> list[float]:
@@ -34,32 +34,46 @@ def check_box(box: Any, name: str = "region") -> list[float]:
     return [x0, y0, x1, y1]
 
 
+@dataclass(frozen=True)
+class RegionFields(TaskFields):
+    region: Sequence[float]  # [x0, y0, x1, y1] in pixels, checked by check_box
+
+
+@dataclass(frozen=True)
+class PlacedRegion(RegionFields):
+    """The region with its bin tokens for one image's resize (what the prompt reads)."""
+
+    bins: str
+
+
 @register_task
 @dataclass
-class RegionCaption(Task):
+class RegionCaption(Task[RegionFields]):
     name = "region_caption"
     aliases = ("grounded_caption", "grounded_captioning")
-    required = ("region",)  # a box, checked by check_box
+    Fields = RegionFields
     image_size: int = 480
     interpolation: Interpolation = (
         Interpolation.BICUBIC
     )  # official OFA: torchvision Resize, PIL bicubic
 
-    def check(self, fields: dict[str, Any]) -> None:
+    def check(self, fields: Mapping[str, Any]) -> None:
         check_box(fields.get("region"))
 
-    def prompt(self, fields: dict[str, Any]) -> str:
-        return f"{REGION_PROMPT} {fields[_BINS]}"
+    def prompt(self, fields: RegionFields) -> str:
+        if not isinstance(fields, PlacedRegion):  # a bug: the runner places it first
+            raise TypeError("region_caption's prompt needs the region placed (with_image)")
+        return f"{REGION_PROMPT} {fields.bins}"
 
     def with_image(
-        self, fields: dict[str, Any], info: ImageInfo, tokenizer: OFATokenizer
-    ) -> dict[str, Any]:
+        self, fields: RegionFields, info: ImageInfo, tokenizer: OFATokenizer
+    ) -> RegionFields:
         """The region quantised with this image's resize ratios (OFA-NOTES 2.2)."""
-        bins = tokenizer.box_to_tokens(check_box(fields["region"]), *info.scale_factor)
-        return {**fields, _BINS: bins}
+        bins = tokenizer.box_to_tokens(check_box(fields.region), *info.scale_factor)
+        return PlacedRegion(fields.region, bins)
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: RegionFields
     ) -> Result:
         caption = clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))
-        return RegionCaptionResult(check_box(fields["region"]), caption)
+        return RegionCaptionResult(check_box(fields.region), caption)

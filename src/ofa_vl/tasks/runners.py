@@ -13,7 +13,7 @@ import torch
 
 from .. import generation as gen
 from ..generation.scoring import score_candidates
-from .base import BoundTask, Runner
+from .base import BoundTask, Runner, TaskFields
 from .image_gen import CodeGeneration
 from .results import Result
 from .scored import ScoringTask
@@ -30,10 +30,10 @@ def run(
     model: OFA,
     images: torch.Tensor,
     infos: list[ImageInfo],
-    fields: list[dict[str, Any]],
+    fields: list[TaskFields],
     config: gen.GenerationConfig,
 ) -> list[Result]:
-    """Preprocessed images (B, 3, S, S), their infos and normalised text fields -> results."""
+    """Preprocessed images (B, 3, S, S), their infos and typed, normalised fields -> results."""
     task = bound.task
     images = task.model_images(images)
     images_mask = None
@@ -54,7 +54,7 @@ class Batch:
     images: torch.Tensor  # (B, 3, S, S), as the encoder reads them
     images_mask: torch.Tensor | None  # (B,) False: no image (text-only tasks)
     infos: list[ImageInfo]  # each image's resize
-    fields: list[dict[str, Any]]  # the normalised text fields
+    fields: list[TaskFields]  # the normalised text fields
 
 
 def generate(

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from ..generation.scoring import CandidateSet
-from .base import Runner, Task
+from .base import F, Runner, Task
 from .results import Result
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ PromptType = Literal["none", "src", "prev_output"]
 
 
 @dataclass
-class ScoringTask(Task):
+class ScoringTask(Task[F]):
     """A task whose answer is the best-scoring of :meth:`candidates` (no generation)."""
 
     runner = Runner.SCORE
@@ -37,7 +37,7 @@ class ScoringTask(Task):
         """The candidate answers, in the order scores are reported."""
         raise NotImplementedError
 
-    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: F) -> Result:
         """One input's (C,) candidate log-probabilities -> its typed result."""
         raise NotImplementedError
 
@@ -45,7 +45,7 @@ class ScoringTask(Task):
         """The tokenised candidates and their trie (built when a pipeline binds the tokenizer)."""
         return CandidateSet.build(self.candidates(), tokenizer)
 
-    def decoder_tokens(self, fields: dict[str, Any], tokenizer: OFATokenizer) -> list[int]:
+    def decoder_tokens(self, fields: F, tokenizer: OFATokenizer) -> list[int]:
         """The decoder prompt between ``<s>`` and the candidate, per ``prompt_type``."""
         if self.prompt_type == "none":
             return []

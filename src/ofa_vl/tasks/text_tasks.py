@@ -7,14 +7,14 @@ pure-text samples set ``patch_mask``), so any placeholder image given to the pip
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import astuple, dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from ..generation import GenerationConfig
 from ..text import pre_caption
-from .base import Task, register_task
+from .base import Task, TaskFields, TextFields, register_task
 from .results import GlueResult, Result, TextResult
 from .scored import PromptType, ScoringTask
 
@@ -24,15 +24,15 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class TextGeneration(Task):
+class TextGeneration(Task[TextFields]):
     """Text in, text out: the image rows are masked out, the answer is the decoded text."""
 
-    required = ("text",)
+    Fields = TextFields
     text_only = True
     image_size: int = 64  # the placeholder image is masked out; keep its ResNet pass cheap
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: TextFields
     ) -> Result:
         return TextResult(tokenizer.decode(tokens, skip_special_tokens=True).strip())
 
@@ -51,9 +51,9 @@ class Summarize(TextGeneration):
         fairseq=True,
     )
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TextFields) -> str:
         # OFA:data/nlg_data/summary_dataset.py: pre_caption(source, 512), <unk> -> unk
-        source = pre_caption(fields["text"], 512).replace("<unk>", "unk")
+        source = pre_caption(fields.text, 512).replace("<unk>", "unk")
         return f' what is the summary of article " {source} "?'
 
 
@@ -66,13 +66,25 @@ class TextInfill(TextGeneration):
         num_beams=5, max_new_tokens=128, no_repeat_ngram_size=0
     )
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TextFields) -> str:
         # OFA:data/pretrain_data/unify_dataset.py process_pure_text: lower-cased text between the quotes
-        return f' what is the complete text of " {fields["text"].strip().lower()} "?'
+        return f' what is the complete text of " {fields.text.strip().lower()} "?'
+
+
+@dataclass(frozen=True)
+class TextPairFields(TaskFields):
+    text: str
+    text2: str
+
+
+@dataclass(frozen=True)
+class TextQuestionFields(TaskFields):
+    text: str
+    question: str
 
 
 @dataclass
-class Glue(ScoringTask):
+class Glue(ScoringTask[TaskFields]):
     """A GLUE task: its prompt, scored over its answer words (``OFA:data/nlu_data/*``)."""
 
     text_only = True
@@ -83,41 +95,37 @@ class Glue(ScoringTask):
     # equals the best candidate score (a single-token answer, then </s> is the only trie child)
     prompt_type: PromptType = "src"
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: TaskFields) -> str:
         # OFA:data/nlu_data/*_dataset.py: ' '.join(text.lower().strip().split()[:max_src_length])
-        texts = [" ".join(fields[k].lower().split()[:512]) for k in self.required]
+        texts = [" ".join(str(t).lower().split()[:512]) for t in astuple(fields)]
         return self.template.format(*texts)
 
     def candidates(self) -> Sequence[str]:
         return self.answers
 
-    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: TaskFields) -> Result:
         return GlueResult(names[int(scores.argmax())], {n: float(s) for n, s in zip(names, scores)})
 
 
 # name -> (template, query fields in template order, answer words); OFA-NOTES 2.3 GLUE row
-GLUE_TASKS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "cola": (' is the text " {} " grammatically correct?', ("text",), ("yes", "no")),
-    "mnli": (' can text1 " {} " imply text2 " {} "?', ("text", "text2"), ("maybe", "yes", "no")),
-    "rte": (' can text1 " {} " imply text2 " {} "?', ("text", "text2"), ("yes", "no")),
+GLUE_TASKS: dict[str, tuple[str, type[TaskFields], tuple[str, ...]]] = {
+    "cola": (' is the text " {} " grammatically correct?', TextFields, ("yes", "no")),
+    "mnli": (' can text1 " {} " imply text2 " {} "?', TextPairFields, ("maybe", "yes", "no")),
+    "rte": (' can text1 " {} " imply text2 " {} "?', TextPairFields, ("yes", "no")),
     "mrpc": (
         ' does text1 " {} " and text2 " {} " have the same semantics?',
-        ("text", "text2"),
+        TextPairFields,
         ("yes", "no"),
     ),
     "qnli": (
         ' does " {} " contain the answer to question " {} "?',
-        ("text", "question"),
+        TextQuestionFields,
         ("yes", "no"),
     ),
-    "qqp": (
-        ' is question " {} " and question " {} " equivalent?',
-        ("text", "text2"),
-        ("yes", "no"),
-    ),
+    "qqp": (' is question " {} " and question " {} " equivalent?', TextPairFields, ("yes", "no")),
     "sst2": (
         ' is the sentiment of text " {} " positive or negative?',
-        ("text",),
+        TextFields,
         ("positive", "negative"),
     ),
 }
@@ -127,6 +135,6 @@ for _name, (_template, _fields, _answers) in GLUE_TASKS.items():
         type(
             f"Glue_{_name}",
             (Glue,),
-            {"name": _name, "required": _fields, "template": _template, "answers": _answers},
+            {"name": _name, "Fields": _fields, "template": _template, "answers": _answers},
         )
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..generation import GenerationConfig, Trie
 from ..images import Interpolation
 from ..text import TextNorm
-from .base import Task, register_task
+from .base import Task, TaskFields, register_task
 from .results import Result, VQAResult
 
 if TYPE_CHECKING:
@@ -22,19 +22,23 @@ if TYPE_CHECKING:
     from ..tokenizer import OFATokenizer
 
 
-def vqa_question(fields: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class VQAFields(TaskFields):
+    question: str
+    objects: Sequence[str] | None = None  # VinVL object tags
+
+
+def vqa_question(fields: VQAFields) -> str:
     """The (normalised) question, with VinVL object tags as mmpretrain's ``OFAAddObjects``."""
-    objects = fields.get("objects")
-    q: str = fields["question"]
+    q, objects = fields.question, fields.objects
     return f"{q} object: {' '.join(objects)}" if objects else q
 
 
 @register_task
 @dataclass
-class VQA(Task):
+class VQA(Task[VQAFields]):
     name = "vqa"
-    required = ("question",)
-    optional = ("objects",)
+    Fields = VQAFields
     image_size: int = 480
     interpolation: Interpolation = Interpolation.BICUBIC
     generation: GenerationConfig = GenerationConfig(
@@ -44,11 +48,11 @@ class VQA(Task):
     text_norm: dict[str, TextNorm] = field(default_factory=dict)
     answers: Sequence[str] | None = None  # ans2label: constrain answers to this list
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: VQAFields) -> str:
         return " " + vqa_question(fields)
 
-    def decoder_prompt(self, fields: dict[str, Any]) -> str | None:
-        return " " + vqa_question(fields) if fields.get("objects") else None
+    def decoder_prompt(self, fields: VQAFields) -> str | None:
+        return " " + vqa_question(fields) if fields.objects else None
 
     def constraint_trie(self, tokenizer: OFATokenizer) -> Trie | None:
         if self.answers is None:
@@ -57,7 +61,7 @@ class VQA(Task):
         return Trie([tokenizer.encode(" " + a) for a in self.answers], tokenizer.eos_token_id)
 
     def parse(
-        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: dict[str, Any]
+        self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: VQAFields
     ) -> Result:
         answer = tokenizer.decode(tokens, skip_special_tokens=True).strip()
         # mmpretrain's inferencer echoes the question as the model read it

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -16,16 +15,15 @@ from ..text import TextNorm
 from .base import register_task
 from .results import Result, VQAResult
 from .scored import PromptType, ScoringTask
-from .vqa import vqa_question
+from .vqa import VQAFields, vqa_question
 
 
 @register_task
 @dataclass
-class VQAScoring(ScoringTask):
+class VQAScoring(ScoringTask[VQAFields]):
     name = "vqa_allcand"
     aliases = ("vqa_scoring",)
-    required = ("question",)
-    optional = ("objects",)
+    Fields = VQAFields
     image_size: int = 480
     interpolation: Interpolation = Interpolation.BICUBIC  # as vqa (OFA: torchvision Resize)
     prompt_type: PromptType = "prev_output"  # OFA:run_scripts/vqa/evaluate_vqa_allcand*.sh
@@ -34,7 +32,7 @@ class VQAScoring(ScoringTask):
     )
     answers: Sequence[str] | None = None  # ans2label: the candidates
 
-    def prompt(self, fields: dict[str, Any]) -> str:
+    def prompt(self, fields: VQAFields) -> str:
         return " " + vqa_question(fields)
 
     def candidates(self) -> Sequence[str]:
@@ -42,6 +40,6 @@ class VQAScoring(ScoringTask):
             raise OFAValueError("task 'vqa_allcand' needs answers=[...] or an ans2label file")
         return self.answers
 
-    def report(self, scores: torch.Tensor, names: Sequence[str], fields: dict[str, Any]) -> Result:
+    def report(self, scores: torch.Tensor, names: Sequence[str], fields: VQAFields) -> Result:
         # the best candidate's log-probability is this result's score, and in its dict
         return VQAResult(vqa_question(fields), names[int(scores.argmax())], with_score=True)

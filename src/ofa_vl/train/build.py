@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,10 @@ from ..data.folder import FolderData, is_folder_dataset, read_folder, training_e
 from ..data.training import MIXTURES, Example, build_word_tokenizer, example_texts, load_examples
 from ..distributed import Dist
 from ..errors import OFAValueError
+from ..images import OFA_MEAN, OFA_STD
 from ..model import OFA
 from ..options import check_image_size
+from ..preprocess import PreprocessConfig
 from ..tasks import TASKS, Task, get_task
 from ..tokenizer import OFATokenizer
 from ..zoo import MODELS
@@ -30,6 +32,7 @@ from .config import TrainConfig
 from .objective import repeat_tasks
 
 TaskFactory = Callable[..., Task]  # task name (+ options) -> the model's task
+IMAGE_KEYS = ("image_size", "interpolation", "mean", "std")  # a run's image preprocessing
 
 
 @dataclass
@@ -38,27 +41,35 @@ class Start:
 
     model: OFA
     tokenizer: OFATokenizer
-    image_size: int
-    interpolation: str
+    preprocessing: PreprocessConfig  # the main task's: size, resize, mean / std (as inference)
     tasks: TaskFactory
     examples: list[Example]
     init_file: Path | None  # the weights it started from (None when resumed)
 
 
-def task_factory(init: str, size: int | None = None, interp: str | None = None) -> TaskFactory:
+def task_factory(init: str, images: Mapping[str, Any] | None = None) -> TaskFactory:
     """The tasks of the model ``init`` names (its card's options for its own task, its folder's
-    ``pipeline.json``), at ``size`` / ``interp`` when given; a preset's are the defaults."""
+    ``pipeline.json``), with the image preprocessing ``images`` sets (``image_size``,
+    ``interpolation``, ``mean``, ``std``: None keeps the task's); a preset's are the defaults."""
     card = MODELS.get(init)
     folder_options = {} if init in PRESETS else pipeline_options(card, init)
+    given = {k: v for k, v in (images or {}).items() if v is not None}
 
     def make(name: str, **extra: Any) -> Task:
         opts = dict(card.task_options) if card and name == card.task else {}
         opts.pop("answers_url", None)  # a folder's answers are what is learned, not VQAv2's list
         opts.update(folder_options)
-        sizes = {"image_size": size, "interpolation": interp}
-        return get_task(name, **(opts | {k: v for k, v in sizes.items() if v} | extra))
+        return get_task(name, **(opts | given | extra))
 
     return make
+
+
+def image_options(pre: PreprocessConfig) -> dict[str, Any]:
+    """The image preprocessing of a run, as ``pipeline.json`` keys (mean / std when not OFA's)."""
+    out: dict[str, Any] = {"image_size": pre.image_size, "interpolation": pre.interpolation.value}
+    if (pre.mean, pre.std) != (OFA_MEAN, OFA_STD):  # e.g. an ImageNet-normalised classifier
+        out |= {"mean": list(pre.mean), "std": list(pre.std)}
+    return out
 
 
 def read_data(cfg: TrainConfig, ddp: Dist) -> FolderData | None:
@@ -97,12 +108,12 @@ def build(cfg: TrainConfig, folder: FolderData | None, resume_from: Path | None)
     main = main_task(cfg, folder)
     if resume_from is not None:
         saved = json.loads((cfg.out / PIPELINE_FILE).read_text())
-        size, interp = saved["image_size"], saved["interpolation"]
-    else:
-        probe = task_factory(cfg.init)(main)
-        size = cfg.image_size or probe.image_size
-        interp = cfg.interpolation or probe.interpolation
-    tasks = task_factory(cfg.init, size, interp)
+        images = {k: saved.get(k) for k in IMAGE_KEYS}
+    else:  # the main task's preprocessing, for every task of the run
+        given = {"image_size": cfg.image_size, "interpolation": cfg.interpolation}
+        images = image_options(task_factory(cfg.init, given)(main).preprocessing)
+    tasks = task_factory(cfg.init, images)
+    preprocessing = tasks(main).preprocessing
     examples = load_examples_for(cfg, folder, tasks)
     if resume_from is not None and not cfg.lora_rank:
         model, init_file = load_model(resume_from), None
@@ -114,10 +125,10 @@ def build(cfg: TrainConfig, folder: FolderData | None, resume_from: Path | None)
             model = _with_lora(model, cfg, resume_from)
     if resume_from is not None:
         tok, init_file = OFATokenizer.from_pretrained(cfg.out), None
-    check_image_size(size, model.cfg)
+    check_image_size(preprocessing.image_size, model.cfg)
     if cfg.activation_checkpointing:
         model.set_gradient_checkpointing(True)
-    return Start(model, tok, size, interp, tasks, examples, init_file)
+    return Start(model, tok, preprocessing, tasks, examples, init_file)
 
 
 def _initial(

@@ -11,7 +11,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,12 +23,12 @@ from ..api import PIPELINE_FILE
 from ..data.training import IGNORE_INDEX, TrainingDataset, collate
 from ..distributed import Dist, init_distributed, resolve_device
 from ..errors import OFAValueError
-from ..images import Interpolation
 from ..model import OFA
+from ..preprocess import PreprocessConfig
 from ..runs import RunLock
 from ..tokenizer import OFATokenizer
 from .backbone import pretrain_backbone
-from .build import Start, build, read_data
+from .build import Start, build, image_options, read_data
 from .checkpointing import (
     CHECKPOINTS,
     check_settings,
@@ -195,9 +195,9 @@ def setup(cfg: TrainConfig, ddp: Dist, device: torch.device) -> Trainer:
     start = build(cfg, folder, resume_from)
     model = start.model.to(device)
     if cfg.backbone_steps and resume_from is None:  # OFA starts from a pretrained ResNet
-        pretrain_backbone(model.encoder.embed_images, cfg.data, cfg.backbone_steps, start.image_size,
-                          cast(Interpolation, start.interpolation), seed=cfg.seed,
-                          log_every=cfg.log_every * 5)  # fmt: skip
+        pre = start.preprocessing
+        pretrain_backbone(model.encoder.embed_images, cfg.data, cfg.backbone_steps, pre.image_size,
+                          pre.interpolation, seed=cfg.seed, log_every=cfg.log_every * 5)  # fmt: skip
     if cfg.freeze_embeddings:  # OFA --freeze-encoder-embedding --freeze-decoder-embedding (tied)
         model.embed_tokens.weight.requires_grad_(False)
     if cfg.freeze_resnet:  # OFA --freeze-resnet
@@ -229,7 +229,7 @@ def setup(cfg: TrainConfig, ddp: Dist, device: torch.device) -> Trainer:
         if len(state["rng"]) == ddp.world:
             set_rng_state(state["rng"][ddp.rank])
     elif ddp.main:
-        _new_run_folder(cfg, start.tokenizer, start.image_size, start.interpolation)
+        _new_run_folder(cfg, start.tokenizer, start.preprocessing)
     if ddp.main:
         check_settings(out, cfg.run_settings(), start.init_file, resume_from is not None)
         trim_metrics(out / METRICS_FILE, step)
@@ -255,9 +255,9 @@ def _optimizer(
 
 def _loader(cfg: TrainConfig, start: Start, ddp: Dist, step: int) -> tuple[StepSampler, Any]:
     """This rank's micro-batches from optimizer step ``step`` on."""
-    interp = cast(Interpolation, start.interpolation)
-    dataset = TrainingDataset(start.examples, start.tokenizer, start.image_size, interp,
-                              cfg.max_source_length, cache_images=cfg.cache_images)  # fmt: skip
+    pre = start.preprocessing  # the model's whole image preprocessing, as inference reads it
+    dataset = TrainingDataset(start.examples, start.tokenizer, pre.image_size, pre.interpolation,
+                              cfg.max_source_length, cfg.cache_images, preprocessing=pre)  # fmt: skip
     dataset.preload()
     sampler = StepSampler(len(dataset), cfg.batch_size, cfg.accum, ddp.rank, ddp.world, cfg.seed,
                           step, cfg.steps)  # fmt: skip
@@ -275,11 +275,10 @@ def _loader(cfg: TrainConfig, start: Start, ddp: Dist, step: int) -> tuple[StepS
     return sampler, loader
 
 
-def _new_run_folder(cfg: TrainConfig, tok: OFATokenizer, size: int, interp: str) -> None:
+def _new_run_folder(cfg: TrainConfig, tok: OFATokenizer, pre: PreprocessConfig) -> None:
     cfg.out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(cfg.out)
-    pipeline = {"image_size": size, "interpolation": interp}
-    (cfg.out / PIPELINE_FILE).write_text(json.dumps(pipeline, indent=2) + "\n")
+    (cfg.out / PIPELINE_FILE).write_text(json.dumps(image_options(pre), indent=2) + "\n")
     (cfg.out / METRICS_FILE).unlink(missing_ok=True)
 
 
