@@ -113,9 +113,19 @@ class TrainConfig:
         return out | {"data": str(self.data)}
 
 
+def _defaults() -> dict[str, Any]:
+    """:class:`TrainConfig`'s defaults: the one place ``ofa train``'s option defaults are written."""
+    return {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(TrainConfig)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+
+
 def add_train_args(parser: argparse.ArgumentParser) -> None:
-    """The ``ofa train`` options (they fill a :class:`TrainConfig`)."""
+    """The ``ofa train`` options (they fill a :class:`TrainConfig`, whose defaults they take)."""
     p = parser
+    p.set_defaults(**_defaults())
     p.add_argument(
         "--task",
         choices=[*TASKS, *MIXTURES, "classify", "ask"],
@@ -131,21 +141,16 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output model folder")
     p.add_argument(
         "--init",
-        default="shapes",
         help=f"model name, checkpoint path or a preset ({', '.join(PRESETS)}) to start from",
     )
     p.add_argument(
         "--tokenizer",
-        default=None,
         help="tokenizer dir/hub id for a preset init (default: a word vocabulary of the data)",
     )
-    p.add_argument(
-        "--num-bins", type=int, default=1000, help="location bins of a fresh preset's vocabulary"
-    )
+    p.add_argument("--num-bins", type=int, help="location bins of a fresh preset's vocabulary")
     p.add_argument(
         "--repeat",
         action="append",
-        default=[],
         metavar="TASK=N",
         help="use TASK's examples N times in a multitask mixture (e.g. refcoco=2)",
     )
@@ -153,60 +158,56 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _optimisation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's own")
-    p.add_argument("--interpolation", choices=["bilinear", "bicubic"], default=None)
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=16, help="examples per rank and micro-step")
-    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--warmup-ratio", type=float, default=0.06)  # OFA run_scripts
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--clip-norm", type=float, default=1.0)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--attention-dropout", type=float, default=0.0)
-    p.add_argument("--drop-path", type=float, default=0.0, help="encoder and decoder drop-path")
+    p.add_argument("--image-size", type=int, help="default: the model's own")
+    p.add_argument("--interpolation", choices=["bilinear", "bicubic"])
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, help="examples per rank and micro-step")
+    p.add_argument("--accum", type=int, help="gradient accumulation steps")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-ratio", type=float)  # OFA run_scripts
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--clip-norm", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--attention-dropout", type=float)
+    p.add_argument("--drop-path", type=float, help="encoder and decoder drop-path")
     p.add_argument("--freeze-embeddings", action="store_true")
     p.add_argument("--freeze-resnet", action="store_true")
     p.add_argument(
         "--backbone-steps",
         type=int,
-        default=0,
         help="first pretrain the ResNet this many steps on the shapes world's per-patch labels",
     )
-    p.add_argument("--ema", type=float, default=0.0, help="EMA decay (e.g. 0.9999); 0 = off")
+    p.add_argument("--ema", type=float, help="EMA decay (e.g. 0.9999); 0 = off")
     _run_args(p)
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--workers", type=int)
     p.add_argument(
         "--cache-images",
         action="store_true",
         help="resize each image once and keep it in memory (small image sets, e.g. shapes)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-source-length", type=int, default=80)
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-source-length", type=int)
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--log-every", type=int)
     p.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.add_argument("--strict", action="store_true", help="--data folder: refuse bad lines")
     p.add_argument(
         "--val-every",
         type=int,
-        default=0,
         help="score the folder's validation split every N steps (and at the end) with the task's "
         "metric, as ofa test does; the best weights go to OUT/best/",
     )
-    p.add_argument(
-        "--early-stop", type=int, default=0, help="stop after K validations without improvement"
-    )
-    p.add_argument("--val-beams", type=int, default=None, help="validation beam size")
-    p.add_argument("--val-max-new-tokens", type=int, default=None, help="validation length limit")
+    p.add_argument("--early-stop", type=int, help="stop after K validations without improvement")
+    p.add_argument("--val-beams", type=int, help="validation beam size")
+    p.add_argument("--val-max-new-tokens", type=int, help="validation length limit")
     _lora_args(p)
 
 
@@ -214,16 +215,14 @@ def _lora_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lora-rank",
         type=int,
-        default=0,
         help="train LoRA adapters of this rank instead of every weight (pip install "
         "'ofa-vl[lora]'); OUT is then an adapter folder: ofa convert INIT MERGED --merge-adapter OUT",
     )
-    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale alpha / rank")
-    p.add_argument("--lora-dropout", type=float, default=0.0)
+    p.add_argument("--lora-alpha", type=float, help="LoRA scale alpha / rank")
+    p.add_argument("--lora-dropout", type=float)
     p.add_argument(
         "--lora-targets",
         nargs="+",
-        default=["attention", "ffn"],
         help="groups (attention, ffn) or regular expressions over module names",
     )
     p.add_argument(
