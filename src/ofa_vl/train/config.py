@@ -11,6 +11,7 @@ from typing import Any
 from ..config import PRESETS
 from ..data.training import MIXTURES, TASKS
 from ..errors import OFAValueError
+from ..lora import LoraOptions
 from ..options import (
     at_least,
     check_counts,
@@ -66,9 +67,9 @@ class TrainConfig:
     val_beams: int | None = None
     val_max_new_tokens: int | None = None
     lora_rank: int = 0  # 0: no LoRA, every weight trains
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: ["attention", "ffn"])
+    lora_alpha: float = LoraOptions.alpha
+    lora_dropout: float = LoraOptions.dropout
+    lora_targets: list[str] = field(default_factory=lambda: list(LoraOptions.targets))
     activation_checkpointing: bool = False
 
     @classmethod
