@@ -7,7 +7,7 @@ and achieved GFLOP/s against this machine's measured matmul peak.
 
 Every case decodes exactly ``--new-tokens`` tokens (``min_new_tokens`` forces the length), so the
 work is the same for every implementation. Precisions are those of ``--precision`` in the CLI
-(``ofa_vl.model.precision``): bf16 = weights cast once; int8 / int8-weight = torchao;
+(``ofa_vl.model.precision``): bf16 = weights cast once; int8 / int8-dynamic = torchao;
 int8-legacy = ``quantize_dynamic``. bf16 is skipped on CPUs without native bf16 (flags printed).
 The naive path (no KV cache, the whole prefix recomputed every step, as mmpretrain 1.2.0
 effectively does) is timed in the same run at fp32 batch 1, with a check that both give the same
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -152,61 +152,61 @@ def compiled_row(
     return row
 
 
-def precision_rows(precision: str, args: argparse.Namespace, trie: Trie) -> list[dict]:
-    """Every case of ``precision`` (caption at each batch size, the rest at batch 1)."""
-    model, rows = random_base(precision), []
+def precision_rows(precision: str, args: argparse.Namespace, trie: Trie) -> Iterator[dict]:
+    """Every case of ``precision`` (caption at each batch size, the rest at batch 1), each row as
+    soon as it is measured."""
+    model = random_base(precision)
+    eager = []
     for case in args.cases:
         for batch in args.batch_sizes if case == "caption" else [1]:
             if case == "caption":
-                rows.append(run_case(model, precision, batch, args, case))
+                eager.append(run_case(model, precision, batch, args, case))
+                yield eager[-1]
                 if args.plain_linear and precision == "fp32":
                     decoder, skinny = model.decoder, linear_module.SKINNY_ROWS
                     decoder.project = decoder.output_projection  # type: ignore[method-assign]
                     linear_module.SKINNY_ROWS = 0
-                    rows.append(run_case(model, precision, batch, args, "caption-F.linear"))
+                    yield run_case(model, precision, batch, args, "caption-F.linear")
                     del decoder.project  # back to the weight-stationary products
                     linear_module.SKINNY_ROWS = skinny
             elif case == "grounding":  # 4 bin tokens
-                rows.append(
-                    run_case(
-                        model, precision, batch, args, case, max_new_tokens=4, min_new_tokens=4
-                    )
+                yield run_case(
+                    model, precision, batch, args, case, max_new_tokens=4, min_new_tokens=4
                 )
             else:  # trie-constrained VQA over 3,129 answers, 5 or 20 beams
                 beams = 20 if case == "vqa20" else 5
-                rows.append(run_case(model, precision, batch, args, case, num_beams=beams, constraint_trie=trie,
-                                     max_new_tokens=6, min_new_tokens=0, length_penalty=0.0))  # fmt: skip
+                yield run_case(model, precision, batch, args, case, num_beams=beams, constraint_trie=trie,
+                               max_new_tokens=6, min_new_tokens=0, length_penalty=0.0)  # fmt: skip
     if args.compile:  # caption rows again, the decoding step compiled (after the eager ones)
         compile_decoder(model)
         step = model.decoder.compiled_step
         assert step is not None
-        eager = [r for r in rows if r["case"] == "caption"]
-        rows += [compiled_row(model, step, r, args) for r in eager]
-    return rows
+        for r in eager:
+            yield compiled_row(model, step, r, args)
 
 
-def print_table(rows: list[dict], args: argparse.Namespace, peak32: float, peak16: float) -> None:
-    head = f"{'case':16s} {'prec':11s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
+def print_header(args: argparse.Namespace) -> None:
+    head = f"{'case':16s} {'prec':12s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
     extra = f" {'naive/img':>9s} {'vs naive':>8s} {'same ids':>8s}" if args.compare else ""
-    print(head + extra)
-    # the naive path (fp32, batch 1) of each case: the reference every row of the case is timed against
-    naive = {r["case"]: r["naive_s"] for r in rows if "naive_s" in r}
-    for r in rows:
-        peak = peak16 if r["precision"] == "bf16" else peak32
-        line = (f"{r['case']:16s} {r['precision']:11s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
-                f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f}")  # fmt: skip
-        base = r["case"].removesuffix("-compiled")
-        if base in naive:
-            same = str(r["same_ids"]) if "same_ids" in r else ""
-            own = f"{r['naive_s']:9.3f}" if "naive_s" in r else " " * 9
-            line += f" {own} {naive[base] / r['total_s']:7.1f}x {same:>8s}"
-        print(line)
-    for r in rows:
-        if "warmup_s" in r:
-            print(f"compiled {r['precision']} batch {r['batch']}: first call {r['warmup_s']:.1f} s "
-                  f"(compilation + one decoding; not in the table); eager and compiled interleaved: "
-                  f"{r['ab_eager_s']:.3f} vs {r['ab_compiled_s']:.3f} s/img "
-                  f"({r['ab_eager_s'] / r['ab_compiled_s']:.2f}x); same ids: {r['same_ids']}")  # fmt: skip
+    print(head + extra, flush=True)
+
+
+def print_row(r: dict, naive: dict[str, float], peak32: float, peak16: float) -> None:
+    """One row; ``naive``: the naive path's s/img of each case (fp32, batch 1), measured first."""
+    peak = peak16 if r["precision"] == "bf16" else peak32
+    line = (f"{r['case']:16s} {r['precision']:12s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
+            f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f}")  # fmt: skip
+    base = r["case"].removesuffix("-compiled")
+    if base in naive:
+        same = str(r["same_ids"]) if "same_ids" in r else ""
+        own = f"{r['naive_s']:9.3f}" if "naive_s" in r else " " * 9
+        line += f" {own} {naive[base] / r['total_s']:7.1f}x {same:>8s}"
+    print(line, flush=True)
+    if "warmup_s" in r:
+        print(f"  compiled {r['precision']} batch {r['batch']}: first call {r['warmup_s']:.1f} s "
+              f"(compilation + one decoding; not in the table); eager and compiled interleaved: "
+              f"{r['ab_eager_s']:.3f} vs {r['ab_compiled_s']:.3f} s/img "
+              f"({r['ab_eager_s'] / r['ab_compiled_s']:.2f}x); same ids: {r['same_ids']}", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -242,7 +242,8 @@ def main() -> None:
     flags = cpu_flags()
     print(f"CPU flags: {' '.join(f for f in SHOWN_FLAGS if f in flags) or 'unknown'}")
     print(
-        f"threads {args.threads}; matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s"
+        f"threads {args.threads}; matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s",
+        flush=True,
     )
     answers = [[0, *range(5000 + 3 * i, 5000 + 3 * i + 1 + i % 3), 2] for i in range(3129)]
     trie = Trie(answers)
@@ -250,8 +251,13 @@ def main() -> None:
         print(f"bf16 skipped: this CPU has none of {', '.join(BF16_FLAGS)} ({peak16:.1f} GFLOP/s, "
               f"{peak16 / peak32:.1%} of fp32); bf16 pays off on CPUs with AVX512-BF16/AMX or GPUs")  # fmt: skip
         args.precision = [p for p in args.precision if p != "bf16"]
-    rows = [row for precision in args.precision for row in precision_rows(precision, args, trie)]
-    print_table(rows, args, peak32, peak16)
+    print_header(args)
+    naive: dict[str, float] = {}
+    for precision in args.precision:
+        for row in precision_rows(precision, args, trie):
+            if "naive_s" in row:
+                naive[row["case"]] = row["naive_s"]
+            print_row(row, naive, peak32, peak16)
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 
 

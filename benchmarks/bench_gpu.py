@@ -22,6 +22,7 @@ from bench_generate import random_base
 
 from ofa_vl import OFA
 from ofa_vl.model.compile import compile_decoder
+from ofa_vl.model.precision import cast_weights
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PROMPT = [0, 99, 473, 5, 2274, 6190, 116, 2]  # " what does the image describe?"
@@ -109,7 +110,9 @@ def main() -> None:
         f"{'dtype':5s} {'B':>4s} {'s/batch':>8s} {'img/s':>7s} {'peak GB':>7s} {'ids = CPU fp32':>15s}"
     )
     for name in args.dtypes:
-        model = copy.deepcopy(base).to(device, DTYPES[name])
+        model = copy.deepcopy(base).to(device)
+        if name != "fp32":  # as --precision bf16: the residual stream and logits stay fp32
+            model = cast_weights(model, DTYPES[name])
         if args.compile:
             compile_decoder(model, None if args.compile == "default" else args.compile)
         for batch in args.batch_sizes:

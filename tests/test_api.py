@@ -253,13 +253,17 @@ def test_hub_id_offline_is_one_clear_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["bf16", "int8", "int8-weight", "int8-legacy"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int8-dynamic", "int8-legacy"])
 def test_reduced_precision_pipelines(precision):
     fp32 = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption", image_size=64)
     low = get_model(MMP_CKPT, tokenizer=HF_DIR, task="caption", image_size=64, precision=precision)
     fc1 = low.model.decoder.layers[0].fc1
-    if precision == "bf16":  # weights cast once, not autocast
-        assert {p.dtype for p in low.model.parameters()} == {torch.bfloat16}
+    if precision == "bf16":  # weights cast once, not autocast; the stream's LNs and logits fp32
+        fp32_names = {n for n, p in low.model.named_parameters() if p.dtype == torch.float32}
+        assert {p.dtype for p in low.model.parameters()} == {torch.bfloat16, torch.float32}
+        assert fp32_names == {
+            n for n, _ in fp32.model.named_parameters(remove_duplicate=False) if _fp32_kept(n)
+        }
     elif precision == "int8-legacy":
         assert type(fc1).__module__.startswith("torch.ao.nn.quantized")
     else:  # torchao int8 weights in a plain Linear
@@ -274,8 +278,15 @@ def test_reduced_precision_pipelines(precision):
     assert (a - b).abs().mean() < 0.05 * b.abs().mean() and not torch.equal(a, b)
 
 
+def _fp32_kept(name: str) -> bool:
+    """The parameters a bf16 model keeps fp32 (precision.cast_weights), by their names."""
+    module = name.rsplit(".", 1)[0]  # not the mid or position LNs:
+    stream = module.endswith(("embedding_ln", "attn_ln", "ffn_ln", "final_ln"))
+    return stream or module == "decoder.output_projection"
+
+
 def test_unknown_precision():
     with pytest.raises(
-        ValueError, match="precision must be one of fp32, bf16, int8, int8-weight, int8-legacy"
+        ValueError, match="precision must be one of fp32, bf16, int8, int8-dynamic, int8-legacy"
     ):
         get_model(MMP_CKPT, tokenizer=HF_DIR, precision="fp8")

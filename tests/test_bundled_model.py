@@ -41,11 +41,12 @@ METRIC = {"refcoco": "Accuracy", "vqav2": "Accuracy", "coco-caption": "CIDEr"}
 # issue 16: each held-out metric within 0.5 point of fp32, a point being 1 on the 0-100 scale
 # metrics are reported on: 0.005 for an accuracy in [0, 1] (one answer of 40 is 2.5 points, so
 # this means "the same answers"), and 0.5 of CIDEr reported x100 (0.005 of CIDEr, run()'s unit).
-# CIDEr does NOT meet 0.5 point (measured 2026-12-01, 40 scenes): fp32 575.89, bf16 573.11 (-2.8),
-# int8 572.21 (-3.7); a changed caption opening ("one shape" for "there is", templates the model
-# learned equally) moves this model's CIDEr ~0.6 point, so 0.5 point means no caption may change.
-# CIDEr keeps the earlier bound, 1 % of fp32 (5.8 points), until that is decided.
-MAX_DROP = {"Accuracy": 0.005, "CIDEr": 0.01}  # CIDEr: relative
+# A caption opening changed between two templates the model learned equally ("one shape" for
+# "there is", fp32 scores 5e-5 to 2e-3 apart) moves CIDEr 0.4-0.9 point, so this allows no more
+# than about one such flip. Measured 2026-12-01 (40 scenes): CIDEr fp32 575.89, bf16 575.89,
+# int8 (weight-only) 575.89; int8-dynamic 572.21 (4 openings flipped), so it is held to the
+# accuracies only (benchmarks/README.md).
+MAX_DROP = {"Accuracy": 0.005, "CIDEr": 0.005}
 PRECISION_LIMIT = 40  # bf16 is slow on CPUs without native bf16 (AVX2 here): keep it small
 
 
@@ -114,16 +115,43 @@ def fp32_score(held_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Call
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("precision", "dataset"),
-    [(p, d) for p in ("bf16", "int8") for d in SPLITS] + [("int8-weight", "refcoco")],
+    [(p, d) for p in ("bf16", "int8") for d in SPLITS] + [("int8-dynamic", "refcoco")],
 )
 def test_reduced_precision_metric_drop(
     held_out: Path, tmp_path: Path, fp32_score: Callable[[str], float], precision: str, dataset: str
 ) -> None:
-    """Each held-out metric within MAX_DROP of fp32's (accuracies 0.5 point; CIDEr 1 %)."""
+    """Each held-out metric within 0.5 point of fp32's (MAX_DROP)."""
     low = run(dataset, held_out, tmp_path, precision=precision, limit=PRECISION_LIMIT)
     fp32 = fp32_score(dataset)
-    allowed = MAX_DROP[METRIC[dataset]] * (fp32 if METRIC[dataset] == "CIDEr" else 1.0)
-    assert low >= fp32 - allowed, (fp32, low)
+    assert low >= fp32 - MAX_DROP[METRIC[dataset]], (fp32, low)
+
+
+def test_bf16_keeps_the_stream_and_logits_fp32(held_out: Path) -> None:
+    """``precision.cast_weights``: sublayers bf16, the residual stream and the logits fp32; the
+    caption log-probs are closer to fp32's than with the whole model cast to bf16."""
+    import copy
+
+    from ofa_vl.images import preprocess_batch
+    from ofa_vl.model.precision import apply_precision
+
+    pipe = get_model(DEFAULT_MODEL, task="caption")
+    images, _ = preprocess_batch(sorted((held_out / "val2014").iterdir())[:8], pipe.task.image_size)
+    ids = pipe.tokenizer([pipe.task.prompt(pipe.task.fields_of({}))] * 8, return_tensors="pt")
+    ids = ids["input_ids"]
+    cast = apply_precision(copy.deepcopy(pipe.model), "bf16")
+    whole = copy.deepcopy(pipe.model).to(torch.bfloat16)
+    seen: list[torch.dtype] = []
+    layer = cast.decoder.layers[0]
+    layer.ffn_mid_ln.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    layer.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    with torch.no_grad():
+        captions = pipe.model.generate(ids, images)  # teacher-forced below: fp32's own captions
+        ref = pipe.model(ids, images, captions).logits.log_softmax(-1)
+        mixed = cast(ids, images.bfloat16(), captions).logits
+        low = whole(ids, images.bfloat16(), captions).logits.float().log_softmax(-1)
+    assert mixed.dtype == torch.float32 and seen == [torch.bfloat16, torch.float32]  # FFN, layer
+    error, whole_error = (mixed.log_softmax(-1) - ref).abs().mean(), (low - ref).abs().mean()
+    assert 0 < 2 * error < whole_error, (error, whole_error)
 
 
 def test_cached_and_uncached_decoding_agree(held_out: Path) -> None:

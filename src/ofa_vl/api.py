@@ -193,8 +193,8 @@ def get_model(
     """A named model (``list_models()``) or a checkpoint path, ready for :func:`inference_model`.
 
     ``pretrained`` overrides the weights of a named model; ``tokenizer`` its tokenizer source;
-    ``precision`` is one of ``PRECISIONS``: ``bf16`` (weights cast), ``int8`` (torchao dynamic),
-    ``int8-weight`` (torchao weight-only), ``int8-legacy`` (``quantize_dynamic``, CPU).
+    ``precision`` is one of ``PRECISIONS``: ``bf16`` (weights cast), ``int8`` (torchao weight-only),
+    ``int8-dynamic`` (torchao int8 activations too), ``int8-legacy`` (``quantize_dynamic``, CPU).
     ``compile`` decodes with a ``torch.compile``d step (``ofa_vl.model.compile``; the first
     decoding of each batch shape pays the compilation).
     """

@@ -74,9 +74,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     # ofa_vl.model.precision.PRECISIONS, written out so that --help does not import torch
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "int8", "int8-weight", "int8-legacy"],
+        choices=["fp32", "bf16", "int8", "int8-dynamic", "int8-legacy"],
         default="fp32",
-        help="bf16 casts the weights; int8 / int8-weight: torchao; int8-legacy: quantize_dynamic",
+        help="bf16: weights cast (stream, logits fp32); int8: torchao weight-only; "
+        "int8-dynamic: torchao int8 activations too; int8-legacy: quantize_dynamic",
     )
     _compile_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -111,7 +111,7 @@ def check_compile(
     if not isinstance(compile, bool):
         raise OFAValueError(f"compile must be True or False, got {compile!r}")
     if compile and precision == "int8-legacy":  # dynamo cannot trace its packed-weight ops
-        raise OFAValueError("compile does not support int8-legacy; use int8 or int8-weight")
+        raise OFAValueError("compile does not support int8-legacy; use int8 or int8-dynamic")
     if not compile or device is None:
         return compile
     if device.type == "cpu":

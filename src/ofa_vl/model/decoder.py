@@ -20,7 +20,7 @@ from torch import nn
 from ..config import OFAConfig
 from ..errors import OFAValueError
 from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
-from .layers import DecoderLayer, KVCache, SlotCache
+from .layers import DecoderLayer, KVCache, SlotCache, StreamNorm
 from .linear import linear
 from .positions import code_position_ids, image_buckets, token_buckets
 from .resnet import linear_rates
@@ -63,15 +63,15 @@ class Decoder(PositionalStack):
         dim = cfg.embed_dim
         self.cfg = cfg
         self.embed_tokens = embed_tokens
-        self.embedding_ln = nn.LayerNorm(dim)
-        self.code_embedding_ln = nn.LayerNorm(dim)
+        self.embedding_ln = StreamNorm(dim, into_stream=True)
+        self.code_embedding_ln = StreamNorm(dim, into_stream=True)
         self._init_positions(cfg)
         self.self_pos_q_linear = nn.Linear(dim, dim)
         self.self_pos_k_linear = nn.Linear(dim, dim)
         self.cross_pos_q_linear = nn.Linear(dim, dim)
         self.cross_pos_k_linear = nn.Linear(dim, dim)
         rates = linear_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
-        self._init_layers(cfg, [DecoderLayer(cfg, r) for r in rates])
+        self._init_layers(cfg, [DecoderLayer(cfg, r) for r in rates], logits=True)
         self.output_projection = nn.Linear(dim, cfg.vocab_size, bias=False)
         self.output_projection.weight = embed_tokens.weight  # tied, as in every OFA release
 

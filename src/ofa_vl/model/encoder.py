@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import OFAConfig
 from ..errors import OFAValueError
-from .layers import EncoderLayer
+from .layers import EncoderLayer, StreamNorm
 from .positions import image_buckets, image_position_ids, token_bucket_table, token_buckets
 from .resnet import ResNet3, linear_rates
 
@@ -71,7 +71,8 @@ class PositionalStack(nn.Module):
         self.image_pos_ln = nn.LayerNorm(dim)
         self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
 
-    def _init_layers(self, cfg: OFAConfig, layers: list[nn.Module]) -> None:
+    def _init_layers(self, cfg: OFAConfig, layers: list[nn.Module], logits: bool) -> None:
+        """The layers, their relative tables and the final LN (of the logits' input: ``logits``)."""
         n_token, n_image = 2 * cfg.token_bucket_size - 1, (2 * cfg.image_bucket_size - 1) ** 2 + 3
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(n_token, cfg.num_heads) for _ in layers
@@ -80,7 +81,7 @@ class PositionalStack(nn.Module):
             nn.Embedding(n_image, cfg.num_heads) for _ in layers
         )
         self.layers = nn.ModuleList(layers)
-        self.final_ln = nn.LayerNorm(cfg.embed_dim)
+        self.final_ln = StreamNorm(cfg.embed_dim, into_stream=logits)
         self.register_buffer(
             "token_bucket",
             token_bucket_table(cfg.token_bucket_size, cfg.max_positions),
@@ -100,14 +101,14 @@ class Encoder(PositionalStack):
         self.embed_tokens = embed_tokens
         self.embed_images = ResNet3(cfg.resnet_blocks, cfg.resnet_width)
         self.image_proj = nn.Linear(cfg.image_channels, dim)
-        self.embedding_ln = nn.LayerNorm(dim)
+        self.embedding_ln = StreamNorm(dim, into_stream=True)
         self.embed_type = nn.Embedding(2, dim)
-        self.image_embedding_ln = nn.LayerNorm(dim)
+        self.image_embedding_ln = StreamNorm(dim, into_stream=True)
         self._init_positions(cfg)
         self.pos_q_linear = nn.Linear(dim, dim)
         self.pos_k_linear = nn.Linear(dim, dim)
         rates = linear_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
-        self._init_layers(cfg, [EncoderLayer(cfg, r) for r in rates])
+        self._init_layers(cfg, [EncoderLayer(cfg, r) for r in rates], logits=False)
 
     def embed_image(
         self, images: torch.Tensor, images_mask: torch.Tensor | None

@@ -69,16 +69,34 @@ class SlotCache:
         return self.k[layer], self.v[layer]
 
 
+class StreamNorm(nn.LayerNorm):
+    """A LayerNorm at the residual stream's edge, which stays fp32 when the weights are cast to
+    bf16/fp16 (``model/precision.py``, measured there): it normalises in its own (fp32) weights'
+    dtype and returns that dtype when ``into_stream`` (the stream's entry, the logits' input),
+    else ``compute_dtype`` (the input of a sublayer). In an fp32 model it is a plain LayerNorm."""
+
+    compute_dtype: torch.dtype | None = None  # set by precision.cast_weights
+
+    def __init__(self, dim: int, into_stream: bool = False):
+        super().__init__(dim)
+        self.into_stream = into_stream
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        y = F.layer_norm(x.to(w.dtype), self.normalized_shape, w, self.bias, self.eps)
+        return y if self.into_stream or self.compute_dtype is None else y.to(self.compute_dtype)
+
+
 class _Block(nn.Module):
     """Shared residual/FFN plumbing of both layer kinds."""
 
     fc1: nn.Linear
     fc2: nn.Linear
     ffn_mid_ln: nn.LayerNorm
-    ffn_ln: nn.LayerNorm
+    ffn_ln: StreamNorm
 
     def _init_ffn(self, cfg: OFAConfig, drop_path_rate: float) -> None:
-        self.ffn_ln = nn.LayerNorm(cfg.embed_dim)
+        self.ffn_ln = StreamNorm(cfg.embed_dim)
         self.fc1 = nn.Linear(cfg.embed_dim, cfg.ffn)
         self.fc2 = nn.Linear(cfg.ffn, cfg.embed_dim)
         self.ffn_mid_ln = nn.LayerNorm(cfg.ffn)
@@ -101,7 +119,7 @@ class EncoderLayer(_Block):
         super().__init__()
         dim = cfg.embed_dim
         self.attn = Attention(dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout)
-        self.attn_ln = nn.LayerNorm(dim)
+        self.attn_ln = StreamNorm(dim)
         self.attn_mid_ln = nn.LayerNorm(dim)
         self._init_ffn(cfg, drop_path_rate)
 
@@ -115,12 +133,12 @@ class DecoderLayer(_Block):
         super().__init__()
         dim = cfg.embed_dim
         self.self_attn = Attention(dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout)
-        self.self_attn_ln = nn.LayerNorm(dim)
+        self.self_attn_ln = StreamNorm(dim)
         self.self_attn_mid_ln = nn.LayerNorm(dim)
         self.cross_attn = Attention(
             dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout
         )
-        self.cross_attn_ln = nn.LayerNorm(dim)
+        self.cross_attn_ln = StreamNorm(dim)
         self.cross_attn_mid_ln = nn.LayerNorm(dim)
         self._init_ffn(cfg, drop_path_rate)
 
