@@ -18,20 +18,10 @@ import time
 
 import torch
 from bench_generate import random_base
-from bench_gpu import PROMPT, agreement
+from bench_gpu import agreement, decode
 
 from ofa_vl import OFA
-from ofa_vl.generation import generate
 from ofa_vl.model.precision import apply_precision
-
-
-def decode(model: OFA, images: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
-    ids = torch.tensor([PROMPT] * images.shape[0])
-    n = args.new_tokens
-    with torch.inference_mode():
-        out = generate(model, ids, images, num_beams=args.beams, max_new_tokens=n, min_new_tokens=n)
-    assert isinstance(out, torch.Tensor)
-    return out
 
 
 def main() -> None:
@@ -57,9 +47,11 @@ def main() -> None:
     size = args.image_size
     images = torch.randn(args.images, 3, size, size).clamp(-1, 1)
     t = time.perf_counter()
-    ref = decode(fp32, images, args)
+    with torch.inference_mode():
+        ref = decode(fp32, images, args)
     t32, t = time.perf_counter() - t, time.perf_counter()
-    low = decode(bf16, images.to(torch.bfloat16), args)
+    with torch.inference_mode():
+        low = decode(bf16, images.to(torch.bfloat16), args)
     t16 = time.perf_counter() - t
     same, total = agreement(low[:, 1:], ref[:, 1:])  # generated ids: <s> left out
     w = min(low.shape[1], ref.shape[1])
