@@ -189,7 +189,8 @@ class Encoder(PositionalStack):
             token_table = cast(nn.Embedding, self.token_rel_pos_table_list[i])
             image_table = cast(nn.Embedding, self.image_rel_pos_table_list[i])
             no_bias = abs_bias.new_zeros(1, self.cfg.num_heads)  # image <-> text: no relative bias
-            tables = torch.cat([token_table.weight, image_table.weight, no_bias])
-            bias = abs_bias + nn.functional.embedding(buckets, tables).permute(2, 0, 1)
+            tables = torch.cat([token_table.weight, image_table.weight, no_bias]).t().contiguous()
+            bias = tables[:, buckets]  # (H, L, L): gathered in the layout attention reads
+            bias = bias.add_(abs_bias[0])[None]  # (1, H, L, L), broadcast over the batch
             x = self._layer(layer, x, bias if pad_bias is None else bias + pad_bias)
         return EncoderOutput(self.final_ln(x), pad, pos)
