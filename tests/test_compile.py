@@ -9,6 +9,7 @@ from torch._dynamo.utils import counters
 
 from ofa_vl.api import get_model
 from ofa_vl.model.compile import compile_decoder
+from ofa_vl.model.precision import apply_precision, model_dtype
 from ofa_vl.options import check_compile
 from ofa_vl.tokenizer import ENGLISH_BPE
 
@@ -28,6 +29,20 @@ def test_compiled_step_gives_the_eager_ids(fixture_model):
         graphs = counters["stats"]["unique_graphs"]
         assert torch.equal(compiled.generate(ids, images, **kw), eager)
         assert counters["stats"]["unique_graphs"] == graphs  # no recompilation per step or call
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16"])  # int8: the same path, measured once (README)
+def test_compiled_step_in_reduced_precision(fixture_model, precision):
+    """bf16 (fp32 stream, bf16 cache) and torchao int8 compile to the eager ids of their precision."""
+    g = torch.load(GOLDENS / "ofa-test_seed0_img64.pt", weights_only=True)
+    ids, images = g["inputs"]["input_ids"], g["inputs"]["images"]
+    eager = apply_precision(copy.deepcopy(fixture_model), precision)
+    images = images.to(model_dtype(eager))
+    kw = {k: v for k, v in g["generate"]["beam5"]["kwargs"].items() if k != "use_cache"}
+    expected = eager.generate(ids, images, **kw)
+    compile_decoder(eager)
+    assert torch.equal(eager.generate(ids, images, **kw), expected)
 
 
 def test_compile_option_is_checked(monkeypatch):
