@@ -4,7 +4,7 @@
   run in bf16. Measured on the bundled model's 40 held-out captions (benchmarks/README.md), two
   things stay fp32: the residual stream with the LayerNorms at its edges (``StreamNorm``), and
   the logits (an fp32 copy of the output projection). All-bf16 changed 5 of 40 captions (best
-  scores off by up to 4.4e-3), this 1 (7.5e-4; a tie fp32 wins by 5e-5). LayerNorm statistics
+  scores off by up to 4.4e-3), this none (8.1e-4). LayerNorm statistics
   and the attention softmax accumulate in fp32 inside PyTorch's bf16 kernels. Autocast stays for
   training only: it re-casts every fp32 weight at every op of every decoding step.
 - ``int8``: torchao's int8 weight-only Linears (activations stay float): on the bundled model the
