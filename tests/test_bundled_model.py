@@ -8,6 +8,7 @@ within a stated drop, and that cached and uncached decoding agree.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import subprocess
@@ -19,10 +20,12 @@ from typing import Any
 import pytest
 import torch
 
-from ofa_vl.api import get_model
+from ofa_vl.api import OFAPipeline, get_model
 from ofa_vl.data.shapes import shapes_vocabulary, write_shapes_dataset
 from ofa_vl.evaluate import evaluate
+from ofa_vl.images import preprocess_batch
 from ofa_vl.model import OFA
+from ofa_vl.model.precision import apply_precision
 from ofa_vl.tokenizer import OFATokenizer
 from ofa_vl.zoo import DEFAULT_MODEL, PACKAGE_ASSETS
 
@@ -126,18 +129,20 @@ def test_reduced_precision_metric_drop(
     assert low >= fp32 - MAX_DROP[METRIC[dataset]], (fp32, low)
 
 
+def held_out_batch(
+    pipe: OFAPipeline, held_out: Path, n: int, fields: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` held-out images, preprocessed, and the task's prompt ids for each."""
+    images, _ = preprocess_batch(sorted((held_out / "val2014").iterdir())[:n], pipe.task.image_size)
+    prompt = pipe.task.prompt(pipe.task.fields_of(fields))
+    return pipe.tokenizer([prompt] * n, return_tensors="pt")["input_ids"], images
+
+
 def test_bf16_keeps_the_stream_and_logits_fp32(held_out: Path) -> None:
     """``precision.cast_weights``: sublayers bf16, the residual stream and the logits fp32; the
     caption log-probs are closer to fp32's than with the whole model cast to bf16."""
-    import copy
-
-    from ofa_vl.images import preprocess_batch
-    from ofa_vl.model.precision import apply_precision
-
     pipe = get_model(DEFAULT_MODEL, task="caption")
-    images, _ = preprocess_batch(sorted((held_out / "val2014").iterdir())[:8], pipe.task.image_size)
-    ids = pipe.tokenizer([pipe.task.prompt(pipe.task.fields_of({}))] * 8, return_tensors="pt")
-    ids = ids["input_ids"]
+    ids, images = held_out_batch(pipe, held_out, 8, {})
     cast = apply_precision(copy.deepcopy(pipe.model), "bf16")
     whole = copy.deepcopy(pipe.model).to(torch.bfloat16)
     seen: list[torch.dtype] = []
@@ -155,15 +160,11 @@ def test_bf16_keeps_the_stream_and_logits_fp32(held_out: Path) -> None:
 
 
 def test_cached_and_uncached_decoding_agree(held_out: Path) -> None:
-    from ofa_vl.images import preprocess_batch
-
     pipe = get_model(DEFAULT_MODEL)
-    images, _ = preprocess_batch(sorted((held_out / "val2014").iterdir())[:4], pipe.task.image_size)
     for task, fields in (("caption", {}), ("refcoco", {"text": "the red shape"})):
-        task_obj = pipe.with_task(task).task
-        prompt = task_obj.prompt(task_obj.fields_of(fields))
-        ids = pipe.tokenizer([prompt] * 4, return_tensors="pt")["input_ids"]
-        config = task_obj.generation
+        task_pipe = pipe.with_task(task)
+        ids, images = held_out_batch(task_pipe, held_out, 4, fields)
+        config = task_pipe.task.generation
         cached = pipe.model.generate(ids, images, config=config)
         naive = pipe.model.generate(ids, images, config=config.replace(use_cache=False))
         assert torch.equal(cached, naive), task

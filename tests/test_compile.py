@@ -13,17 +13,24 @@ from ofa_vl.model.precision import apply_precision, model_dtype
 from ofa_vl.options import check_compile
 from ofa_vl.tokenizer import ENGLISH_BPE
 
+GOLDEN = GOLDENS / "ofa-test_seed0_img64.pt"
+
+
+def golden_case(mode: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Prompt ids, images and decoding options of the golden ``mode`` (greedy, beam5)."""
+    g = torch.load(GOLDEN, weights_only=True)
+    kw = {k: v for k, v in g["generate"][mode]["kwargs"].items() if k != "use_cache"}
+    return g["inputs"]["input_ids"], g["inputs"]["images"], kw
+
 
 @pytest.mark.slow
 def test_compiled_step_gives_the_eager_ids(fixture_model):
     """Greedy and beam search (5 beams: rows reordered, finished sentences leave the batch) give
     exactly the eager ids; a second decoding of the same shapes compiles nothing new."""
-    g = torch.load(GOLDENS / "ofa-test_seed0_img64.pt", weights_only=True)
-    ids, images = g["inputs"]["input_ids"], g["inputs"]["images"]
     compiled = copy.deepcopy(fixture_model)
     compile_decoder(compiled)
     for mode in ("greedy", "beam5"):
-        kw = {k: v for k, v in g["generate"][mode]["kwargs"].items() if k != "use_cache"}
+        ids, images, kw = golden_case(mode)
         eager = fixture_model.generate(ids, images, **kw)
         assert torch.equal(compiled.generate(ids, images, **kw), eager)
         graphs = counters["stats"]["unique_graphs"]
@@ -34,11 +41,9 @@ def test_compiled_step_gives_the_eager_ids(fixture_model):
 @pytest.mark.slow
 def test_compiled_step_in_bf16(fixture_model):
     """A bf16 model (fp32 residual stream and logits, bf16 KV cache) compiles to its eager ids."""
-    g = torch.load(GOLDENS / "ofa-test_seed0_img64.pt", weights_only=True)
-    ids, images = g["inputs"]["input_ids"], g["inputs"]["images"]
+    ids, images, kw = golden_case("beam5")
     eager = apply_precision(copy.deepcopy(fixture_model), "bf16")
     images = images.to(model_dtype(eager))
-    kw = {k: v for k, v in g["generate"]["beam5"]["kwargs"].items() if k != "use_cache"}
     expected = eager.generate(ids, images, **kw)
     compile_decoder(eager)
     assert torch.equal(eager.generate(ids, images, **kw), expected)

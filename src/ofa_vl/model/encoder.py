@@ -185,10 +185,10 @@ class Encoder(PositionalStack):
         abs_bias = q @ self._heads(self.pos_k_linear(pos[:1])).transpose(2, 3)
         pad_bias = padding_bias(pad, abs_bias.dtype) if pad.any() else None
         buckets = self._rel_buckets(text_pos, image_ids)
+        no_bias = abs_bias.new_zeros(1, self.cfg.num_heads)  # image <-> text: no relative bias
         for i, layer in enumerate(self.layers):
             token_table = cast(nn.Embedding, self.token_rel_pos_table_list[i])
             image_table = cast(nn.Embedding, self.image_rel_pos_table_list[i])
-            no_bias = abs_bias.new_zeros(1, self.cfg.num_heads)  # image <-> text: no relative bias
             tables = torch.cat([token_table.weight, image_table.weight, no_bias]).t().contiguous()
             bias = tables[:, buckets]  # (H, L, L): gathered in the layout attention reads
             bias = bias.add_(abs_bias[0])[None]  # (1, H, L, L), broadcast over the batch
