@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import MMP_CKPT
+from tolerance import assert_matches_reference
 
 from ofa_vl import OFA, CheckpointError, convert
 
@@ -53,9 +54,7 @@ def logits_of(model, golden):
 
 
 def check_same(model, golden):
-    torch.testing.assert_close(
-        logits_of(model, golden), golden["decoder"]["logits"], rtol=1e-4, atol=1e-4
-    )
+    assert_matches_reference(logits_of(model, golden), golden, "decoder", "logits")
 
 
 def fairseq_checkpoint(mmp_sd, with_buffers=True):

@@ -39,6 +39,19 @@ def image_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.parametrize("args", [["models"], ["caption", *FIXTURE, str(IMAGES / "dog.jpg")]])
+def test_a_closed_pipe_ends_the_command_quietly(args):
+    """``ofa models | head``: once the reader is gone, exit 0 with nothing on stderr (no
+    BrokenPipeError traceback). The read end is closed before the command writes a byte."""
+    read, write = os.pipe()
+    os.close(read)
+    with subprocess.Popen([sys.executable, "-m", "ofa_vl", *args], stdout=write,
+                          stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
+        os.close(write)
+        _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (0, "")
+
+
 def test_caption_directory_json(image_dir):
     r = ofa("caption", str(image_dir), *FIXTURE, "--json")
     assert r.returncode == 0, r.stderr

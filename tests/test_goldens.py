@@ -31,7 +31,7 @@ def test_every_golden_file_has_its_recorded_sha256() -> None:
 
 def test_golden_data_stays_small() -> None:
     sizes = [p.stat().st_size for p in DATA]
-    assert max(sizes) < 10 * 2**20 and sum(sizes) < 30 * 2**20
+    assert max(sizes) < 10 * 2**20 and sum(sizes) < 40 * 2**20  # 28 MB: two CPUs' network sets
 
 
 def test_checkpoint_is_the_recorded_one_with_every_parameter_non_trivial() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tolerance import assert_close_to
 
 from ofa_vl.api import OFAPipeline
 from ofa_vl.generation.scoring import CandidateSet, score_candidates
@@ -92,7 +93,7 @@ def test_batched_chunked_scores_match_brute_force(fixture_model, tok, batch, nam
     for chunk in (1, 3, len(task.candidates()) + 5):
         task.chunk_size = chunk
         got = scores_of(fixture_model, tok, task, images, fields, mask)
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        assert_close_to(got, want)
 
 
 def test_task_predict_reports_the_best_scores(fixture_model, tok, batch):

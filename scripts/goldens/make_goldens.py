@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 import types
@@ -66,6 +67,34 @@ VERSIONS = {
     "mmpretrain": mmpretrain.__version__,
     "numpy": np.__version__,
 }
+
+
+# What caps the kernels below the CPU's best (all three together make an AVX-512 CPU give the
+# AVX2 set bit for bit: tests/goldens/avx512/README.md).
+KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def machine() -> dict[str, object]:
+    """The CPU this ran on: float32 round-off, hence every float golden, depends on its kernels."""
+    cpuinfo = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = (fields.get("flags") or fields.get("Features") or "").split()  # x86 / ARM
+    simd = ("sse", "ssse", "avx", "fma", "f16c", "amx", "asimd", "sve", "bf16", "i8mm")
+    return {
+        "cpu": fields.get("model name") or platform.processor(),
+        "arch": platform.machine(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ATen kernels used
+        "simd_flags": sorted(f for f in flags if f.startswith(simd)),
+        "kernel_limits": {k: os.environ[k] for k in KERNEL_LIMITS if k in os.environ},
+    }
+
+
+MACHINE = machine()
+# Where `network` writes: a second CPU's set goes beside the first (tests/goldens/avx512/).
+NETWORK_DIR = Path(os.environ.get("OFA_GOLDENS_NETWORK_DIR", GOLDENS))
 IMAGE_FILES = ["cat-dog.png", "dog.jpg", "bird.JPEG", "demo.JPEG"]
 CAPTION_PROMPT_IDS = [0, 99, 473, 5, 2274, 6190, 116, 2]  # " what does the image describe?"
 
@@ -131,6 +160,7 @@ def make_weights() -> None:
             "made_by": "scripts/goldens/make_goldens.py weights",
             "bn_calibration": "train-mode forward of the 4 tests/images, PIL bicubic 64x64",
             "versions": VERSIONS,
+            "machine": MACHINE,
         },
     }
     GOLDENS.mkdir(exist_ok=True)
@@ -227,9 +257,10 @@ def make_network() -> None:
                 "model_cfg": FIXTURE_SIZE,
                 "generation_config": model.generation_config.to_dict(),
                 "versions": VERSIONS,
+                "machine": MACHINE,
             },
         }
-        path = GOLDENS / f"ofa-test_seed0_img{size}.pt"
+        path = NETWORK_DIR / f"ofa-test_seed0_img{size}.pt"
         torch.save(case, path)
         print("network:", path.name, generate["beam5"]["sequences"].tolist())
 
@@ -294,6 +325,7 @@ def make_tokenizer() -> None:
         "fields": "ids = tok(text)['input_ids']; ids_no_special = tok(text, "
         "add_special_tokens=False); decoded = tok.decode(ids, skip_special_tokens=True)",
         "versions": VERSIONS,
+        "machine": MACHINE,
     }
     path = GOLDENS / "ofa_tokenizer_cases.json"
     path.write_text(json.dumps({"meta": meta, "cases": cases}, indent=1, ensure_ascii=False) + "\n")
@@ -464,6 +496,7 @@ def make_pipelines() -> None:
                 k: dict(fixture_config(v[0]).model.generation_cfg) for k, v in PIPELINES.items()
             },
             "versions": VERSIONS,
+            "machine": MACHINE,
         },
         "cases": cases,
     }

@@ -557,7 +557,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     its traceback."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # `ofa models | head`: the reader has what it wanted, as `git log`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # exit's flush is quiet
+        return 0
     except KeyboardInterrupt:
         print("ofa: interrupted", file=sys.stderr)
         return 130
