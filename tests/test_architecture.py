@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"data", "api"},
     {"metrics"},
     {"evaluate", "serve"},
-    {"train"},  # validates through evaluate
+    {"train", "bulk"},  # validate / reuse the run settings of evaluate
     {"cli"},
     {"__init__", "__main__"},
 ]

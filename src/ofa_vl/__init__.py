@@ -1,6 +1,7 @@
 """ofa-vl: a fast, faithful implementation of OFA (Wang et al., arXiv 2202.03052)."""
 
 from .api import OFAPipeline, get_model, inference_model, list_models
+from .bulk import predict
 from .checkpoints import CheckpointError, convert, save_pretrained
 from .config import OFAConfig
 from .generation import GenerateOutput, Trie, generate
@@ -24,5 +25,6 @@ __all__ = [
     "get_model",
     "inference_model",
     "list_models",
+    "predict",
     "save_pretrained",
 ]

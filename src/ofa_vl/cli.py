@@ -16,7 +16,6 @@ from .errors import OFAValueError, describe, is_user_error
 if TYPE_CHECKING:
     from .tasks import Result
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
 
@@ -35,6 +34,8 @@ def command(
 
 def expand_images(args: Sequence[str]) -> list[str]:
     """Paths, directories (their images, sorted), globs and URLs -> a list of image sources."""
+    from .images import IMAGE_SUFFIXES
+
     out: list[str] = []
     for arg in args:
         p = Path(arg)
@@ -67,10 +68,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer directory or hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--beams", type=int, help="beam size (default: the model's)")
-    p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
     _decoding_arg(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    _precision_arg(p)
+    _compile_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _precision_arg(p: argparse.ArgumentParser) -> None:
     # ofa_vl.model.precision.PRECISIONS, written out so that --help does not import torch
     p.add_argument(
         "--precision",
@@ -79,8 +84,6 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="bf16: weights cast (stream, logits fp32); int8: torchao weight-only; "
         "int8-dynamic: torchao int8 activations too; int8-legacy: quantize_dynamic",
     )
-    _compile_arg(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _compile_arg(p: argparse.ArgumentParser) -> None:
@@ -141,6 +144,9 @@ def _run_task(
 
 
 def _decoding_arg(p: argparse.ArgumentParser) -> None:
+    """The decoding options :func:`_decoding` reads."""
+    p.add_argument("--beams", type=int, help="beam size (default: the model's)")
+    p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
     p.add_argument(
         "--decoding", action="append", default=[], metavar="KEY=VALUE",
         help="a decoding option (ofa_vl.generation.GenerationConfig), e.g. length_penalty=0.7; "
@@ -148,20 +154,26 @@ def _decoding_arg(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict, each value read as JSON when it parses."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise OFAValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(text)
+        except ValueError:
+            options[key.strip()] = text
+    return options
+
+
 def _decoding(args: argparse.Namespace) -> dict[str, Any]:
     """The decoding overrides given (0 and negatives included: the library refuses them); an
     unknown ``--decoding`` key is one line naming the valid ones."""
     from .generation.config import unknown_options
 
-    options: dict[str, Any] = {}
-    for item in args.decoding:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise OFAValueError(f"--decoding takes KEY=VALUE, got {item!r}")
-        try:
-            options[key.strip()] = json.loads(text)
-        except ValueError:
-            options[key.strip()] = text
+    options = _key_values(args.decoding, "--decoding")
     if error := unknown_options(options):
         raise error
     given = (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
@@ -397,8 +409,6 @@ def _test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder (default ofa-test/<model>_<dataset>_<split>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--workers", type=int, default=2, help="image loading processes (0: none)")
-    p.add_argument("--beams", type=int, help="beam size (default: the model's)")
-    p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
     _decoding_arg(p)
     p.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
     p.add_argument("--answers", help="VQA answer list (ans2label .pkl/.json) constraining decoding")
@@ -429,6 +439,52 @@ def cmd_test(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation, **options,
     )  # fmt: skip
     return 0
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="zoo name or checkpoint path")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT",
+        help="a folder (recursive), glob, .txt list of paths/URLs, .csv/.jsonl/.parquet table "
+        "(file_name or image column + task fields), WebDataset shards (shard-{000..009}.tar)",
+    )  # fmt: skip
+    p.add_argument("--task", help="caption, refcoco, vqa, ocr, ask, ... (default: the model's)")
+    p.add_argument("--out", required=True, help="result file; OUT.errors.jsonl, OUT.parts/ beside")
+    # ofa_vl.bulk.FORMATS, written out so that --help does not import torch
+    p.add_argument("--format", choices=["jsonl", "parquet", "coco"], help="default: jsonl")
+    p.add_argument(
+        "--field", action="append", default=[], metavar="KEY=VALUE",
+        help="a task field for every record (question=..., text=...); a row's own wins",
+    )  # fmt: skip
+    p.add_argument("--answers", help="VQA answer list (ans2label .pkl/.json) constraining decoding")
+    p.add_argument("--pretrained", help="weights overriding the named model's")
+    p.add_argument("--tokenizer", help="tokenizer directory or hub id")
+    p.add_argument("--device", help="cpu, cuda (default when present; torchrun: each worker's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--chunk-size", type=int, default=1024, help="records per written chunk")
+    p.add_argument("--workers", type=int, default=2, help="image loading processes (0: none)")
+    p.add_argument("--resume", action="store_true", help="continue the run writing --out")
+    _decoding_arg(p)
+    _precision_arg(p)
+    _compile_arg(p)
+
+
+@command("predict", _predict_args)
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Run a task over a whole collection into a result file (resumable; torchrun shards it)."""
+    from .bulk import predict
+
+    options = {"answers": args.answers} if args.answers else {}
+    summary = predict(
+        args.model, args.inputs, args.out, task=args.task, fields=_key_values(args.field, "--field"),
+        format=args.format, batch_size=args.batch_size, chunk_size=args.chunk_size,
+        workers=args.workers, resume=args.resume, device=args.device, pretrained=args.pretrained,
+        tokenizer=args.tokenizer, precision=args.precision, compile=args.compile,
+        generation=_decoding(args), **options,
+    )  # fmt: skip
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary.line(), file=sys.stderr)
+    return summary.exit_status
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:

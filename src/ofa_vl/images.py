@@ -30,6 +30,7 @@ from .errors import OFAFileNotFoundError, OFAValueError
 
 __all__ = [
     "IMAGENET_MEAN",
+    "IMAGE_SUFFIXES",
     "IMAGENET_STD",
     "OFA_MEAN",
     "OFA_STD",
@@ -48,6 +49,7 @@ __all__ = [
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}  # of a folder
 MAX_IMAGE_PIXELS = 89_478_485  # cap on decoded width*height; PIL's own default
 URL_TIMEOUT_S = 10.0
 MAX_URL_BYTES = 64 * 2**20

@@ -60,6 +60,12 @@ class RunLock:
         self._file = f
         return self
 
+    def fileno(self) -> int:
+        """The locked file's descriptor: a forked worker closes its copy (``os.close``), else the
+        lock outlives a killed holder until that worker exits too."""
+        assert self._file is not None, "not held"
+        return self._file.fileno()
+
     def __exit__(
         self,
         kind: type[BaseException] | None,

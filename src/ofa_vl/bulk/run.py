@@ -1,0 +1,373 @@
+"""``ofa predict``: one task over a whole collection, streamed, resumable, sharded by torchrun.
+
+The loop of ``ofa test`` (``evaluate.py``) without labels: images are decoded and resized in
+DataLoader workers (:meth:`~ofa_vl.preprocess.PreprocessConfig.image`), the pipeline's
+:meth:`~ofa_vl.api.OFAPipeline.predict_batch` runs the model, and results leave memory a chunk
+at a time (:mod:`.writer`). Batches are fixed cuts of ``batch_size`` records inside a chunk, and
+chunk ``k`` belongs to rank ``k % world``: every batch, hence every row, is the same whatever the
+number of processes or loader workers, and after a resume. A bad record is dropped from its batch
+and reported; nothing stops the job.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from ..api import OFAPipeline, get_model
+from ..distributed import Dist, init_distributed, resolve_device
+from ..errors import OFAError, OFARuntimeError, OFAValueError, describe
+from ..evaluate import _check_settings, _settings
+from ..images import ImageError, ImageInfo
+from ..options import at_least, check_counts
+from ..preprocess import PreprocessConfig
+from ..runs import RunLock
+from ..tasks import Result
+from .inputs import Record, count_records, image_source, read_inputs
+from .writer import ChunkStore, merge, output_format
+
+__all__ = ["PredictSummary", "predict"]
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What a run of :func:`predict` did. ``rows`` / ``failed`` count the whole result set (resumed
+    chunks included); ``predicted`` the images this run computed, ``skipped`` those it resumed."""
+
+    out: Path
+    errors: Path
+    rows: int
+    failed: int
+    predicted: int
+    skipped: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.predicted / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_status(self) -> int:
+        """0: every record predicted; 1: some failed (see :attr:`errors`); 2: all failed."""
+        return 0 if not self.failed else 2 if not self.rows else 1
+
+    def line(self) -> str:
+        failed = f", {self.failed} failed (see {self.errors})" if self.failed else ", 0 failed"
+        return (
+            f"ofa predict: {self.rows} rows ({self.predicted} predicted, {self.skipped} resumed)"
+            f"{failed}, {self.images_per_s:.1f} images/s over {self.seconds:.1f} s -> {self.out}"
+        )
+
+
+@dataclass
+class _Loaded:
+    """One batch as a loader worker hands it over: the records whose image loaded, their pixels
+    (B, 3, S, S) and resize infos, and the others with their reason."""
+
+    chunk: int
+    last: bool  # the chunk's last batch: the chunk can be written after it
+    records: list[Record]
+    pixels: torch.Tensor | None
+    infos: list[ImageInfo]
+    failed: list[tuple[Record, str]]
+
+
+def _chunks(records: Iterator[Record], size: int) -> Iterator[tuple[int, list[Record]]]:
+    """(k, records k * size ... (k + 1) * size - 1) of the stream."""
+    for k in itertools.count():
+        chunk = list(itertools.islice(records, size))
+        if not chunk:
+            return
+        yield k, chunk
+
+
+class _Stream(IterableDataset[_Loaded]):
+    """This rank's chunks not yet done, batch by batch; loader worker ``w`` of ``W`` loads batches
+    ``n`` with ``n % W == w`` (the DataLoader takes them round-robin, so in order)."""
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        field_names: Sequence[str],
+        preprocessing: PreprocessConfig,
+        sizes: tuple[int, int],  # chunk size, batch size
+        ranks: Dist,
+        done: frozenset[int],
+    ) -> None:
+        self.inputs, self.field_names, self.preprocessing = list(inputs), field_names, preprocessing
+        self.chunk_size, self.batch_size = sizes
+        self.rank, self.world, self.done = ranks.rank, ranks.world, done
+
+    def __iter__(self) -> Iterator[_Loaded]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        n = 0
+        for k, chunk in _chunks(read_inputs(self.inputs, self.field_names), self.chunk_size):
+            if k % self.world != self.rank or k in self.done:
+                continue
+            for start in range(0, len(chunk), self.batch_size):
+                if n % workers == worker:
+                    last = start + self.batch_size >= len(chunk)
+                    yield self._load(k, last, chunk[start : start + self.batch_size])
+                n += 1
+
+    def _load(self, chunk: int, last: bool, records: list[Record]) -> _Loaded:
+        good: list[tuple[Record, torch.Tensor, ImageInfo]] = []
+        failed: list[tuple[Record, str]] = []
+        for r in records:
+            if r.error is not None or r.image is None:
+                failed.append((r, r.error or "no image"))
+                continue
+            try:
+                pixels, info = self.preprocessing.image(image_source(r.image))
+            except (ImageError, OSError) as e:  # returned, not raised: one bad image fails alone
+                failed.append((r, describe(e)))
+                continue
+            good.append((r, pixels, info))
+        pixels_ = torch.stack([p for _, p, _ in good]) if good else None
+        return _Loaded(chunk, last, [r for r, _, _ in good], pixels_, [i for _, _, i in good],
+                       failed)  # fmt: skip
+
+
+def _as_is(batch: Any) -> Any:
+    """The loader's collate: a worker's batch is already one."""
+    return batch
+
+
+def _error(record: Record, reason: str) -> dict[str, Any]:
+    return {"id": record.id, "index": record.index, "error": reason}
+
+
+def _results(
+    pipe: OFAPipeline,
+    pixels: torch.Tensor,
+    infos: list[ImageInfo],
+    fields: list[dict[str, Any]],
+    overrides: Mapping[str, Any],
+) -> list[Result | str]:
+    """The batch's results; when the batch fails on a user error, each query alone (the reason
+    for those that fail again)."""
+    try:
+        return list(pipe.predict_batch(pixels, infos, fields, **overrides))
+    except OFAError as e:
+        if len(fields) == 1:
+            return [describe(e)]
+    return [_results(pipe, pixels[i : i + 1], infos[i : i + 1], fields[i : i + 1], overrides)[0]
+            for i in range(len(fields))]  # fmt: skip
+
+
+def _predict_loaded(
+    pipe: OFAPipeline, batch: _Loaded, defaults: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows, errors) of one loaded batch: fields checked per record, then one model call."""
+    errors = [_error(r, reason) for r, reason in batch.failed]
+    keep: list[int] = []
+    fields: list[dict[str, Any]] = []
+    for j, r in enumerate(batch.records):
+        given = {**defaults, **r.fields}
+        try:
+            pipe.task.normalize(given)
+        except OFAError as e:
+            errors.append(_error(r, describe(e)))
+            continue
+        keep.append(j)
+        fields.append(given)
+    rows: list[dict[str, Any]] = []
+    if keep:
+        assert batch.pixels is not None
+        infos = [batch.infos[j] for j in keep]
+        results = _results(pipe, batch.pixels[keep], infos, fields, overrides)
+        for j, given, res in zip(keep, fields, results):
+            r = batch.records[j]
+            if isinstance(res, str):
+                errors.append(_error(r, res))
+            else:
+                rows.append({"id": r.id, **given, **res.to_dict(), "score": res.score})
+    errors.sort(key=lambda e: e["index"])
+    return rows, errors
+
+
+def _run_chunks(
+    pipe: OFAPipeline,
+    loader: Iterator[_Loaded],
+    store: ChunkStore,
+    defaults: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    bar: tqdm,
+) -> tuple[int, int]:
+    """Predict every loaded batch, writing each chunk when its last batch is done;
+    (rows, errors) written."""
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    total = failed = 0
+    for batch in loader:
+        new_rows, new_errors = _predict_loaded(pipe, batch, defaults, overrides)
+        rows += new_rows
+        errors += new_errors
+        bar.update(len(batch.records) + len(batch.failed))
+        if batch.last:
+            store.write(batch.chunk, rows, errors)
+            total, failed = total + len(rows), failed + len(errors)
+            rows, errors = [], []
+    return total, failed
+
+
+def _open_run(
+    store: ChunkStore, out: Path, resume: bool, ranks: Dist, held: ExitStack
+) -> tuple[list[int], int | None]:
+    """Rank 0 locks the run (into ``held``) and finds its done chunks; every rank gets them, or
+    the failure. Also the lock's descriptor, on rank 0."""
+    done: list[int] = []
+    error: OFAError | OSError | None = None
+    lock: int | None = None
+    if ranks.main:
+        try:
+            lock = held.enter_context(RunLock(store.folder, "ofa predict")).fileno()
+            done = store.done()
+            if not resume and (done or out.exists()):
+                what = (
+                    f"{store.folder} holds {len(done)} finished chunks" if done else f"{out} exists"
+                )
+                raise OFAValueError(
+                    f"{what}; pass --resume to continue that run or choose another --out"
+                )
+        except (OFAError, OSError) as e:
+            error = e
+    done, failure = ranks.broadcast((done, None if error is None else describe(error)))
+    if error is not None:
+        raise error
+    if failure is not None:
+        raise OFARuntimeError(failure)
+    return done, lock
+
+
+def _drop_lock(fd: int | None, worker: int) -> None:
+    """A loader worker's ``worker_init_fn``: close its forked copy of the run lock, which would
+    otherwise hold the lock of a killed run until the worker notices (seconds)."""
+    if fd is not None:
+        os.close(fd)
+
+
+def predict(
+    model: OFAPipeline | str | Path,
+    inputs: str | Sequence[str],
+    out: str | Path,
+    *,
+    task: str | None = None,
+    fields: Mapping[str, Any] | None = None,
+    format: str | None = None,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+    workers: int = 2,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    pretrained: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+    generation: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    **task_options: Any,
+) -> PredictSummary:
+    """Run one task over every image of ``inputs`` into ``out`` (:mod:`ofa_vl.bulk`).
+
+    Args:
+        model: a pipeline, or a zoo name / checkpoint for :func:`~ofa_vl.api.get_model`.
+        inputs: folders, globs, ``.txt`` lists, ``.csv`` / ``.jsonl`` / ``.parquet`` tables,
+            WebDataset shards (braces expanded); :mod:`ofa_vl.bulk.inputs`.
+        out: the result file; ``out.errors.jsonl`` gets the failures, ``out.parts/`` the chunks.
+        fields: the task's text fields for every record (``question=``), a row's own win.
+        format: ``jsonl`` (default), ``parquet`` or ``coco`` (captions, boxes).
+        chunk_size: records per chunk: what a kill can lose, and what is held in memory.
+        workers: DataLoader worker processes decoding images (0: in this process).
+        resume: continue the run in ``out`` (same model, task and options, else refused).
+        generation: decoding overrides (``num_beams``, ``max_new_tokens``, ...).
+    """
+    check_counts(batch_size=batch_size, chunk_size=chunk_size)
+    at_least("workers", workers, 0)
+    sources = [inputs] if isinstance(inputs, str) else list(inputs)
+    out = Path(out)
+    dev = model.device if isinstance(model, OFAPipeline) else resolve_device(device)
+    ranks, created = init_distributed(dev)
+    try:
+        with ExitStack() as held:
+            store = ChunkStore(Path(f"{out}.parts"))
+            if isinstance(model, OFAPipeline):
+                pipe = model if task in (None, model.task.name) else model.with_task(task)
+            else:
+                pipe = get_model(model, pretrained, device=dev, tokenizer=tokenizer, task=task,
+                                 precision=precision, compile=compile, **task_options)  # fmt: skip
+            fmt = output_format(out, format, pipe.task.name)
+            done, lock = _open_run(store, out, resume, ranks, held)
+            defaults, overrides = dict(fields or {}), dict(generation or {})
+            settings = {**_settings(pipe, overrides), "task": pipe.task.name, "inputs": sources,
+                        "fields": defaults, "batch_size": batch_size, "chunk_size": chunk_size}  # fmt: skip
+            _check_settings(store.folder, settings, bool(done), ranks)
+            loader = _loader(pipe, sources, (chunk_size, batch_size), ranks, done, workers, lock)
+            return _execute(pipe, loader, store, done, ranks, fmt, out, defaults, overrides,
+                            progress)  # fmt: skip
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _loader(
+    pipe: OFAPipeline,
+    sources: list[str],
+    sizes: tuple[int, int],
+    ranks: Dist,
+    done: list[int],
+    workers: int,
+    lock: int | None,
+) -> DataLoader[_Loaded]:
+    stream = _Stream(sources, pipe.task.fields(), pipe.task.preprocessing, sizes, ranks,
+                     frozenset(done))  # fmt: skip
+    init = functools.partial(_drop_lock, lock)
+    return DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                      worker_init_fn=init)  # fmt: skip
+
+
+def _execute(
+    pipe: OFAPipeline,
+    loader: DataLoader[_Loaded],
+    store: ChunkStore,
+    done: list[int],
+    ranks: Dist,
+    fmt: str,
+    out: Path,
+    defaults: dict[str, Any],
+    overrides: dict[str, Any],
+    progress: bool,
+) -> PredictSummary:
+    """The loop on this rank, then rank 0 merges every rank's chunks into ``out``."""
+    start = time.perf_counter()
+    old_rows, old_failed = store.count(done) if ranks.main else (0, 0)
+    stream = loader.dataset
+    assert isinstance(stream, _Stream)
+    total = count_records(stream.inputs) if ranks.world == 1 and progress else None
+    bar = tqdm(total=total, initial=old_rows + old_failed, unit="img", desc="ofa predict",
+               disable=not (ranks.main and progress))  # fmt: skip
+    try:
+        mine = _run_chunks(pipe, iter(loader), store, defaults, overrides, bar)
+    finally:
+        bar.close()
+    counts = ranks.gather(mine)  # also the barrier before the merge
+    new_rows, new_failed = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    errors = Path(f"{out}.errors.jsonl")
+    if ranks.main:
+        merge(store, out, fmt, errors)
+    summary = PredictSummary(out, errors, old_rows + new_rows, old_failed + new_failed,
+                             new_rows, old_rows + old_failed, time.perf_counter() - start)  # fmt: skip
+    return ranks.broadcast(summary)
