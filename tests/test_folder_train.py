@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from ofa_vl.cli import main as cli_main
 from ofa_vl.config import OFAConfig
 from ofa_vl.data.folder import read_folder, training_examples
 from ofa_vl.data.shapes import generate_scene, render_scene, write_shapes_folder
@@ -244,3 +245,33 @@ def test_ofa_test_on_a_folder_resumes_and_shards_under_torchrun(tmp_path: Path) 
     done = subprocess.run(torchrun, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_predictions(shard / PREDICTIONS) == records
+
+
+def test_ofa_test_scores_each_task_of_a_mixed_folder(tmp_path: Path, capsys) -> None:
+    """A test split of grounding and VQA lines: one table per task, each the metrics of that
+    task's lines scored alone."""
+    mixed = tmp_path / "mixed" / "test"
+    mixed.mkdir(parents=True)
+    lines: list[dict[str, Any]] = []
+    for task in ("refcoco", "vqa"):
+        write_shapes_folder(tmp_path / task, task, (0, 0, 2), seed=3, size=128)
+        for x in map(
+            json.loads, (tmp_path / task / "test/metadata.jsonl").read_text().splitlines()
+        ):
+            shutil.copy(
+                tmp_path / task / "test" / x["file_name"], mixed / f"{task}_{x['file_name']}"
+            )
+            lines.append({**x, "task": task, "file_name": f"{task}_{x['file_name']}"})
+    (mixed / "metadata.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "out"
+    argv = ["test", BUNDLED, "--data", str(tmp_path / "mixed"), "--beams", "1", "--workers", "0",
+            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("on folder test") == 2 and "mIoU" in printed and "Accuracy" in printed
+    for task in ("refcoco", "vqa"):
+        alone = evaluate(BUNDLED, "folder", tmp_path / task, None, out=tmp_path / f"{task}-alone",
+                         workers=0, progress=False, device="cpu", generation={"num_beams": 1})  # fmt: skip
+        scored = json.loads((out / task / METRICS).read_text())
+        assert scored["metrics"] == alone["metrics"] and scored["samples"] == alone["samples"]
+        assert all(f"{k} " in printed for k in alone["metrics"])

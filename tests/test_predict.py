@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ofa_vl import get_model, predict
@@ -24,9 +26,6 @@ from ofa_vl.bulk.inputs import expand_braces, read_inputs
 from ofa_vl.cli import main
 from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.errors import OFAValueError
-
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MODEL = "ofa-tiny_shapes"

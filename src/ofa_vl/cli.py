@@ -391,7 +391,7 @@ def _test_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", help="zoo name or checkpoint path")
     p.add_argument("--data", help="your own data: a folder of images + metadata.jsonl/.csv")
-    p.add_argument("--task", help="--data: the task to score in a mixture (default: the folder's)")
+    p.add_argument("--task", help="--data: score only this task of a mixture (default: each)")
     p.add_argument("--strict", action="store_true", help="--data: refuse bad lines")
     p.add_argument("--dataset", choices=[d for d in DATASETS if d != "folder"])
     p.add_argument("--data-root", help="the --dataset folder (mmpretrain's data/coco)")

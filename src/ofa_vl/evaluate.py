@@ -68,6 +68,7 @@ __all__ = [
     "evaluate",
     "evaluate_command",
     "folder_benchmark",
+    "folder_tasks",
     "format_table",
     "load_benchmark",
     "read_predictions",
@@ -197,6 +198,17 @@ def _as_benchmark_sample(s: FolderSample) -> Sample:
     return s
 
 
+def folder_tasks(data: FolderData, split: str | None = None) -> tuple[str, list[str]]:
+    """The split of a folder dataset that is scored (``split``, else the first of test,
+    validation, train it has) and the tasks of its lines."""
+    if split is None:
+        split = next(s for s in ("test", "validation", "train") if s in data.splits)
+    split = split_name(split)
+    if split not in data.splits:
+        raise DatasetError(f"{data.root}: no {split!r} split (it has {', '.join(data.splits)})")
+    return split, sorted({s.task for s in data.select(split)})
+
+
 def folder_benchmark(
     data: FolderData, split: str | None = None, task: str | None = None, limit: int | None = None
 ) -> Benchmark:
@@ -205,12 +217,7 @@ def folder_benchmark(
     ``split`` defaults to the first of test, validation, train the folder has; ``task`` to the
     split's only task.
     """
-    if split is None:
-        split = next(s for s in ("test", "validation", "train") if s in data.splits)
-    split = split_name(split)
-    if split not in data.splits:
-        raise DatasetError(f"{data.root}: no {split!r} split (it has {', '.join(data.splits)})")
-    tasks = sorted({s.task for s in data.select(split)})
+    split, tasks = folder_tasks(data, split)
     if task is None and len(tasks) > 1:
         raise OFAValueError(
             f"{data.root}: the {split} split mixes the tasks {', '.join(tasks)}; choose one"
@@ -428,7 +435,7 @@ def evaluate(
         bench = _read_benchmark(dataset, data_root, split, task, strict, limit, object_tags, ranks)
         name = model.name if isinstance(model, OFAPipeline) else str(model)
         where = Path(data_root).name if bench.name == "folder" and data_root else bench.name
-        out = Path(out or Path("ofa-test") / f"{Path(name).stem}_{where}_{bench.split}")
+        out = Path(out or _default_out(name, where, bench.split))
         with ExitStack() as held:  # rank 0 holds the run folder's lock until the run ends
             done = _resume_point(out, resume, bench, ranks, held)
             if isinstance(model, OFAPipeline):
@@ -453,6 +460,10 @@ def evaluate(
     finally:
         if created:
             dist.destroy_process_group()
+
+
+def _default_out(model: str, where: str, split: str) -> Path:
+    return Path("ofa-test") / f"{Path(model).stem}_{where}_{split}"
 
 
 def _read_benchmark(
@@ -631,8 +642,33 @@ def format_table(result: Mapping[str, Any]) -> str:
 
 
 def evaluate_command(model: str, **kwargs: Any) -> dict[str, Any]:
-    """``ofa test MODEL --dataset ...``: :func:`evaluate`, then rank 0 prints the table."""
-    result = evaluate(model, **kwargs)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(format_table(result))
-    return result
+    """``ofa test MODEL --dataset ...``: :func:`evaluate`, then rank 0 prints the table.
+
+    A folder whose split mixes tasks (``--data`` without ``--task``) is scored task by task, each
+    into ``OUT/<task>`` with its own table; the results are returned by task."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    mixed = _mixture(kwargs)
+    if mixed is None:
+        result = evaluate(model, **kwargs)
+        if main:
+            print(format_table(result))
+        return result
+    split, tasks = mixed
+    where = Path(str(kwargs["data_root"])).name
+    base = Path(kwargs.get("out") or _default_out(model, where, split))
+    results: dict[str, Any] = {}
+    for task in tasks:
+        results[task] = evaluate(model, **{**kwargs, "task": task, "out": base / task})
+        if main:
+            print(format_table(results[task]) + ("" if task == tasks[-1] else "\n"))
+    return results
+
+
+def _mixture(kwargs: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """The split and tasks of a folder that ``ofa test --data`` scores task by task: one whose
+    split mixes tasks, with no ``--task`` picking one."""
+    if kwargs.get("dataset") != "folder" or kwargs.get("task") is not None:
+        return None
+    data = read_folder(kwargs["data_root"], None, bool(kwargs.get("strict")))
+    split, tasks = folder_tasks(data, kwargs.get("split"))
+    return (split, tasks) if len(tasks) > 1 else None
