@@ -1,7 +1,7 @@
 """``ofa predict`` (ofa_vl.bulk): every input kind and output format on a generated shapes
 collection, bad records reported without stopping, resume after SIGKILL, torchrun sharding.
 
-The collection is small (27 images in nested folders, plus a corrupt one, a missing path and a bad
+The collection is small (18 images in nested folders, plus a corrupt one, a missing path and a bad
 row) to keep CI time; the code paths do not depend on its size (chunks of 4 records)."""
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from ofa_vl.errors import OFAValueError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MODEL = "ofa-tiny_shapes"
-N = 27  # good images
+N = 18  # good images
 CHUNK, BATCH = 4, 3  # chunks and batches that do not divide each other or N
+CHUNKS = -(-(N + 1) // CHUNK)  # of the folder tree: its images and the corrupt one
 QUESTIONS = ("how many shapes are there?", "what color is the circle?", "is there a square?")
 
 
@@ -60,6 +61,13 @@ def world(tmp_path_factory) -> Path:
     rows = [{"id": f"img{i}", "image": images[i], "question": QUESTIONS[i % 3]} for i in range(N)]
     rows.insert(4, {"id": "bad-row", "image": None, "question": QUESTIONS[0]})
     pq.write_table(pa.Table.from_pylist(rows), root / "table.parquet")
+    lines = [json.dumps({"file_name": f"tree/part0/{i:03d}.png", "question": QUESTIONS[i % 3]})
+             for i in range(0, N, 6)]  # fmt: skip
+    lines.insert(2, '{"file_name": "tree/part0/006.png", "question": ')  # a torn line
+    (root / "table.jsonl").write_text("\n".join(lines) + "\n")
+    with (root / "table.csv").open("w") as f:
+        f.write("file_name,question\n" + "".join(f"tree/part0/{i:03d}.png,{QUESTIONS[i % 3]}\n"
+                                                  for i in range(0, N, 6)))  # fmt: skip
     for shard in range(2):
         with tarfile.open(root / f"shard-{shard:03d}.tar", "w") as tar:
             for i in range(shard, N, 2):
@@ -88,7 +96,7 @@ def test_braces_and_the_order_of_a_folder_tree(world):
     folders = sorted(d for d in [tree, *tree.rglob("*")] if d.is_dir())  # depth first
     walked = [sorted(str(f) for f in d.iterdir() if f.is_file()) for d in folders]
     assert ids == [f for files in walked for f in files]  # a folder's files, then its folders
-    assert len(ids) == N + 1 and ids[5].endswith("part0/corrupt.png")  # after 0, 6, ..., 24
+    assert len(ids) == N + 1 and ids[3].endswith("part0/corrupt.png")  # after 0, 6, 12
 
 
 def test_every_input_kind_gives_the_captions_of_its_images(pipe, world, tmp_path):
@@ -133,6 +141,14 @@ def test_questions_per_row_or_for_all_and_the_output_formats(pipe, world, tmp_pa
     for row in table[:4]:
         i = int(row["id"][3:])
         assert row["pred_answer"] == vqa(_png(i), question=QUESTIONS[i % 3])["pred_answer"]
+    for name in ("table.jsonl", "table.csv"):  # paths relative to the table, as HF's file_name
+        done = _run(vqa, str(world / name), tmp_path / f"{name}.jsonl")
+        answers = _rows(tmp_path / f"{name}.jsonl")
+        assert done.rows == len(range(0, N, 6)) and done.failed == (name == "table.jsonl")
+        by_id = {f"img{int(Path(r['id']).stem)}": r["pred_answer"] for r in answers}
+        assert by_id == {r["id"]: r["pred_answer"] for r in table if r["id"] in by_id}
+    torn = _rows(tmp_path / "table.jsonl.jsonl.errors.jsonl")
+    assert torn[0]["id"].endswith("table.jsonl:3") and "not a JSON object" in torn[0]["error"]
     asked = "how many circles are there?"  # one question for the shards' records that have none
     _run(vqa, str(world / "shard-000.tar"), tmp_path / "all.jsonl", fields={"question": asked})
     assert {r["question"] for r in _rows(tmp_path / "all.jsonl")} <= set(QUESTIONS)  # rows win
@@ -140,7 +156,7 @@ def test_questions_per_row_or_for_all_and_the_output_formats(pipe, world, tmp_pa
     assert {r["question"] for r in _rows(tmp_path / "same.jsonl")} == {asked}
     # a task field missing with no default: each record reported, none predicted
     lost = _run(vqa, str(world / "tree/part1"), tmp_path / "none.jsonl")
-    assert (lost.rows, lost.failed, lost.exit_status) == (0, 9, 2)
+    assert (lost.rows, lost.failed, lost.exit_status) == (0, N // 3, 2)
 
     ground = pipe.with_task("refcoco")
     _run(ground, str(world / "tree/part2"), tmp_path / "boxes.json", format="coco",
@@ -178,7 +194,7 @@ def test_resume_after_sigkill_recomputes_and_duplicates_nothing(pipe, world, tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     written = {p.name: p.stat().st_mtime_ns for p in parts.glob("chunk-*")}
-    assert not out.exists() and 1 <= len([n for n in written if "errors" not in n]) < 7
+    assert not out.exists() and 1 <= len([n for n in written if "errors" not in n]) < CHUNKS
 
     capsys.readouterr()
     assert main(_cli(world, out)) == 2
@@ -206,4 +222,4 @@ def test_torchrun_two_processes_give_the_rows_of_one(pipe, world, tmp_path):
     assert done.stderr.count(f"ofa predict: {N} rows") == 1  # the summary, by rank 0 only
     assert two.read_text() == one.read_text()
     chunks = sorted(p.name for p in Path(f"{two}.parts").glob("chunk-*[0-9].jsonl"))
-    assert len(chunks) == 7  # 28 records in chunks of 4, written by both ranks
+    assert len(chunks) == CHUNKS  # written by both ranks
