@@ -223,3 +223,22 @@ def test_torchrun_two_processes_give_the_rows_of_one(pipe, world, tmp_path):
     assert two.read_text() == one.read_text()
     chunks = sorted(p.name for p in Path(f"{two}.parts").glob("chunk-*[0-9].jsonl"))
     assert len(chunks) == CHUNKS  # written by both ranks
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_ray_local_mode_on_two_workers_gives_the_rows_of_one_process(pipe, world, tmp_path):
+    import ray  # the ray extra
+
+    one = tmp_path / "one.jsonl"
+    _run(pipe, str(world / "tree"), one)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "ray.jsonl"
+        summary = predict(MODEL, str(world / "tree"), out, chunk_size=CHUNK, batch_size=BATCH,
+                          engine="ray", actors=2, device="cpu", progress=False)  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert (summary.rows, summary.failed) == (N, 1)
+    assert out.read_text() == one.read_text()
+    assert Path(f"{out}.errors.jsonl").read_text() == Path(f"{one}.errors.jsonl").read_text()

@@ -464,6 +464,11 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=1024, help="records per written chunk")
     p.add_argument("--workers", type=int, default=2, help="image loading processes (0: none)")
     p.add_argument("--resume", action="store_true", help="continue the run writing --out")
+    p.add_argument(
+        "--engine", choices=["local", "ray"], default="local",
+        help="local: this process (or each torchrun rank); ray: a Ray Data job (the ray extra)",
+    )  # fmt: skip
+    p.add_argument("--actors", type=int, default=2, help="--engine ray: actors (a GPU each)")
     _decoding_arg(p)
     _precision_arg(p)
     _compile_arg(p)
@@ -478,7 +483,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = predict(
         args.model, args.inputs, args.out, task=args.task, fields=_key_values(args.field, "--field"),
         format=args.format, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        workers=args.workers, resume=args.resume, device=args.device, pretrained=args.pretrained,
+        workers=args.workers, resume=args.resume, engine=args.engine, actors=args.actors,
+        device=args.device, pretrained=args.pretrained,
         tokenizer=args.tokenizer, precision=args.precision, compile=args.compile,
         generation=_decoding(args), **options,
     )  # fmt: skip

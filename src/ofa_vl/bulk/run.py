@@ -15,7 +15,7 @@ import functools
 import itertools
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,9 @@ from ..tasks import Result
 from .inputs import Record, count_records, image_source, read_inputs
 from .writer import ChunkStore, merge, output_format
 
-__all__ = ["PredictSummary", "predict"]
+__all__ = ["ENGINES", "Job", "PredictSummary", "chunk_batches", "chunks", "predict", "run_chunks"]
+
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class _Loaded:
     failed: list[tuple[Record, str]]
 
 
-def _chunks(records: Iterator[Record], size: int) -> Iterator[tuple[int, list[Record]]]:
+def chunks(records: Iterator[Record], size: int) -> Iterator[tuple[int, list[Record]]]:
     """(k, records k * size ... (k + 1) * size - 1) of the stream."""
     for k in itertools.count():
         chunk = list(itertools.islice(records, size))
@@ -114,31 +116,47 @@ class _Stream(IterableDataset[_Loaded]):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         n = 0
-        for k, chunk in _chunks(read_inputs(self.inputs, self.field_names), self.chunk_size):
+        for k, chunk in chunks(read_inputs(self.inputs, self.field_names), self.chunk_size):
             if k % self.world != self.rank or k in self.done:
                 continue
-            for start in range(0, len(chunk), self.batch_size):
+            for last, part in _cuts(chunk, self.batch_size):
                 if n % workers == worker:
-                    last = start + self.batch_size >= len(chunk)
-                    yield self._load(k, last, chunk[start : start + self.batch_size])
+                    yield load_batch(self.preprocessing, k, last, part)
                 n += 1
 
-    def _load(self, chunk: int, last: bool, records: list[Record]) -> _Loaded:
-        good: list[tuple[Record, torch.Tensor, ImageInfo]] = []
-        failed: list[tuple[Record, str]] = []
-        for r in records:
-            if r.error is not None or r.image is None:
-                failed.append((r, r.error or "no image"))
-                continue
-            try:
-                pixels, info = self.preprocessing.image(image_source(r.image))
-            except (ImageError, OSError) as e:  # returned, not raised: one bad image fails alone
-                failed.append((r, describe(e)))
-                continue
-            good.append((r, pixels, info))
-        pixels_ = torch.stack([p for _, p, _ in good]) if good else None
-        return _Loaded(chunk, last, [r for r, _, _ in good], pixels_, [i for _, _, i in good],
-                       failed)  # fmt: skip
+
+def _cuts(chunk: list[Record], batch_size: int) -> Iterator[tuple[bool, list[Record]]]:
+    """A chunk's fixed batches, each with whether it is the chunk's last."""
+    for start in range(0, len(chunk), batch_size):
+        yield start + batch_size >= len(chunk), chunk[start : start + batch_size]
+
+
+def chunk_batches(
+    preprocessing: PreprocessConfig, k: int, chunk: list[Record], batch_size: int
+) -> Iterator[_Loaded]:
+    """Chunk ``k``'s batches loaded in this process (the Ray engine's actors)."""
+    for last, part in _cuts(chunk, batch_size):
+        yield load_batch(preprocessing, k, last, part)
+
+
+def load_batch(
+    preprocessing: PreprocessConfig, chunk: int, last: bool, records: list[Record]
+) -> _Loaded:
+    """One batch's images decoded and resized; the records that fail keep their reason."""
+    good: list[tuple[Record, torch.Tensor, ImageInfo]] = []
+    failed: list[tuple[Record, str]] = []
+    for r in records:
+        if r.error is not None or r.image is None:
+            failed.append((r, r.error or "no image"))
+            continue
+        try:
+            pixels, info = preprocessing.image(image_source(r.image))
+        except (ImageError, OSError) as e:  # returned, not raised: one bad image fails alone
+            failed.append((r, describe(e)))
+            continue
+        good.append((r, pixels, info))
+    stacked = torch.stack([p for _, p, _ in good]) if good else None
+    return _Loaded(chunk, last, [r for r, _, _ in good], stacked, [i for _, _, i in good], failed)
 
 
 def _as_is(batch: Any) -> Any:
@@ -199,13 +217,8 @@ def _predict_loaded(
     return rows, errors
 
 
-def _run_chunks(
-    pipe: OFAPipeline,
-    loader: Iterator[_Loaded],
-    store: ChunkStore,
-    defaults: Mapping[str, Any],
-    overrides: Mapping[str, Any],
-    bar: tqdm,
+def run_chunks(
+    pipe: OFAPipeline, loader: Iterator[_Loaded], job: Job, bar: tqdm
 ) -> tuple[int, int]:
     """Predict every loaded batch, writing each chunk when its last batch is done;
     (rows, errors) written."""
@@ -213,12 +226,12 @@ def _run_chunks(
     errors: list[dict[str, Any]] = []
     total = failed = 0
     for batch in loader:
-        new_rows, new_errors = _predict_loaded(pipe, batch, defaults, overrides)
+        new_rows, new_errors = _predict_loaded(pipe, batch, job.defaults, job.overrides)
         rows += new_rows
         errors += new_errors
         bar.update(len(batch.records) + len(batch.failed))
         if batch.last:
-            store.write(batch.chunk, rows, errors)
+            job.store.write(batch.chunk, rows, errors)
             total, failed = total + len(rows), failed + len(errors)
             rows, errors = [], []
     return total, failed
@@ -260,6 +273,18 @@ def _drop_lock(fd: int | None, worker: int) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class Job:
+    """What every process of a run shares (the Ray engine ships it to its actors)."""
+
+    sources: list[str]
+    store: ChunkStore
+    chunk_size: int
+    batch_size: int
+    defaults: dict[str, Any]  # task fields for every record
+    overrides: dict[str, Any]  # decoding options
+
+
 def predict(
     model: OFAPipeline | str | Path,
     inputs: str | Sequence[str],
@@ -272,6 +297,8 @@ def predict(
     chunk_size: int = 1024,
     workers: int = 2,
     resume: bool = False,
+    engine: str = "local",
+    actors: int = 2,
     device: str | torch.device | None = None,
     pretrained: str | Path | None = None,
     tokenizer: str | Path | None = None,
@@ -293,81 +320,84 @@ def predict(
         chunk_size: records per chunk: what a kill can lose, and what is held in memory.
         workers: DataLoader worker processes decoding images (0: in this process).
         resume: continue the run in ``out`` (same model, task and options, else refused).
+        engine: ``local`` (this process, or each torchrun rank) or ``ray``: ``actors`` Ray actors
+            (:mod:`ofa_vl.bulk.ray_engine`, one GPU each when ``device`` is CUDA).
         generation: decoding overrides (``num_beams``, ``max_new_tokens``, ...).
     """
-    check_counts(batch_size=batch_size, chunk_size=chunk_size)
+    check_counts(batch_size=batch_size, chunk_size=chunk_size, actors=actors)
     at_least("workers", workers, 0)
-    sources = [inputs] if isinstance(inputs, str) else list(inputs)
+    if engine not in ENGINES:
+        raise OFAValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     out = Path(out)
     dev = model.device if isinstance(model, OFAPipeline) else resolve_device(device)
     ranks, created = init_distributed(dev)
+    build = dict(pretrained=pretrained, tokenizer=tokenizer, task=task, precision=precision,
+                 compile=compile, **task_options)  # fmt: skip
     try:
         with ExitStack() as held:
-            store = ChunkStore(Path(f"{out}.parts"))
             if isinstance(model, OFAPipeline):
                 pipe = model if task in (None, model.task.name) else model.with_task(task)
             else:
-                pipe = get_model(model, pretrained, device=dev, tokenizer=tokenizer, task=task,
-                                 precision=precision, compile=compile, **task_options)  # fmt: skip
+                pipe = get_model(model, device=dev, **build)
             fmt = output_format(out, format, pipe.task.name)
-            done, lock = _open_run(store, out, resume, ranks, held)
-            defaults, overrides = dict(fields or {}), dict(generation or {})
-            settings = {**_settings(pipe, overrides), "task": pipe.task.name, "inputs": sources,
-                        "fields": defaults, "batch_size": batch_size, "chunk_size": chunk_size}  # fmt: skip
-            _check_settings(store.folder, settings, bool(done), ranks)
-            loader = _loader(pipe, sources, (chunk_size, batch_size), ranks, done, workers, lock)
-            return _execute(pipe, loader, store, done, ranks, fmt, out, defaults, overrides,
-                            progress)  # fmt: skip
+            job = Job([inputs] if isinstance(inputs, str) else list(inputs),
+                      ChunkStore(Path(f"{out}.parts")), chunk_size, batch_size,
+                      dict(fields or {}), dict(generation or {}))  # fmt: skip
+            done, lock = _open_run(job.store, out, resume, ranks, held)
+            settings = {**_settings(pipe, job.overrides), "task": pipe.task.name,
+                        "inputs": job.sources, "fields": job.defaults, "batch_size": batch_size,
+                        "chunk_size": chunk_size}  # fmt: skip
+            _check_settings(job.store.folder, settings, bool(done), ranks)
+
+            def compute(bar: tqdm) -> tuple[int, int]:
+                if engine == "ray":
+                    from .ray_engine import run_ray
+
+                    spec = pipe if isinstance(model, OFAPipeline) else (str(model), build)
+                    return run_ray(spec, job, done, actors, dev.type == "cuda", bar)
+                loader = _loader(pipe, job, ranks, done, workers, lock)
+                return run_chunks(pipe, iter(loader), job, bar)
+
+            return _execute(job, done, ranks, fmt, out, progress, compute)
     finally:
         if created:
             dist.destroy_process_group()
 
 
 def _loader(
-    pipe: OFAPipeline,
-    sources: list[str],
-    sizes: tuple[int, int],
-    ranks: Dist,
-    done: list[int],
-    workers: int,
-    lock: int | None,
+    pipe: OFAPipeline, job: Job, ranks: Dist, done: list[int], workers: int, lock: int | None
 ) -> DataLoader[_Loaded]:
-    stream = _Stream(sources, pipe.task.fields(), pipe.task.preprocessing, sizes, ranks,
-                     frozenset(done))  # fmt: skip
+    stream = _Stream(job.sources, pipe.task.fields(), pipe.task.preprocessing,
+                     (job.chunk_size, job.batch_size), ranks, frozenset(done))  # fmt: skip
     init = functools.partial(_drop_lock, lock)
     return DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
                       worker_init_fn=init)  # fmt: skip
 
 
 def _execute(
-    pipe: OFAPipeline,
-    loader: DataLoader[_Loaded],
-    store: ChunkStore,
+    job: Job,
     done: list[int],
     ranks: Dist,
     fmt: str,
     out: Path,
-    defaults: dict[str, Any],
-    overrides: dict[str, Any],
     progress: bool,
+    compute: Callable[[tqdm], tuple[int, int]],
 ) -> PredictSummary:
-    """The loop on this rank, then rank 0 merges every rank's chunks into ``out``."""
+    """``compute`` the chunks not ``done`` on every rank, then rank 0 merges them into ``out``."""
     start = time.perf_counter()
-    old_rows, old_failed = store.count(done) if ranks.main else (0, 0)
-    stream = loader.dataset
-    assert isinstance(stream, _Stream)
-    total = count_records(stream.inputs) if ranks.world == 1 and progress else None
+    old_rows, old_failed = job.store.count(done) if ranks.main else (0, 0)
+    total = count_records(job.sources) if ranks.world == 1 and progress else None
     bar = tqdm(total=total, initial=old_rows + old_failed, unit="img", desc="ofa predict",
                disable=not (ranks.main and progress))  # fmt: skip
     try:
-        mine = _run_chunks(pipe, iter(loader), store, defaults, overrides, bar)
+        mine = compute(bar)
     finally:
         bar.close()
     counts = ranks.gather(mine)  # also the barrier before the merge
     new_rows, new_failed = sum(c[0] for c in counts), sum(c[1] for c in counts)
     errors = Path(f"{out}.errors.jsonl")
     if ranks.main:
-        merge(store, out, fmt, errors)
+        merge(job.store, out, fmt, errors)
     summary = PredictSummary(out, errors, old_rows + new_rows, old_failed + new_failed,
                              new_rows, old_rows + old_failed, time.perf_counter() - start)  # fmt: skip
     return ranks.broadcast(summary)
