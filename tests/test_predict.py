@@ -201,7 +201,7 @@ def test_resume_after_sigkill_recomputes_and_duplicates_nothing(pipe, world, tmp
     assert "pass --resume to continue" in capsys.readouterr().err
     assert main(_cli(world, out, "--resume", "--beams", "2")) == 2
     assert "other settings {'num_beams': (5, 2)}" in capsys.readouterr().err
-    assert main(_cli(world, out, "--resume")) == 1
+    assert main(_cli(world, out, "--resume", "--workers", "2")) == 1  # workers: not a setting
     assert f"{N} rows" in capsys.readouterr().err
     assert out.read_text() == reference.read_text()
     assert Path(f"{out}.errors.jsonl").read_text() == Path(f"{reference}.errors.jsonl").read_text()

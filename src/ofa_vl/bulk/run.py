@@ -38,7 +38,10 @@ from ..tasks import Result
 from .inputs import Record, count_records, image_source, read_inputs
 from .writer import ChunkStore, merge, output_format
 
-__all__ = ["ENGINES", "Job", "PredictSummary", "chunk_batches", "chunks", "predict", "run_chunks"]
+__all__ = [
+    "ENGINES", "Job", "LoadedBatch", "PredictSummary", "chunk_batches", "chunks", "predict",
+    "run_chunks",
+]  # fmt: skip
 
 ENGINES = ("local", "ray")
 
@@ -74,7 +77,7 @@ class PredictSummary:
 
 
 @dataclass
-class _Loaded:
+class LoadedBatch:
     """One batch as a loader worker hands it over: the records whose image loaded, their pixels
     (B, 3, S, S) and resize infos, and the others with their reason."""
 
@@ -95,9 +98,10 @@ def chunks(records: Iterator[Record], size: int) -> Iterator[tuple[int, list[Rec
         yield k, chunk
 
 
-class _Stream(IterableDataset[_Loaded]):
+class _Stream(IterableDataset[LoadedBatch]):
     """This rank's chunks not yet done, batch by batch; loader worker ``w`` of ``W`` loads batches
-    ``n`` with ``n % W == w`` (the DataLoader takes them round-robin, so in order)."""
+    ``n`` with ``n % W == w`` (the DataLoader takes them round-robin, so in order). Every worker
+    reads the record stream (paths, or a table's bytes) and holds one chunk of records at most."""
 
     def __init__(
         self,
@@ -112,7 +116,7 @@ class _Stream(IterableDataset[_Loaded]):
         self.chunk_size, self.batch_size = sizes
         self.rank, self.world, self.done = ranks.rank, ranks.world, done
 
-    def __iter__(self) -> Iterator[_Loaded]:
+    def __iter__(self) -> Iterator[LoadedBatch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         n = 0
@@ -133,7 +137,7 @@ def _cuts(chunk: list[Record], batch_size: int) -> Iterator[tuple[bool, list[Rec
 
 def chunk_batches(
     preprocessing: PreprocessConfig, k: int, chunk: list[Record], batch_size: int
-) -> Iterator[_Loaded]:
+) -> Iterator[LoadedBatch]:
     """Chunk ``k``'s batches loaded in this process (the Ray engine's actors)."""
     for last, part in _cuts(chunk, batch_size):
         yield load_batch(preprocessing, k, last, part)
@@ -141,7 +145,7 @@ def chunk_batches(
 
 def load_batch(
     preprocessing: PreprocessConfig, chunk: int, last: bool, records: list[Record]
-) -> _Loaded:
+) -> LoadedBatch:
     """One batch's images decoded and resized; the records that fail keep their reason."""
     good: list[tuple[Record, torch.Tensor, ImageInfo]] = []
     failed: list[tuple[Record, str]] = []
@@ -156,7 +160,9 @@ def load_batch(
             continue
         good.append((r, pixels, info))
     stacked = torch.stack([p for _, p, _ in good]) if good else None
-    return _Loaded(chunk, last, [r for r, _, _ in good], stacked, [i for _, _, i in good], failed)
+    return LoadedBatch(
+        chunk, last, [r for r, _, _ in good], stacked, [i for _, _, i in good], failed
+    )
 
 
 def _as_is(batch: Any) -> Any:
@@ -187,7 +193,7 @@ def _results(
 
 
 def _predict_loaded(
-    pipe: OFAPipeline, batch: _Loaded, defaults: Mapping[str, Any], overrides: Mapping[str, Any]
+    pipe: OFAPipeline, batch: LoadedBatch, defaults: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(rows, errors) of one loaded batch: fields checked per record, then one model call."""
     errors = [_error(r, reason) for r, reason in batch.failed]
@@ -218,7 +224,7 @@ def _predict_loaded(
 
 
 def run_chunks(
-    pipe: OFAPipeline, loader: Iterator[_Loaded], job: Job, bar: tqdm
+    pipe: OFAPipeline, loader: Iterator[LoadedBatch], job: Job, bar: tqdm
 ) -> tuple[int, int]:
     """Predict every loaded batch, writing each chunk when its last batch is done;
     (rows, errors) written."""
@@ -366,7 +372,7 @@ def predict(
 
 def _loader(
     pipe: OFAPipeline, job: Job, ranks: Dist, done: list[int], workers: int, lock: int | None
-) -> DataLoader[_Loaded]:
+) -> DataLoader[LoadedBatch]:
     stream = _Stream(job.sources, pipe.task.fields(), pipe.task.preprocessing,
                      (job.chunk_size, job.batch_size), ranks, frozenset(done))  # fmt: skip
     init = functools.partial(_drop_lock, lock)
