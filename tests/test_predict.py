@@ -97,6 +97,12 @@ def test_braces_and_the_order_of_a_folder_tree(world):
     walked = [sorted(str(f) for f in d.iterdir() if f.is_file()) for d in folders]
     assert ids == [f for files in walked for f in files]  # a folder's files, then its folders
     assert len(ids) == N + 1 and ids[3].endswith("part0/corrupt.png")  # after 0, 6, 12
+    globbed = [r.id for r in read_inputs([str(tree / "**" / "0*.png")])]
+    assert globbed == sorted(i for i in ids if "corrupt" not in i)
+    assert [r.id for r in read_inputs([str(world / "shard-{000..001}.tar")])][:3] == [
+        "s000", "s002", "s004"]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="no such file, directory, shard or pattern"):
+        list(read_inputs([str(world / "nothing-*.tar")]))
 
 
 def test_every_input_kind_gives_the_captions_of_its_images(pipe, world, tmp_path):
