@@ -79,6 +79,14 @@ def world(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_process(pipe, world, tmp_path_factory) -> Path:
+    """The folder tree's captions by one process, no loader worker."""
+    out = tmp_path_factory.mktemp("one") / "one.jsonl"
+    _run(pipe, str(world / "tree"), out)
+    return out
+
+
 def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -217,9 +225,8 @@ def test_resume_after_sigkill_recomputes_and_duplicates_nothing(pipe, world, tmp
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_torchrun_two_processes_give_the_rows_of_one(pipe, world, tmp_path):
-    one = tmp_path / "one.jsonl"
-    _run(pipe, str(world / "tree"), one)
+def test_torchrun_two_processes_give_the_rows_of_one(one_process, world, tmp_path):
+    one = one_process
     two = tmp_path / "two.jsonl"
     torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
     cmd = [sys.executable, *torchrun, "-m", "ofa_vl", *_cli(world, two, "--workers", "0")]
@@ -233,11 +240,10 @@ def test_torchrun_two_processes_give_the_rows_of_one(pipe, world, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_ray_local_mode_on_two_workers_gives_the_rows_of_one_process(pipe, world, tmp_path):
+def test_ray_local_mode_on_two_workers_gives_the_rows_of_one_process(one_process, world, tmp_path):
     import ray  # the ray extra
 
-    one = tmp_path / "one.jsonl"
-    _run(pipe, str(world / "tree"), one)
+    one = one_process
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = tmp_path / "ray.jsonl"
