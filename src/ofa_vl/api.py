@@ -134,7 +134,9 @@ class OFAPipeline:
         ``objects=``) may be lists; other keywords are decoding options (``num_beams=``, ...)."""
         single = not isinstance(images, (list, tuple))
         image_list: list[Any] = [images] if single else list(images)  # type: ignore[arg-type]
-        out = [r.to_dict() for r in self.run(image_list, batch_size, **fields_and_overrides)]
+        # mmpretrain's dict, plus what was asked for (n_best, token_logprobs: Result.extras)
+        results = self.run(image_list, batch_size, **fields_and_overrides)
+        out = [{**r.to_dict(), **r.extras()} for r in results]
         return out[0] if single else out
 
 

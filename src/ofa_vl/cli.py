@@ -69,6 +69,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beams", type=int, help="beam size (default: the model's)")
     p.add_argument("--max-new-tokens", type=int, help="length limit (default: the model's)")
+    p.add_argument(
+        "--n-best", type=int, metavar="K", help="also the K best beams (K <= beams), best first"
+    )
     _decoding_arg(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     # ofa_vl.model.precision.PRECISIONS, written out so that --help does not import torch
@@ -164,7 +167,11 @@ def _decoding(args: argparse.Namespace) -> dict[str, Any]:
             options[key.strip()] = text
     if error := unknown_options(options):
         raise error
-    given = (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
+    given = (
+        ("num_beams", args.beams),
+        ("max_new_tokens", args.max_new_tokens),
+        ("num_return_sequences", getattr(args, "n_best", None)),  # the inference commands'
+    )
     return {**options, **{k: v for k, v in given if v is not None}}
 
 
@@ -185,11 +192,12 @@ def _boxes(boxes: Sequence[Sequence[float]] | None) -> str:
 def _print(args: argparse.Namespace, rows: Rows, show: Callable[[Any], str]) -> None:
     """One line per image (``show`` reads the typed result), or every result dict as JSON."""
     if args.json:
-        records = [{"image": img, **res.to_dict(), "score": res.score} for img, res in rows]
-        print(json.dumps(records, indent=2))
+        print(json.dumps([{"image": img, **res.as_dict()} for img, res in rows], indent=2))
         return
     for img, res in rows:
         print(f"{img}: {show(res)}")
+        for k, alt in enumerate(res.n_best, 1):  # --n-best
+            print(f"  {k}. {show(alt)} (confidence {alt.confidence:.3f})")
 
 
 @command("caption", _model_args)
@@ -204,6 +212,10 @@ def _ground_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     p.add_argument("--text", required=True, help="the referring expression")
     p.add_argument(
+        "--min-confidence", type=float,
+        help="no box when the box's confidence is below this (the object is not in the image)",
+    )  # fmt: skip
+    p.add_argument(
         "--save", help="write the image with the box drawn (one image only, or a folder)"
     )
 
@@ -211,7 +223,8 @@ def _ground_args(p: argparse.ArgumentParser) -> None:
 @command("ground", _ground_args)
 def cmd_ground(args: argparse.Namespace) -> int:
     """Find the region a text describes (visual grounding)."""
-    rows, failed = _run_task(args, "refcoco", {"text": args.text})
+    options = {} if args.min_confidence is None else {"min_confidence": args.min_confidence}
+    rows, failed = _run_task(args, "refcoco", {"text": args.text}, **options)
     _print(args, rows, lambda r: _boxes(r.boxes))
     if args.save:
         from .images import load_image
