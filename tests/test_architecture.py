@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"preprocess", "tokenizer", "zoo", "model", "distributed"},
     {"checkpoints", "generation", "lora"},
     {"tasks"},
-    {"data", "api"},
+    {"data", "api", "formats"},
     {"metrics"},
     {"evaluate", "serve"},
     {"train"},  # validates through evaluate

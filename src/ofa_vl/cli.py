@@ -416,6 +416,10 @@ def _test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
     p.add_argument("--answers", help="VQA answer list (ans2label .pkl/.json) constraining decoding")
     p.add_argument("--object-tags", help="VQA: VinVL object tags (.json/.tsv)")
+    p.add_argument(
+        "--coco-results", action="store_true",
+        help="also write OUT/coco_results.json (captions or boxes with scores, COCO.loadRes)",
+    )  # fmt: skip
 
 
 @command("test", _test_args)
@@ -439,7 +443,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         args.model, dataset=dataset, data_root=root, split=args.split, task=args.task,
         strict=args.strict, out=args.out, batch_size=args.batch_size, limit=args.limit,
         resume=args.resume, workers=args.workers, device=args.device, pretrained=args.pretrained,
-        tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation, **options,
+        tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation,
+        coco_results=args.coco_results, **options,
     )  # fmt: skip
     return 0
 

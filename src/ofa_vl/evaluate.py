@@ -48,6 +48,7 @@ from .data import (
 from .data.folder import FolderData, FolderSample, read_folder, split_name
 from .distributed import Dist, init_distributed, resolve_device
 from .errors import OFAError, OFARuntimeError, OFAValueError, describe
+from .formats import coco_entries
 from .images import ImageError, ImageInfo
 from .metrics import (
     as_percentages,
@@ -78,6 +79,7 @@ __all__ = [
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
+COCO_RESULTS = "coco_results.json"
 SUBMISSION = "vqa_submission.json"
 RUN_SETTINGS = "settings.json"
 DATASETS: dict[str, str] = {  # benchmark -> the task that answers it
@@ -394,6 +396,7 @@ def evaluate(
     object_tags: str | Path | None = None,
     generation: Mapping[str, Any] | None = None,
     progress: bool = True,
+    coco_results: bool = False,
     **task_options: Any,
 ) -> dict[str, Any]:
     """Predict every sample of a benchmark split and score the predictions.
@@ -412,6 +415,8 @@ def evaluate(
         workers: DataLoader worker processes decoding images (0: in this process).
         object_tags: VinVL object tags for VQA (:func:`~ofa_vl.data.load_object_tags`).
         generation: decoding overrides (``num_beams``, ``max_new_tokens``, ...).
+        coco_results: also write ``out/coco_results.json`` (captions or boxes,
+            :mod:`ofa_vl.formats`), for ``COCO.loadRes`` and the COCO evaluation server.
 
     Returns:
         What ``out/metrics.json`` holds: ``{"model", "dataset", "split", "samples",
@@ -446,7 +451,7 @@ def evaluate(
             overrides = dict(generation or {})
             _check_settings(out, _settings(pipe, overrides), bool(done), ranks)
             _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
-            result = _finish(pipe, bench, out, overrides) if ranks.rank == 0 else None
+            result = _finish(pipe, bench, out, overrides, coco_results) if ranks.rank == 0 else None
             result = ranks.broadcast(result)
             assert result is not None
             return result
@@ -567,7 +572,10 @@ def _predict(
                 index, pixels, infos = batch
                 fields = [sample_fields(bench.samples[i]) for i in index]
                 results = pipe.predict_batch(pixels, infos, fields, **overrides)
-                records = [{"id": ids[i], **r.to_dict()} for i, r in zip(index, results)]
+                records = [
+                    {"id": ids[i], **r.to_dict(), "confidence": r.confidence}
+                    for i, r in zip(index, results)
+                ]
             gathered = [r for part in ranks.gather(records) for r in part]
             if sink is not None:
                 _append(sink, gathered)
@@ -580,7 +588,11 @@ def _predict(
 
 
 def _finish(
-    pipe: OFAPipeline, bench: Benchmark, out: Path, overrides: Mapping[str, Any]
+    pipe: OFAPipeline,
+    bench: Benchmark,
+    out: Path,
+    overrides: Mapping[str, Any],
+    coco_results: bool = False,
 ) -> dict[str, Any]:
     """Rank 0: score ``predictions.jsonl``, write ``metrics.json`` (and the VQA submission)."""
     by_id = {r["id"]: r for r in read_predictions(out / PREDICTIONS)}
@@ -606,8 +618,20 @@ def _finish(
     else:
         answers = {r["id"]: str(r["pred_answer"]) for r in records}
         result["submission"] = str(write_vqa_submission(answers, out / SUBMISSION))
+    if coco_results:
+        result["coco_results"] = str(_write_coco(bench, records, out / COCO_RESULTS))
     write_atomic(out / METRICS, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _write_coco(bench: Benchmark, records: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """The predictions as COCO results: per sample its image id (and RefCOCO's category)."""
+    entries = []
+    for sample, record in zip(bench.samples, records):
+        image_id = getattr(sample, "image_id", sample_id(sample))
+        entries += coco_entries(record, image_id, getattr(sample, "category_id", None))
+    write_atomic(path, json.dumps(entries))
+    return path
 
 
 def format_table(result: Mapping[str, Any]) -> str:
