@@ -321,6 +321,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if names else 1
 
 
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="a model folder (model.safetensors, or a LoRA adapter's files)")
+    p.add_argument("repo_id", help="the hub repository, USER/REPO (created when missing)")
+    p.add_argument("--task", help="the task the model answers (default: its training run's)")
+    p.add_argument("--base-model", help="the model it was fine-tuned from (default: the run's)")
+    p.add_argument(
+        "--license", default="apache-2.0", help="the card's license (default apache-2.0)"
+    )
+    p.add_argument("--private", action="store_true", help="create the repository private")
+
+
+@command("push", _push_args)
+def cmd_push(args: argparse.Namespace) -> int:
+    """Upload a model folder to the Hugging Face hub with a generated model card."""
+    from .publish import push_folder
+
+    url = push_folder(
+        args.folder, args.repo_id, task=args.task, base_model=args.base_model,
+        license=args.license, private=args.private,
+    )  # fmt: skip
+    print(f"pushed {args.folder} to {args.repo_id}: {url}")
+    return 0
+
+
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="checkpoint: mmpretrain .pth, fairseq .pt, HF dir, zoo name")
     p.add_argument("dst", help="output .safetensors (or a model folder with --merge-adapter)")
