@@ -80,6 +80,7 @@ __all__ = [
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 COCO_RESULTS = "coco_results.json"
+COCO_TASKS = ("caption", "refcoco")  # the tasks whose answers COCO results hold
 SUBMISSION = "vqa_submission.json"
 RUN_SETTINGS = "settings.json"
 DATASETS: dict[str, str] = {  # benchmark -> the task that answers it
@@ -431,6 +432,8 @@ def evaluate(
     ranks, created = init_distributed(dev)
     try:
         bench = _read_benchmark(dataset, data_root, split, task, strict, limit, object_tags, ranks)
+        if coco_results and bench.task not in COCO_TASKS:
+            raise OFAValueError(f"COCO results hold captions and boxes, not {bench.task!r} answers")
         name = model.name if isinstance(model, OFAPipeline) else str(model)
         where = Path(data_root).name if bench.name == "folder" and data_root else bench.name
         out = Path(out or Path("ofa-test") / f"{Path(name).stem}_{where}_{bench.split}")
