@@ -5,7 +5,9 @@ serves the files, and ``get_model("hf-hub:...")`` loads them back with the same 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,23 @@ class _PushHandler(_HubHandler):
     """The hub's write API as ``huggingface_hub`` 2.x calls it: ``/api/repos/create``,
     ``/api/validate-yaml``, ``/api/models/{repo}/preupload/{rev}`` (every file "regular": no LFS)
     and ``/api/models/{repo}/commit/{rev}`` (NDJSON, base64 contents)."""
+
+    def do_GET(self) -> None:
+        """``/api/models/{repo}/revision/{rev}`` and ``/tree/{rev}`` (``snapshot_download``), else
+        the files (``resolve``)."""
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:2] != ["api", "models"]:
+            return super().do_GET()
+        self.server.requests.append((self.command, self.path))
+        files = self.server.repos.get("/".join(parts[2:4]))
+        if files is None:
+            return self._json(404, {"error": "Repository not found"})
+        listing = [{"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                   for n, b in sorted(files.items())]  # fmt: skip
+        if parts[4] == "tree":
+            return self._json(200, listing)
+        siblings = [{"rfilename": f["path"]} for f in listing]
+        return self._json(200, {"id": "/".join(parts[2:4]), "sha": COMMIT, "siblings": siblings})
 
     def do_POST(self) -> None:
         self.server.requests.append((self.command, self.path))
@@ -62,7 +81,7 @@ class _PushHandler(_HubHandler):
             return self._json(200, {"commitUrl": url, "commitOid": COMMIT})
         return self._json(404, {"error": f"no {verb}"})
 
-    def _json(self, status: int, data: dict) -> None:
+    def _json(self, status: int, data: dict | list) -> None:
         raw = json.dumps(data).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -162,3 +181,35 @@ def test_adapter_card_and_bad_folders(tmp_path: Path) -> None:
         push_folder(tmp_path, "user/x")
     with pytest.raises(OFAValueError, match="not a hub repository id"):
         push_folder(adapter, "no-slash")
+
+
+def test_lora_adapter_push_then_load_as_its_card_says(hub: PushHub, tmp_path: Path) -> None:
+    """A LoRA adapter folder pushed, then loaded the way its card says (the base, then
+    ``load_adapter`` on the downloaded snapshot): the adapted model's scores, not the base's."""
+    pytest.importorskip("peft")
+    import torch
+    from huggingface_hub import snapshot_download
+
+    from ofa_vl.lora import LoraOptions, add_lora, load_adapter, save_adapter
+
+    tuned = get_model(DEFAULT_MODEL, task="caption")
+    add_lora(tuned.model, LoraOptions(rank=2, targets=("ffn",)))
+    with torch.no_grad():  # a trained adapter's B is not zero: make this one move the outputs
+        for name, p in tuned.model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+    folder = tmp_path / "adapter"
+    save_adapter(tuned.model, folder)
+    push_folder(folder, "user/lora", task="caption", base_model=DEFAULT_MODEL)
+    card = hub.repos["user/lora"]["README.md"].decode()
+    assert f"base_model: {DEFAULT_MODEL}" in card and 'snapshot_download("user/lora")' in card
+
+    pipe = get_model(DEFAULT_MODEL, task="caption")  # what the card's code does
+    # huggingface_hub read HF_ENDPOINT and HF_HUB_CACHE at import, before this test set them
+    where = {"endpoint": hub.url, "cache_dir": os.environ["HF_HUB_CACHE"]}
+    load_adapter(pipe.model, Path(snapshot_download("user/lora", **where)))
+    image = render_scene(_scene())
+    (base,) = get_model(DEFAULT_MODEL, task="caption").run([image])
+    (want,), (got,) = tuned.run([image]), pipe.run([image])
+    assert got.caption == want.caption and got.score == pytest.approx(want.score, abs=1e-6)
+    assert got.score != pytest.approx(base.score, abs=1e-4)

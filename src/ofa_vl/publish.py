@@ -94,12 +94,23 @@ def model_card(
         else "none recorded (no validation.json)"
     )
     pre = {k: pipeline[k] for k in ("image_size", "interpolation", "mean", "std") if k in pipeline}
-    load = (
-        f'get_model("{base or "BASE"}", task="{task}") and ofa_vl.lora.load_adapter(pipe.model, '
-        f'snapshot_download("{repo_id}")), or `ofa convert BASE merged/ --merge-adapter DIR`'
-        if adapter
-        else f'get_model("hf-hub:{repo_id}", task="{task}")'
-    )
+    if adapter:  # the base network, then the adapter (ofa_vl.lora; pip install 'ofa-vl[lora]')
+        code = [
+            "from pathlib import Path",
+            "from huggingface_hub import snapshot_download",
+            "from ofa_vl import get_model",
+            "from ofa_vl.lora import load_adapter",
+            "",
+            f'pipe = get_model("{base or "BASE"}", task="{task}")',
+            f'load_adapter(pipe.model, Path(snapshot_download("{repo_id}")))',
+            "# or merged weights: ofa convert BASE merged/ --merge-adapter DOWNLOADED_DIR",
+        ]
+    else:
+        code = [
+            "from ofa_vl import get_model",
+            "",
+            f'pipe = get_model("hf-hub:{repo_id}", task="{task}")',
+        ]
     body = [
         f"# {repo_id.split('/')[-1]}",
         "",
@@ -116,9 +127,7 @@ def model_card(
         "## How to load",
         "",
         "```python",
-        "from ofa_vl import get_model, inference_model",
-        "",
-        f"pipe = {load}" if not adapter else f"# {load}",
+        *code,
         "```",
         "",
     ]
