@@ -14,8 +14,8 @@ LAYERS: list[set[str]] = [
     {"preprocess", "tokenizer", "zoo", "model", "distributed"},
     {"checkpoints", "generation", "lora"},
     {"tasks"},
-    {"data", "api"},
-    {"metrics"},
+    {"data", "api", "formats"},
+    {"metrics", "publish"},
     {"evaluate", "serve"},
     {"train", "bulk"},  # validate / reuse the run settings of evaluate
     {"cli"},

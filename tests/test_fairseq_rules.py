@@ -49,7 +49,7 @@ def toy_search(**options: object) -> tuple[list[int], float]:
         return logits.log_softmax(-1) if normalize else logits
 
     cfg = SearchConfig(num_beams=2, max_len=8, pad=PAD, eos=EOS, **options)  # type: ignore[arg-type]
-    seqs, scores = beam_search(step, lambda rows: None, process, torch.tensor([BOS]), cfg)
+    seqs, scores, _ = beam_search(step, lambda rows: None, process, torch.tensor([BOS]), cfg)
     return seqs[0].tolist(), float(scores[0])
 
 

@@ -162,6 +162,7 @@ def test_endpoint(client: TestClient, endpoint: str, encoding: str) -> None:
     }  # fmt: skip
     score = body.pop("score")  # the model's own log-probability of its answer
     assert isinstance(score, float) and score <= 0, score
+    assert 0 <= body.pop("confidence") <= 1 and body.pop("n_best") is None  # issue 27
     assert set(body) == RESULT_KEYS[endpoint]
     for key in ("text", "question", "prompt"):
         if key in fields:
@@ -175,6 +176,16 @@ def test_generate_reads_boxes_and_data_urls(client: TestClient) -> None:
     )
     assert r.status_code == 200, r.text
     assert isinstance(r.json()["boxes"], list) and isinstance(r.json()["labels"], list)
+
+
+def test_n_best_over_http(client: TestClient) -> None:
+    """``n_best``: the n best answers, best first, the first the answer itself."""
+    body = post(client, "caption", n_best=2).json()  # the fixture pipelines decode 2 beams
+    alts = body["n_best"]
+    assert len(alts) == 2 and alts[0]["caption"] == body["caption"] != alts[1]["caption"]
+    assert alts[0]["score"] == body["score"] and alts[0]["confidence"] == body["confidence"]
+    assert [a["score"] for a in alts] == sorted((a["score"] for a in alts), reverse=True)
+    assert post(client, "caption", n_best=3).status_code == 422  # more than the beams
 
 
 def test_generate_params_split_into_task_fields_and_decoding_options() -> None:
@@ -542,6 +553,8 @@ def test_every_endpoint_answers_what_the_pipeline_answers(bundled: dict[str, OFA
             result = bundled[endpoint](image, **call)
             (typed,) = bundled[endpoint].run([image], **call)
             assert served.pop("score") == pytest.approx(typed.score), endpoint
+            assert served.pop("confidence") == pytest.approx(typed.confidence), endpoint
+            assert served.pop("n_best") is None, endpoint
             assert served == {new: result.get(old) for new, old in SERVED_AS[endpoint]}, endpoint
             if endpoint == "grounding":
                 grounded.append(served["boxes"][0])

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .checkpoints import load_model
+from .checkpoints import load_model, save_pretrained
 from .errors import OFAValueError
 from .generation import GenerationConfig
 from .generation.config import unknown_options
@@ -26,7 +26,7 @@ from .options import check_compile
 from .tasks import TASKS, BoundTask, Query, Result, Task, get_task
 from .tasks.runners import run
 from .tokenizer import CHINESE_VOCAB, CHINESE_VOCAB_SIZE, ENGLISH_BPE, OFATokenizer
-from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models
+from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models, resolve_checkpoint
 
 PIPELINE_FILE = "pipeline.json"  # a model folder's preprocessing (open_clip style)
 # what a pipeline.json may set: the task's PreprocessConfig fields and its decoding defaults
@@ -124,6 +124,32 @@ class OFAPipeline:
             out.extend(self._batch(queries[start : start + batch_size], overrides))
         return out
 
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Save this pipeline (weights, tokenizer, ``pipeline.json``) and push it to the hub with a
+        generated model card (:func:`ofa_vl.publish.push_folder` ``options``); the commit URL."""
+        import json
+        import tempfile
+
+        from .publish import push_folder
+
+        if self.precision != "fp32":
+            raise OFAValueError(f"push an fp32 pipeline, not a {self.precision} one")
+        with tempfile.TemporaryDirectory(prefix="ofa-pipeline-") as tmp:
+            folder = Path(tmp)
+            save_pretrained(self.model, folder / "model.safetensors")
+            self.tokenizer.save_pretrained(folder)
+            pre = self.task.preprocessing  # what this pipeline's task reads, as pipeline.json
+            settings = {
+                "image_size": pre.image_size,
+                "interpolation": pre.interpolation.value,
+                "mean": list(pre.mean),
+                "std": list(pre.std),
+                "text_norm": {k: v.value for k, v in pre.text_norm.items()},
+                "generation": self.generation,
+            }
+            (folder / PIPELINE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+            return push_folder(folder, repo_id, task=self.task.name, **options)
+
     def __call__(
         self,
         images: ImageSource | Sequence[ImageSource],
@@ -134,7 +160,9 @@ class OFAPipeline:
         ``objects=``) may be lists; other keywords are decoding options (``num_beams=``, ...)."""
         single = not isinstance(images, (list, tuple))
         image_list: list[Any] = [images] if single else list(images)  # type: ignore[arg-type]
-        out = [r.to_dict() for r in self.run(image_list, batch_size, **fields_and_overrides)]
+        # mmpretrain's dict, plus what was asked for (n_best, token_logprobs: Result.extras)
+        results = self.run(image_list, batch_size, **fields_and_overrides)
+        out = [{**r.to_dict(), **r.extras()} for r in results]
         return out[0] if single else out
 
 
@@ -202,6 +230,8 @@ def get_model(
     check_compile(compile, precision=precision)
     card = MODELS.get(str(name_or_path))
     weights = pretrained or (name_or_path if card is None else card.name)
+    if str(weights).startswith("hf-hub:"):  # the repo's snapshot: a model folder (ofa push)
+        weights = resolve_checkpoint(str(weights))
     model = apply_precision(load_model(weights, device=device), precision)
     if compile:
         compile_decoder(model)

@@ -68,6 +68,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer directory or hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=8)
+    _n_best_arg(p)
     _decoding_arg(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     _precision_arg(p)
@@ -143,6 +144,12 @@ def _run_task(
     return rows, failed
 
 
+def _n_best_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--n-best", type=int, metavar="K", help="also the K best beams (K <= beams), best first"
+    )
+
+
 def _decoding_arg(p: argparse.ArgumentParser) -> None:
     """The decoding options :func:`_decoding` reads."""
     p.add_argument("--beams", type=int, help="beam size (default: the model's)")
@@ -176,7 +183,11 @@ def _decoding(args: argparse.Namespace) -> dict[str, Any]:
     options = _key_values(args.decoding, "--decoding")
     if error := unknown_options(options):
         raise error
-    given = (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
+    given = (
+        ("num_beams", args.beams),
+        ("max_new_tokens", args.max_new_tokens),
+        ("num_return_sequences", getattr(args, "n_best", None)),  # the inference commands'
+    )
     return {**options, **{k: v for k, v in given if v is not None}}
 
 
@@ -197,11 +208,12 @@ def _boxes(boxes: Sequence[Sequence[float]] | None) -> str:
 def _print(args: argparse.Namespace, rows: Rows, show: Callable[[Any], str]) -> None:
     """One line per image (``show`` reads the typed result), or every result dict as JSON."""
     if args.json:
-        records = [{"image": img, **res.to_dict(), "score": res.score} for img, res in rows]
-        print(json.dumps(records, indent=2))
+        print(json.dumps([{"image": img, **res.as_dict()} for img, res in rows], indent=2))
         return
     for img, res in rows:
         print(f"{img}: {show(res)}")
+        for k, alt in enumerate(res.n_best, 1):  # --n-best
+            print(f"  {k}. {show(alt)} (confidence {alt.confidence:.3f})")
 
 
 @command("caption", _model_args)
@@ -216,6 +228,10 @@ def _ground_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     p.add_argument("--text", required=True, help="the referring expression")
     p.add_argument(
+        "--min-confidence", type=float,
+        help="no box when the box's confidence is below this (the object is not in the image)",
+    )  # fmt: skip
+    p.add_argument(
         "--save", help="write the image with the box drawn (one image only, or a folder)"
     )
 
@@ -223,7 +239,8 @@ def _ground_args(p: argparse.ArgumentParser) -> None:
 @command("ground", _ground_args)
 def cmd_ground(args: argparse.Namespace) -> int:
     """Find the region a text describes (visual grounding)."""
-    rows, failed = _run_task(args, "refcoco", {"text": args.text})
+    options = {} if args.min_confidence is None else {"min_confidence": args.min_confidence}
+    rows, failed = _run_task(args, "refcoco", {"text": args.text}, **options)
     _print(args, rows, lambda r: _boxes(r.boxes))
     if args.save:
         from .images import load_image
@@ -320,6 +337,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if names else 1
 
 
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="a model folder (model.safetensors, or a LoRA adapter's files)")
+    p.add_argument("repo_id", help="the hub repository, USER/REPO (created when missing)")
+    p.add_argument("--task", help="the task the model answers (default: its training run's)")
+    p.add_argument("--base-model", help="the model it was fine-tuned from (default: the run's)")
+    p.add_argument(
+        "--license", default="apache-2.0", help="the card's license (default apache-2.0)"
+    )
+    p.add_argument("--private", action="store_true", help="create the repository private")
+
+
+@command("push", _push_args)
+def cmd_push(args: argparse.Namespace) -> int:
+    """Upload a model folder to the Hugging Face hub with a generated model card."""
+    from .publish import push_folder
+
+    url = push_folder(
+        args.folder, args.repo_id, task=args.task, base_model=args.base_model,
+        license=args.license, private=args.private,
+    )  # fmt: skip
+    print(f"pushed {args.folder} to {args.repo_id}: {url}")
+    return 0
+
+
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="checkpoint: mmpretrain .pth, fairseq .pt, HF dir, zoo name")
     p.add_argument("dst", help="output .safetensors (or a model folder with --merge-adapter)")
@@ -413,6 +454,10 @@ def _test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
     p.add_argument("--answers", help="VQA answer list (ans2label .pkl/.json) constraining decoding")
     p.add_argument("--object-tags", help="VQA: VinVL object tags (.json/.tsv)")
+    p.add_argument(
+        "--coco-results", action="store_true",
+        help="also write OUT/coco_results.json (captions or boxes with scores, COCO.loadRes)",
+    )  # fmt: skip
 
 
 @command("test", _test_args)
@@ -436,7 +481,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         args.model, dataset=dataset, data_root=root, split=args.split, task=args.task,
         strict=args.strict, out=args.out, batch_size=args.batch_size, limit=args.limit,
         resume=args.resume, workers=args.workers, device=args.device, pretrained=args.pretrained,
-        tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation, **options,
+        tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation,
+        coco_results=args.coco_results, **options,
     )  # fmt: skip
     return 0
 
@@ -470,6 +516,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--actors", type=int, default=2, help="--engine ray: actors (a GPU each)")
     _decoding_arg(p)
+    _n_best_arg(p)
     _precision_arg(p)
     _compile_arg(p)
 

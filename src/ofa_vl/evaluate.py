@@ -48,6 +48,7 @@ from .data import (
 from .data.folder import FolderData, FolderSample, read_folder, split_name
 from .distributed import Dist, init_distributed, resolve_device
 from .errors import OFAError, OFARuntimeError, OFAValueError, describe
+from .formats import coco_entries
 from .images import ImageError, ImageInfo
 from .metrics import (
     as_percentages,
@@ -79,6 +80,8 @@ __all__ = [
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
+COCO_RESULTS = "coco_results.json"
+COCO_TASKS = ("caption", "refcoco")  # the tasks whose answers COCO results hold
 SUBMISSION = "vqa_submission.json"
 RUN_SETTINGS = "settings.json"
 DATASETS: dict[str, str] = {  # benchmark -> the task that answers it
@@ -401,6 +404,7 @@ def evaluate(
     object_tags: str | Path | None = None,
     generation: Mapping[str, Any] | None = None,
     progress: bool = True,
+    coco_results: bool = False,
     **task_options: Any,
 ) -> dict[str, Any]:
     """Predict every sample of a benchmark split and score the predictions.
@@ -419,6 +423,8 @@ def evaluate(
         workers: DataLoader worker processes decoding images (0: in this process).
         object_tags: VinVL object tags for VQA (:func:`~ofa_vl.data.load_object_tags`).
         generation: decoding overrides (``num_beams``, ``max_new_tokens``, ...).
+        coco_results: also write ``out/coco_results.json`` (captions or boxes,
+            :mod:`ofa_vl.formats`), for ``COCO.loadRes`` and the COCO evaluation server.
 
     Returns:
         What ``out/metrics.json`` holds: ``{"model", "dataset", "split", "samples",
@@ -433,6 +439,8 @@ def evaluate(
     ranks, created = init_distributed(dev)
     try:
         bench = _read_benchmark(dataset, data_root, split, task, strict, limit, object_tags, ranks)
+        if coco_results and bench.task not in COCO_TASKS:
+            raise OFAValueError(f"COCO results hold captions and boxes, not {bench.task!r} answers")
         name = model.name if isinstance(model, OFAPipeline) else str(model)
         where = Path(data_root).name if bench.name == "folder" and data_root else bench.name
         out = Path(out or _default_out(name, where, bench.split))
@@ -453,7 +461,7 @@ def evaluate(
             overrides = dict(generation or {})
             _check_settings(out, _settings(pipe, overrides), bool(done), ranks)
             _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
-            result = _finish(pipe, bench, out, overrides) if ranks.rank == 0 else None
+            result = _finish(pipe, bench, out, overrides, coco_results) if ranks.rank == 0 else None
             result = ranks.broadcast(result)
             assert result is not None
             return result
@@ -578,7 +586,10 @@ def _predict(
                 index, pixels, infos = batch
                 fields = [sample_fields(bench.samples[i]) for i in index]
                 results = pipe.predict_batch(pixels, infos, fields, **overrides)
-                records = [{"id": ids[i], **r.to_dict()} for i, r in zip(index, results)]
+                records = [
+                    {"id": ids[i], **r.to_dict(), "confidence": r.confidence}
+                    for i, r in zip(index, results)
+                ]
             gathered = [r for part in ranks.gather(records) for r in part]
             if sink is not None:
                 _append(sink, gathered)
@@ -591,7 +602,11 @@ def _predict(
 
 
 def _finish(
-    pipe: OFAPipeline, bench: Benchmark, out: Path, overrides: Mapping[str, Any]
+    pipe: OFAPipeline,
+    bench: Benchmark,
+    out: Path,
+    overrides: Mapping[str, Any],
+    coco_results: bool = False,
 ) -> dict[str, Any]:
     """Rank 0: score ``predictions.jsonl``, write ``metrics.json`` (and the VQA submission)."""
     by_id = {r["id"]: r for r in read_predictions(out / PREDICTIONS)}
@@ -617,8 +632,20 @@ def _finish(
     else:
         answers = {r["id"]: str(r["pred_answer"]) for r in records}
         result["submission"] = str(write_vqa_submission(answers, out / SUBMISSION))
+    if coco_results:
+        result["coco_results"] = str(_write_coco(bench, records, out / COCO_RESULTS))
     write_atomic(out / METRICS, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _write_coco(bench: Benchmark, records: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """The predictions as COCO results: per sample its image id (and RefCOCO's category)."""
+    entries = []
+    for sample, record in zip(bench.samples, records):
+        image_id = getattr(sample, "image_id", sample_id(sample))
+        entries += coco_entries(record, image_id, getattr(sample, "category_id", None))
+    write_atomic(path, json.dumps(entries))
+    return path
 
 
 def format_table(result: Mapping[str, Any]) -> str:

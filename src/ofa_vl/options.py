@@ -163,6 +163,7 @@ def check_decoding(
     at_least("num_beams", beams)
     at_least("max_new_tokens", new)
     at_least("min_new_tokens", options.get("min_new_tokens"), 0)
+    at_least("num_return_sequences", options.get("num_return_sequences"))
     at_least("top_k", options.get("top_k"), 0)  # 0 = off
     at_least("no_repeat_ngram_size", options.get("no_repeat_ngram_size"), 0)
     if new is not None and new >= cfg.max_positions:

@@ -267,6 +267,9 @@ class _Quiet(tqdm):
         super().__init__(*args, **{**kwargs, "disable": True})
 
 
+HUB_FOLDER_FILES = ("tokenizer.json", "ofa_tokenizer.json", "pipeline.json")
+
+
 def resolve_checkpoint(name_or_ref: str) -> Path:
     """A zoo name, ``hf-hub:org/name``, bare ``org/name`` or URL -> a local weights path."""
     ref = MODELS[name_or_ref].weights if name_or_ref in MODELS else name_or_ref
@@ -274,7 +277,8 @@ def resolve_checkpoint(name_or_ref: str) -> Path:
         files = resolve_files(
             ref.removeprefix("hf-hub:"),
             [("model.safetensors",), ("pytorch_model.bin",)],
-            optional=("config.json",),
+            # an ofa-vl folder pushed to the hub (ofa push) also has its tokenizer and pipeline
+            optional=("config.json", *HUB_FOLDER_FILES),
         )
         return next(iter(files.values())).parent
     if ref.startswith(("http://", "https://")):

@@ -218,7 +218,7 @@ def _predict_loaded(
             if isinstance(res, str):
                 errors.append(_error(r, res))
             else:
-                rows.append({"id": r.id, **given, **res.to_dict(), "score": res.score})
+                rows.append({"id": r.id, **given, **res.as_dict()})
     errors.sort(key=lambda e: e["index"])
     return rows, errors
 

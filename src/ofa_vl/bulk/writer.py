@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OFAValueError
+from ..formats import coco_entries
 from ..runs import publish, write_atomic
 
-__all__ = ["FORMATS", "ChunkStore", "coco_entry", "merge", "output_format"]
+__all__ = ["FORMATS", "ChunkStore", "coco_image_id", "merge", "output_format"]
 
 FORMATS = ("jsonl", "parquet", "coco")
 COCO_TASKS = ("caption", "refcoco")  # what COCO's results files hold: captions, boxes
@@ -88,20 +89,11 @@ class ChunkStore:
         return rows, sum(sum(1 for _ in self.errors(k)) for k in chunks)
 
 
-def coco_entry(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One entry of a COCO results file: ``{"image_id", "caption"}`` or, for a box,
-    ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (pycocotools ``loadRes``).
-    The image id is the number ending a COCO file name (``COCO_val2014_000000000042.jpg``: 42),
-    else the row's id."""
-    stem = Path(str(row["id"])).stem
-    digits = re.search(r"(\d+)$", stem)
-    image_id: int | str = int(digits.group(1)) if digits else str(row["id"])
-    if "pred_caption" in row:
-        return {"image_id": image_id, "caption": row["pred_caption"]}
-    boxes = row.get("pred_bboxes") or [[0.0, 0.0, 0.0, 0.0]]
-    x1, y1, x2, y2 = boxes[0]
-    return {"image_id": image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "score": row.get("score")}  # fmt: skip
+def coco_image_id(row_id: Any) -> int | str:
+    """The COCO image id of a row: the number ending a COCO file name
+    (``COCO_val2014_000000000042.jpg``: 42), else the row's id."""
+    digits = re.search(r"(\d+)$", Path(str(row_id)).stem)
+    return int(digits.group(1)) if digits else str(row_id)
 
 
 def _tmp(path: Path) -> Path:
@@ -123,10 +115,13 @@ def _stream_atomic(out: Path, pieces: Iterator[str]) -> None:
 
 
 def _coco(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """A COCO results JSON list, one entry a line."""
+    """A COCO results JSON list (``formats.coco_entries``), one entry a line."""
     yield "["
-    for n, row in enumerate(rows):
-        yield ("\n" if n == 0 else ",\n") + json.dumps(coco_entry(row))
+    n = 0
+    for row in rows:
+        for entry in coco_entries(row, coco_image_id(row["id"])):
+            yield ("\n" if n == 0 else ",\n") + json.dumps(entry)
+            n += 1
     yield "\n]\n"
 
 

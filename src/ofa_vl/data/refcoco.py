@@ -38,6 +38,7 @@ class RefSample:
     gt_box: tuple[float, float, float, float]
     image_id: int
     ref_id: int
+    category_id: int | None = None  # the referred object's COCO category (refs' category_id)
 
 
 def _index(path: Path, data: dict[str, Any], key: str, fields: tuple[str, ...]) -> dict[Any, Any]:
@@ -119,6 +120,7 @@ class RefCOCO(ImageDataset[RefSample]):
                         box,
                         int(ann["image_id"]),
                         int(ref["ref_id"]),
+                        ref.get("category_id"),
                     )
                 )
         if not samples:

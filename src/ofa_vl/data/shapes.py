@@ -63,6 +63,7 @@ from .shapes_text import (
     SHAPES,
     SIZES,
     SceneText,
+    absent_expressions,
     answer_vocabulary,
     describe_scene,
     itm_negative,
@@ -73,9 +74,11 @@ from .shapes_text import (
 
 __all__ = [
     "Background",
+    "GroundingQuery",
     "Scene",
     "ShapeObject",
     "generate_scene",
+    "grounding_rejection_set",
     "render_scene",
     "shapes_command",
     "shapes_corpus",
@@ -354,6 +357,40 @@ def write_shapes_folder(
         (folder / "metadata.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         written[split] = len(lines)
     return written
+
+
+@dataclass(frozen=True)
+class GroundingQuery:
+    """A referring expression and the box of its object, or None when it names an absent one."""
+
+    image: Image.Image
+    text: str
+    box: tuple[int, int, int, int] | None
+
+
+REJECTION_STREAM = 20  # rng stream of the rejection sets, apart from the COCO layout's and folders'
+
+
+def grounding_rejection_set(n_scenes: int, seed: int, size: int = 256) -> list[GroundingQuery]:
+    """Two queries per scene: a referring expression of one of its objects and one naming an
+    object the scene lacks (:func:`~ofa_vl.data.shapes_text.absent_expressions`), for choosing
+    and measuring a grounding model's "not in the image" threshold. Scene ``k`` is drawn from
+    ``default_rng([seed, 20, k])`` alone."""
+    at_least("scenes", n_scenes)
+    queries = []
+    for k in range(n_scenes):
+        rng = np.random.default_rng([seed, REJECTION_STREAM, k])
+        scene = generate_scene(rng, size)
+        image = render_scene(scene)
+        text = describe_scene(scene, rng)
+        present = [
+            (e, obj) for obj, es in zip(scene.objects, text.expressions, strict=True) for e in es
+        ]
+        expression, obj = present[int(rng.integers(len(present)))]
+        queries.append(GroundingQuery(image, expression, obj.box))
+        absent = absent_expressions(scene)
+        queries.append(GroundingQuery(image, absent[int(rng.integers(len(absent)))], None))
+    return queries
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,18 @@ def referring_expressions(
     return found
 
 
+def absent_expressions(scene: Scene) -> list[str]:
+    """Referring expressions that fit *no* object of ``scene`` ("the green triangle" in a scene
+    without one), every descriptor that names a colour or a shape: the "not in the image" queries
+    of the grounding rejection evaluation (the training data never has them)."""
+    return [
+        "the " + _phrase(desc, "shape")
+        for desc in DESCRIPTORS
+        if {a for a, _ in desc} & {"colour", "shape"}
+        and not any(_matches(obj, desc) for obj in scene.objects)
+    ]
+
+
 def scene_questions(scene: Scene, rng: np.random.Generator) -> list[Question]:
     """Attribute, count, existence and position questions, as many "yes" as "no" answers."""
     objects = scene.objects

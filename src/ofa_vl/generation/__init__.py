@@ -32,8 +32,14 @@ __all__ = ["Constraints", "GenerateOutput", "GenerationConfig", "Trie", "generat
 
 @dataclass
 class GenerateOutput:
-    sequences: torch.Tensor  # (B, L): <s> ... </s>, right-padded with <pad>
-    scores: torch.Tensor  # (B,): beam score (as HF/fairseq report it) or summed log-prob
+    """What ``generate`` returns; with ``num_return_sequences`` n > 1 each input has n rows, best
+    first (HF's layout: input i's k-th sequence is row ``i * n + k``)."""
+
+    sequences: torch.Tensor  # (B * n, L): <s> ... </s>, right-padded with <pad>
+    scores: torch.Tensor  # (B * n,): beam score (as HF/fairseq report it) or summed log-prob
+    # (B * n, L - 1): each generated token's log-prob (sequences[:, 1:]), 0 on padding: after the
+    # constraints and processors, as the search ranked it (HF ``compute_transition_scores``)
+    token_logprobs: torch.Tensor
 
 
 @torch.inference_mode()
@@ -85,7 +91,9 @@ def generate(
     step, reorder = _decoder_steps(model, enc, K, cfg.max_len, code_masks, config.use_cache, shrink)
     bos = torch.full((B,), cfg_m.bos_token_id, dtype=torch.long, device=dev)
     if K > 1:
-        return GenerateOutput(*beam_search(step, reorder, process, bos, cfg))
+        return GenerateOutput(
+            *beam_search(step, reorder, process, bos, cfg, config.num_return_sequences)
+        )
     return GenerateOutput(*greedy_or_sample(step, process, bos, cfg))
 
 

@@ -2,7 +2,8 @@
 
 Names and meanings follow HF transformers' ``GenerationConfig`` where they overlap (``num_beams``,
 ``max_new_tokens``, ``min_new_tokens``, ``no_repeat_ngram_size``, ``length_penalty``,
-``do_sample``, ``top_k``, ``top_p``, ``temperature``, ``suppress_tokens``, ``use_cache``); the rest
+``do_sample``, ``top_k``, ``top_p``, ``temperature``, ``suppress_tokens``, ``use_cache``,
+``num_return_sequences``, ``output_scores``); the rest
 are OFA's (``constraint_range`` = fairseq ``--constraint-range``, the ``fairseq`` stopping rules
 with ``max_len_a`` / ``max_len_b``, ``--unnormalized``, ``--zero-shot``'s masking after softmax).
 A task owns its defaults; a model card, a ``pipeline.json`` and the caller overlay them with
@@ -51,6 +52,8 @@ class GenerationConfig:
     max_len_b: int | None = None
     normalize_scores: bool = True  # False = fairseq --unnormalized
     use_cache: bool = True  # False: recompute the prefix every step (reference / benchmark)
+    num_return_sequences: int = 1  # HF: the n best beams per input (n <= num_beams)
+    output_scores: bool = False  # results carry each generated token's log-probability
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -97,6 +100,12 @@ class GenerationConfig:
         """Bounds against the model and, with ``device``, the beams' caches against its memory."""
         options = {**self.to_dict(), "max_new_tokens": self.new_tokens(source_len)}
         check_decoding(options, model, batch=batch, source_len=source_len, device=device)
+        n = self.num_return_sequences
+        if n > (1 if self.do_sample else self.num_beams):  # HF: beams are what n-best returns
+            raise OFAValueError(
+                f"num_return_sequences ({n}) must not exceed num_beams ({self.num_beams})"
+                + (" and needs beam search (do_sample=False)" if self.do_sample else "")
+            )
 
 
 def unknown_options(

@@ -56,23 +56,25 @@ def _sample(scores: torch.Tensor, cfg: SearchConfig) -> torch.Tensor:
 
 def greedy_or_sample(
     step: StepFn, process: ProcessFn, bos: torch.Tensor, cfg: SearchConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) start tokens -> (B, L) sequences and (B,) summed log-probs of the chosen tokens."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B,) start tokens -> (B, L) sequences, (B,) summed log-probs of the chosen tokens and their
+    (B, L - 1) log-probs (0 after ``</s>``)."""
     seqs = bos[:, None]
     alive = torch.ones_like(bos, dtype=torch.bool)
-    total = torch.zeros(bos.shape[0], device=bos.device)
+    logps: list[torch.Tensor] = []
     new = seqs
     while seqs.shape[1] < cfg.max_len and alive.any():
         t = seqs.shape[1] - 1
         logits = process(t, seqs, step(new)[:, -1].float(), False)  # HF: on raw logits
         tok = _sample(logits, cfg) if cfg.do_sample else logits.argmax(-1)
         logp = logits.log_softmax(-1).gather(1, tok[:, None]).squeeze(1)
-        total += torch.where(alive, logp, 0.0)
+        logps.append(torch.where(alive, logp, 0.0))
         tok = torch.where(alive, tok, cfg.pad)
         alive &= tok != cfg.eos
         new = tok[:, None]
         seqs = torch.cat([seqs, new], 1)
-    return seqs, total
+    token_logps = torch.stack(logps, 1) if logps else seqs.new_zeros(bos.shape[0], 0).float()
+    return seqs, token_logps.sum(1), token_logps
 
 
 class _Hypotheses:
@@ -80,21 +82,24 @@ class _Hypotheses:
 
     def __init__(self, num_beams: int, length_penalty: float):
         self.num_beams, self.length_penalty = num_beams, length_penalty
-        self.beams: list[tuple[float, torch.Tensor]] = []
+        # (score, tokens without </s>, log-prob of each generated token incl. its </s>)
+        self.beams: list[tuple[float, torch.Tensor, torch.Tensor]] = []
         self.worst = 1e9
 
-    def add(self, tokens: torch.Tensor, score: float) -> None:
+    def add(self, tokens: torch.Tensor, score: float, logps: torch.Tensor) -> None:
         if len(self.beams) < self.num_beams or score > self.worst:
-            self.beams.append((score, tokens))
+            self.beams.append((score, tokens, logps))
             if len(self.beams) > self.num_beams:
-                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
+                ranked = sorted((s, i) for i, (s, _, _) in enumerate(self.beams))
                 del self.beams[ranked[0][1]]
                 self.worst = ranked[1][0]
             else:
                 self.worst = min(score, self.worst)
 
-    def best(self) -> tuple[float, torch.Tensor]:
-        return sorted(self.beams, key=lambda x: x[0])[-1]
+    def best(self, n: int = 1) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+        """The ``n`` best hypotheses, best first (of equal scores the later added first, as
+        ``sorted(...)[-1]`` picked the best one)."""
+        return sorted(self.beams, key=lambda x: x[0])[::-1][:n]
 
 
 def beam_search(
@@ -103,14 +108,17 @@ def beam_search(
     process: ProcessFn,
     bos: torch.Tensor,
     cfg: SearchConfig,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) start tokens -> best (B, L) sequence per sentence and its score.
+    num_return: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B,) start tokens -> the ``num_return`` best (B * n, L) sequences per sentence (best
+    first), their scores (B * n,) and their tokens' (B * n, L - 1) log-probs (0 on padding).
 
     A sentence that is done leaves the batch: ``reorder`` then gets fewer rows (the survivors'
     beams, sentences in their order), so its rows stop costing compute in later steps.
     """
     B, K, dev = bos.shape[0], cfg.num_beams, bos.device
     seqs = bos.repeat_interleave(K)[:, None]  # (A*K, 1), A = sentences still decoding
+    seq_logps = torch.zeros(B * K, 0, device=dev)  # (A*K, t): each chosen token's log-prob
     beam_scores = torch.zeros(B, K, device=dev)
     beam_scores[:, 1:] = -1e9
     beam_scores = beam_scores.view(-1)
@@ -119,10 +127,11 @@ def beam_search(
     new = seqs
     while True:
         t, cur_len, A = seqs.shape[1] - 1, seqs.shape[1], len(active)
-        scores = process(t, seqs, step(new)[:, -1].float(), True)
-        V = scores.shape[-1]
-        scores = (scores + beam_scores[:, None]).view(A, K * V)
+        logp = process(t, seqs, step(new)[:, -1].float(), True)
+        V = logp.shape[-1]
+        scores = (logp + beam_scores[:, None]).view(A, K * V)
         top, idx = scores.topk(2 * K, dim=1)  # (A, 2K), sorted
+        top_logp = logp.view(A, K * V).gather(1, idx)  # the new token's own log-prob
         beam, tok = idx // V, idx % V
         is_eos = tok == cfg.eos
         # finished candidates: </s> among the top K of a sentence (HF) / any rank < K (fairseq)
@@ -133,7 +142,8 @@ def beam_search(
                 # HF and fairseq both normalise by cur_len: tokens incl. <s> without </s> (HF),
                 # generated tokens incl. </s> (fairseq); fairseq --unnormalized skips it
                 norm = cur_len**cfg.length_penalty if cfg.normalize_scores else 1.0
-                hyps[active[a]].add(seqs[row].clone(), top[a, j].item() / norm)
+                logps = torch.cat([seq_logps[row], top_logp[a, j, None]])
+                hyps[active[a]].add(seqs[row].clone(), top[a, j].item() / norm, logps)
         # continuing beams: the first K candidates that are not </s>
         order = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :K]
         own_rows = torch.arange(A * K, device=dev).view(A, K)
@@ -141,6 +151,9 @@ def beam_search(
         next_tok = tok.gather(1, order).view(-1, 1)
         beam_scores = top.gather(1, order).view(-1)
         seqs = torch.cat([seqs.index_select(0, rows), next_tok], 1)
+        seq_logps = torch.cat(
+            [seq_logps.index_select(0, rows), top_logp.gather(1, order).view(-1, 1)], 1
+        )
         # a sentence is done once no live beam can beat its worst finished hypothesis
         best_live = top.max(1).values.tolist()
         norm = cur_len**cfg.length_penalty
@@ -152,7 +165,7 @@ def beam_search(
             break
         if any(done):  # done sentences leave the batch
             kept = own_rows[torch.tensor([not d for d in done], device=dev)].view(-1)
-            rows, seqs = rows[kept], seqs[kept]
+            rows, seqs, seq_logps = rows[kept], seqs[kept], seq_logps[kept]
             next_tok, beam_scores = next_tok[kept], beam_scores[kept]
             active = [b for b, d in zip(active, done) if not d]
         reorder(rows)
@@ -162,13 +175,23 @@ def beam_search(
     for a, b in enumerate(active):
         if not done[a]:
             for row in range(a * K, (a + 1) * K):
-                hyps[b].add(seqs[row], beam_scores[row].item() / norm)
-    best = [h.best() for h in hyps]
-    lengths = [len(s) for _, s in best]
-    width = min(max(lengths) + 1, cfg.max_len)
-    out = seqs.new_full((B, width), cfg.pad)
-    for b, (_, s) in enumerate(best):
+                hyps[b].add(seqs[row], beam_scores[row].item() / norm, seq_logps[row])
+    best = [h.best(num_return) for h in hyps]
+    return _stack([hyp for n_best in best for hyp in n_best], cfg)
+
+
+def _stack(
+    hyps: list[tuple[float, torch.Tensor, torch.Tensor]], cfg: SearchConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hypotheses -> right-padded (N, L) sequences with ``</s>`` closing each (HF ``finalize``),
+    their (N,) scores and (N, L - 1) token log-probs."""
+    dev = hyps[0][1].device
+    width = min(max(len(s) for _, s, _ in hyps) + 1, cfg.max_len)
+    out = torch.full((len(hyps), width), cfg.pad, dtype=torch.long, device=dev)
+    logps = torch.zeros(len(hyps), width - 1, device=dev)
+    for b, (_, s, lp) in enumerate(hyps):
         out[b, : len(s)] = s
         if len(s) < width:
             out[b, len(s)] = cfg.eos
-    return out, torch.tensor([s for s, _ in best], device=dev)
+        logps[b, : len(lp)] = lp
+    return out, torch.tensor([score for score, _, _ in hyps], device=dev), logps

@@ -1,4 +1,5 @@
-"""Visual grounding metrics on XYXY boxes: IoU, Acc@0.5 (OFA's rule) and mean IoU."""
+"""Visual grounding metrics on XYXY boxes: IoU, Acc@0.5 (OFA's rule) and mean IoU; the precision
+and recall of rejecting queries whose object is not in the image."""
 
 from __future__ import annotations
 
@@ -53,3 +54,32 @@ def grounding_metrics(
     inter = wh.clamp(min=0).prod(1)
     hits = (inter / (areas - inter + 1e-6) >= threshold) & (wh > 0).all(1)
     return {"acc": hits.double().mean().item(), "miou": box_iou(b1, b2).mean().item()}
+
+
+def rejection_metrics(
+    confidences: Sequence[float], absent: Sequence[bool], threshold: float
+) -> dict[str, float]:
+    """Rejecting a query when its box's confidence is below ``threshold``: ``precision`` (share
+    of the rejected queries whose object is absent) and ``recall`` (share of the absent ones
+    rejected), as fractions (precision 1 when nothing is rejected)."""
+    if len(confidences) != len(absent) or not any(absent):
+        raise ValueError("rejection_metrics needs one flag per confidence and an absent query")
+    rejected = [c < threshold for c in confidences]
+    hits = sum(r and a for r, a in zip(rejected, absent))
+    return {
+        "precision": hits / max(sum(rejected), 1) if any(rejected) else 1.0,
+        "recall": hits / sum(absent),
+    }
+
+
+def best_threshold(confidences: Sequence[float], absent: Sequence[bool]) -> float:
+    """The rejection threshold of the best F1 on a validation set: the midpoint between two
+    neighbouring confidences (the lower one of the first best)."""
+    ranked = sorted(set(confidences))
+    cuts = [(a + b) / 2 for a, b in zip(ranked, ranked[1:])] or ranked
+
+    def f1(t: float) -> float:
+        m = rejection_metrics(confidences, absent, t)
+        return 2 * m["precision"] * m["recall"] / max(m["precision"] + m["recall"], 1e-12)
+
+    return max(cuts, key=f1)

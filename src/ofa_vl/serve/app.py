@@ -85,8 +85,11 @@ class Endpoint:
     def render(self, result: Result) -> dict[str, Any]:
         """The response's own fields, read from the typed result's fields of the same names."""
         assert isinstance(result, self.result), result
-        own = set(self.response.model_fields) - set(S.Prediction.model_fields) | {"score"}
-        return {name: getattr(result, name) for name in own}
+        own = set(self.response.model_fields) - set(S.Prediction.model_fields)
+        out = {name: getattr(result, name) for name in own | {"score", "confidence"}}
+        if result.n_best:  # each alternative with the same fields (n_best of the result type)
+            out["n_best"] = [self.render(alt) for alt in result.n_best]
+        return out
 
 
 ENDPOINTS: dict[str, Endpoint] = {

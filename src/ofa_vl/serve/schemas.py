@@ -28,6 +28,10 @@ class CaptionParams(BaseModel):
     model: str | None = Field(
         default=None, description="a name from GET /v1/models (default: the first)"
     )
+    n_best: int | None = Field(
+        default=None, ge=1, le=16,
+        description="also answer the n best beams (num_return_sequences; at most the beams)",
+    )  # fmt: skip
 
     def task_fields(self) -> dict[str, Any]:
         """The task's text fields (``question``, ``text``, ...)."""
@@ -35,7 +39,7 @@ class CaptionParams(BaseModel):
 
     def decoding(self) -> dict[str, Any]:
         """Decoding options overriding the model's defaults."""
-        return {}
+        return {} if self.n_best is None else {"num_return_sequences": self.n_best}
 
 
 class GroundingParams(CaptionParams):
@@ -84,7 +88,7 @@ class GenerateParams(CaptionParams):
 
     def decoding(self) -> dict[str, Any]:
         base = set(CaptionParams.model_fields) | {"prompt", "as_boxes"}
-        return self.model_dump(exclude=base, exclude_none=True)
+        return {**super().decoding(), **self.model_dump(exclude=base, exclude_none=True)}
 
 
 # --------------------------------------------------------------------------- responses
@@ -96,6 +100,15 @@ class Prediction(BaseModel):
         default=None,
         description="the model's own score of its answer: the decoder's (length-normalised with "
         "beam search) log-probability of the output, or the best candidate's",
+    )
+    confidence: float | None = Field(
+        default=None, ge=0, le=1,
+        description="the answer's probability in [0, 1] (per task: the README's confidence table)",
+    )  # fmt: skip
+    n_best: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="with n_best: the n best answers, best first (the first is this one), each "
+        "with this response's answer fields, score and confidence",
     )
 
 

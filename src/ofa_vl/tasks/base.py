@@ -4,7 +4,8 @@ a parser of the generated tokens. Tasks are small, stateless and registered by n
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
@@ -187,6 +188,18 @@ class Task(Generic[F]):
     ) -> Result:
         """Generated ids (decoder prompt removed, ``<s>`` first) -> the typed result."""
         raise NotImplementedError
+
+    def confidence(self, logprobs: Sequence[float]) -> float:
+        """A generated answer's confidence in [0, 1] from the log-probs of its tokens (after
+        ``<s>`` and the decoder prompt, through ``</s>``): by default their geometric-mean
+        probability, ``exp(mean)``, the per-token normalised sequence probability the OFA
+        maintainers suggested (OFA-Sys/OFA#72) for texts of any length."""
+        return math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
+
+    def finish(self, result: Result) -> Result:
+        """The result once its confidence is set (default: as is; grounding drops a box below
+        its ``min_confidence``)."""
+        return result
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,12 @@ English (text verbatim, as mmpretrain) and Chinese (OFA-CN's RefCOCO-CN: the off
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ..errors import OFAValueError
 from ..images import Interpolation
 from ..text import pre_caption
 from ..tokenizer import bins_to_box
@@ -30,6 +33,13 @@ class Grounding(BilingualTask[TextFields]):
     interpolation: Interpolation = Interpolation.BILINEAR
     # bins -> pixels: bin/999*512 (official, default) or bin/1000*512 (mmpretrain's post_process)
     divisor: Literal["official", "mmpretrain"] = "official"
+    # a box whose confidence is below this is not answered ("not in the image"); None: always
+    min_confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
+            raise OFAValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
 
     def prompt(self, fields: TextFields) -> str:
         if self.language == "zh":  # BertBPE prompt; refcoco's --max-src-length=80
@@ -46,3 +56,14 @@ class Grounding(BilingualTask[TextFields]):
         w_ratio, h_ratio = info.scale_factor
         box = bins_to_box(bins, w_ratio, h_ratio, tokenizer.num_bins, 512, self.divisor)
         return GroundingResult(fields.text, [box])
+
+    def confidence(self, logprobs: Sequence[float]) -> float:
+        """The box's probability: the product of its four bin tokens' probabilities."""
+        return math.exp(sum(logprobs[:4])) if len(logprobs) >= 4 else 0.0
+
+    def finish(self, result: Result) -> Result:
+        """No box when its confidence is under ``min_confidence`` (the object is not there)."""
+        low = self.min_confidence is not None and (result.confidence or 0.0) < self.min_confidence
+        if low and isinstance(result, GroundingResult):
+            result.boxes = []
+        return result

@@ -4,13 +4,18 @@ Every result carries the model's own ``score``: for generated answers the decode
 chosen sequence (:attr:`~ofa_vl.generation.GenerateOutput.scores`: its summed log-probability, or
 with beam search and ``length_penalty`` != 0 that sum over ``length ** length_penalty``, the number
 HF / fairseq rank beams by); for scored tasks the best candidate's summed log-probability, and
-``candidates`` holds every candidate's. :meth:`Result.to_dict` gives mmpretrain's result dict
+``candidates`` holds every candidate's. Beside it, ``confidence`` is a number in [0, 1] a user
+can threshold (the task's definition: :meth:`ofa_vl.tasks.base.Task.confidence`, the README's
+table); ``token_logprobs`` (with ``output_scores=True``) each generated token's log-probability;
+``n_best`` (with ``num_return_sequences`` n > 1) the n best beams as results of the same type,
+best first, the first equal to this one. :meth:`Result.to_dict` gives mmpretrain's result dict
 exactly as before (the goldens compare those), so the score is not in it unless that dict already
-had one.
+had one; :meth:`Result.extras` holds what was asked for beyond it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +34,18 @@ __all__ = [
     "RegionCaptionResult",
     "Result",
     "TextResult",
+    "TokenLogprob",
     "VQAResult",
 ]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token and its log-probability (after the task's constraints)."""
+
+    id: int
+    token: str  # the vocabulary entry (BPE piece, word, <bin_i>, </s>)
+    logprob: float
 
 
 @dataclass
@@ -38,11 +53,34 @@ class Result:
     """One input's answer."""
 
     score: float | None = field(default=None, kw_only=True)  # the model's own, see the module
+    confidence: float | None = field(default=None, kw_only=True)  # in [0, 1], see the module
     candidates: dict[str, float] = field(default_factory=dict, kw_only=True)  # scored tasks
+    token_logprobs: list[TokenLogprob] | None = field(default=None, kw_only=True)
+    n_best: list[Result] = field(default_factory=list, kw_only=True)  # best first
 
     def to_dict(self) -> dict[str, Any]:
         """The mmpretrain-style result dict."""
         raise NotImplementedError
+
+    def extras(self) -> dict[str, Any]:
+        """What was asked for beyond :meth:`to_dict`: ``token_logprobs``, ``n_best`` (each entry
+        an :meth:`as_dict`), JSON-ready; empty by default."""
+        out: dict[str, Any] = {}
+        if self.token_logprobs is not None:
+            out["token_logprobs"] = [dataclasses.asdict(t) for t in self.token_logprobs]
+        if self.n_best:
+            out["n_best"] = [r.as_dict() for r in self.n_best]
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the ``score``, the ``confidence`` and the :meth:`extras` (what
+        the CLI's ``--json`` prints)."""
+        return {
+            **self.to_dict(),
+            "score": self.score,
+            "confidence": self.confidence,
+            **self.extras(),
+        }
 
 
 @dataclass

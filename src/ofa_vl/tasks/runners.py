@@ -6,6 +6,8 @@ preprocessed batch, and returns one typed :class:`~ofa_vl.tasks.results.Result` 
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,7 @@ from .. import generation as gen
 from ..generation.scoring import score_candidates
 from .base import BoundTask, Runner, TaskFields
 from .image_gen import CodeGeneration
-from .results import Result
+from .results import Result, TokenLogprob
 from .scored import ScoringTask
 
 if TYPE_CHECKING:
@@ -71,15 +73,60 @@ def generate(
     constraints = gen.Constraints(prompts, bound.trie)
     ids = ids.to(images.device)
     out = gen.generate(model, ids, images, batch.images_mask, config, constraints, **inputs)
-    results = []
+    n = config.num_return_sequences
+    results: list[Result] = []
     for i, f in enumerate(fields):
-        tokens = out.sequences[i].tolist()
-        if prompts is not None:  # mmpretrain: the forced prompt is not part of the answer
-            tokens = tokens[:1] + tokens[1 + len(prompts[i]) :]
-        result = task.parse(tokens, tok, infos[i], f)
-        result.score = float(out.scores[i])
-        results.append(result)
+        skip = 0 if prompts is None else len(prompts[i])
+        rows = _distinct(out, range(i * n, (i + 1) * n))
+        ranked = [_answer(bound, out, row, skip, infos[i], f, config) for row in rows]
+        best = ranked[0]
+        if n > 1:  # the n-best list holds the best result too, as its first entry
+            best = copy.copy(best)
+            best.n_best = ranked
+        results.append(best)
     return results
+
+
+def _distinct(out: gen.GenerateOutput, rows: range) -> list[int]:
+    """The rows of one input's n best that are reachable (a finite score) and not a repeat of a
+    better one (a beam search over fewer possible answers than beams repeats sequences)."""
+    kept: list[int] = []
+    seen: set[tuple[int, ...]] = set()
+    for row in rows:
+        key = tuple(out.sequences[row].tolist())
+        if row == rows[0] or (math.isfinite(float(out.scores[row])) and key not in seen):
+            kept.append(row)
+        seen.add(key)
+    return kept
+
+
+def _answer(
+    bound: BoundTask,
+    out: gen.GenerateOutput,
+    row: int,
+    skip: int,
+    info: ImageInfo,
+    fields: TaskFields,
+    config: gen.GenerationConfig,
+) -> Result:
+    """Row ``row`` of ``generate``'s output (its first ``skip`` tokens a forced prompt) -> the
+    task's result with its score, confidence and, with ``output_scores``, token log-probs."""
+    task, tok = bound.task, bound.tokenizer
+    tokens = out.sequences[row].tolist()
+    # mmpretrain: the forced prompt is not part of the answer
+    tokens = tokens[:1] + tokens[1 + skip :]
+    ends = [j for j, t in enumerate(tokens[1:], 1) if t == tok.eos_token_id]
+    answer = tokens[1 : ends[0] + 1 if ends else len(tokens)]
+    logprobs = out.token_logprobs[row, skip : skip + len(answer)].tolist()
+    result = task.parse(tokens, tok, info, fields)
+    result.score = float(out.scores[row])
+    result.confidence = task.confidence(logprobs)
+    if config.output_scores:
+        result.token_logprobs = [
+            TokenLogprob(t, tok.decode([t], skip_special_tokens=False), lp)
+            for t, lp in zip(answer, logprobs)
+        ]
+    return task.finish(result)
 
 
 @torch.inference_mode()
@@ -95,6 +142,8 @@ def score(bound: BoundTask, model: OFA, batch: Batch) -> list[Result]:
     for row, f in zip(scores, fields):
         result = task.report(row, cands.names, f)
         result.score = float(row.max())
+        # the best candidate's probability among the candidates (softmax of their log-probs)
+        result.confidence = float(row.softmax(0).max())
         result.candidates = {n: float(s) for n, s in zip(cands.names, row)}
         results.append(result)
     return results

@@ -7,6 +7,7 @@ and the decoder is forced to start with it (mmpretrain ``OFAAddObjects``). An an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -66,3 +67,8 @@ class VQA(Task[VQAFields]):
         answer = tokenizer.decode(tokens, skip_special_tokens=True).strip()
         # mmpretrain's inferencer echoes the question as the model read it
         return VQAResult(vqa_question(fields), answer)
+
+    def confidence(self, logprobs: Sequence[float]) -> float:
+        """The answer's probability, ``exp`` of its summed log-prob: with an answer list, its
+        probability among the listed answers (the trie renormalises each step)."""
+        return math.exp(sum(logprobs))
