@@ -13,6 +13,8 @@ The naive path (no KV cache, the whole prefix recomputed every step, as mmpretra
 effectively does) is timed in the same run at fp32 batch 1, with a check that both give the same
 token ids (``--no-compare`` skips it). ``--compile`` adds caption rows with the compiled decoding
 step (``ofa_vl.model.compile``), its first call (the compilation) reported apart.
+Caption rows also say what one decoding step costs whatever the CPU (``step_cost.py``): the MB
+of weights it reads (``MB/step``) and the kernels it launches (``ops/step``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from step_cost import decoding_step_cost
 from torch.utils.flop_counter import FlopCounterMode
 
 from ofa_vl import OFA, OFAConfig, Trie
@@ -111,6 +114,9 @@ def run_case(
         "gflop": fc.get_total_flops() / 1e9 / batch, "seqs": seqs, "gen": gen,
     }  # fmt: skip
     row["gflops"] = row["gflop"] / row["total_s"]
+    if case.startswith("caption"):  # what one decoding step reads and launches (step_cost.py)
+        cost = decoding_step_cost(model, images, ids, gen["num_beams"])  # type: ignore[arg-type]
+        row.update(step_mb=cost.weight_bytes / 1e6, step_launches=cost.launches)
     if args.compare and precision == "fp32" and batch == 1:
         t_naive, naive = timed(lambda: model.generate(ids, images, use_cache=False, **gen), 1)
         row["naive_s"] = t_naive / batch
@@ -148,7 +154,8 @@ def compiled_row(
     row.update(ab_eager_s=best_e / batch, ab_compiled_s=best_c / batch)
     row.update(img_per_s=1 / row["total_s"], gflops=row["gflop"] / row["total_s"])
     row.update(same_ids=bool(torch.equal(seqs, eager["seqs"])))
-    row.pop("naive_s", None)
+    for key in ("naive_s", "step_mb", "step_launches"):  # the compiled step is not counted
+        row.pop(key, None)
     return row
 
 
@@ -186,7 +193,7 @@ def precision_rows(precision: str, args: argparse.Namespace, trie: Trie) -> Iter
 
 
 def print_header(args: argparse.Namespace) -> None:
-    head = f"{'case':16s} {'prec':12s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
+    head = f"{'case':16s} {'prec':12s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s} {'MB/step':>7s} {'ops/step':>8s}"
     extra = f" {'naive/img':>9s} {'vs naive':>8s} {'same ids':>8s}" if args.compare else ""
     print(head + extra, flush=True)
 
@@ -195,7 +202,8 @@ def print_row(r: dict, naive: dict[str, float], peak32: float, peak16: float) ->
     """One row; ``naive``: the naive path's s/img of each case (fp32, batch 1), measured first."""
     peak = peak16 if r["precision"] == "bf16" else peak32
     line = (f"{r['case']:16s} {r['precision']:12s} {r['batch']:2d} {r['beams']:2d} {r['resnet_s']:7.3f} {r['encoder_s']:7.3f} "
-            f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f}")  # fmt: skip
+            f"{r['decode_s']:7.3f} {r['total_s']:9.3f} {r['img_per_s']:6.2f} {r['gflop']:6.1f} {r['gflops']:7.1f} {100 * r['gflops'] / peak:5.0f} "
+            f"{r.get('step_mb', float('nan')):7.1f} {r.get('step_launches', float('nan')):8.0f}")  # fmt: skip
     base = r["case"].removesuffix("-compiled")
     if base in naive:
         same = str(r["same_ids"]) if "same_ids" in r else ""

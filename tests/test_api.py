@@ -264,6 +264,9 @@ def test_reduced_precision_pipelines(precision):
         assert fp32_names == {
             n for n, _ in fp32.model.named_parameters(remove_duplicate=False) if _fp32_kept(n)
         }
+        # the logits' table: bf16 (tied), and an exact fp32 copy for the logits the search keeps
+        table = fp32.model.decoder.output_projection.weight
+        assert torch.equal(low.model.decoder.logits_fp32, table)
     elif precision == "int8-legacy":
         assert type(fc1).__module__.startswith("torch.ao.nn.quantized")
     else:  # torchao int8 weights in a plain Linear
@@ -281,8 +284,7 @@ def test_reduced_precision_pipelines(precision):
 def _fp32_kept(name: str) -> bool:
     """The parameters a bf16 model keeps fp32 (precision.cast_weights), by their names."""
     module = name.rsplit(".", 1)[0]  # not the mid or position LNs:
-    stream = module.endswith(("embedding_ln", "attn_ln", "ffn_ln", "final_ln"))
-    return stream or module == "decoder.output_projection"
+    return module.endswith(("embedding_ln", "attn_ln", "ffn_ln", "final_ln"))
 
 
 def test_unknown_precision():

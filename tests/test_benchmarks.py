@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import MMP_CKPT
+from torch import nn
+
+from ofa_vl.model.precision import apply_precision
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -36,3 +41,37 @@ def test_bf16_agreement_on_the_fixture() -> None:
         "--images", "2", "--image-size", "64", "--new-tokens", "4",
     )  # fmt: skip
     assert "generated ids equal to fp32: " in out and "/8 (" in out, out
+
+
+def test_step_cost_counts_the_weights_a_decoding_step_reads(fixture_model) -> None:
+    """``step_cost.py`` (bench_generate's MB/step and ops/step): an fp32 step reads each Linear it
+    runs and the output projection once, at most the decoder's parameters in all; a bf16 step
+    reads the projection's bf16 table instead of the fp32 copy; int8-legacy its int8 weights."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from step_cost import decoding_step_cost
+
+    torch.manual_seed(0)
+    images, ids = torch.randn(1, 3, 64, 64), torch.tensor([[0, 5, 6, 7, 2]])
+    decoder = fixture_model.decoder
+    step_linears = [  # every Linear of the layers but the cross keys/values (made once per image)
+        m
+        for name, m in decoder.layers.named_modules()
+        if isinstance(m, nn.Linear)
+        and not name.endswith(("cross_attn.k_proj", "cross_attn.v_proj"))
+    ]
+    linears = sum(p.nbytes for m in step_linears for p in m.parameters())
+    table = decoder.output_projection.weight
+    fp32 = decoding_step_cost(fixture_model, images, ids, beams=3)
+    assert (
+        linears + table.nbytes <= fp32.weight_bytes <= sum(p.nbytes for p in decoder.parameters())
+    )
+    assert fp32.ops["aten.addmm.default"] == len(step_linears)  # one kernel each
+    bf16 = decoding_step_cost(
+        apply_precision(copy.deepcopy(fixture_model), "bf16"), images.bfloat16(), ids, 3
+    )
+    assert fp32.weight_bytes - bf16.weight_bytes >= linears / 2 + table.nbytes / 2
+    legacy = decoding_step_cost(
+        apply_precision(copy.deepcopy(fixture_model), "int8-legacy"), images, ids, 3
+    )
+    assert legacy.ops["quantized.linear_dynamic.default"] >= 1
+    assert legacy.weight_bytes < fp32.weight_bytes - 0.7 * linears  # int8: a quarter of the bytes

@@ -19,10 +19,13 @@ from typing import Any
 
 import pytest
 import torch
+from tolerance import assert_close_to
 
+from ofa_vl import generation
 from ofa_vl.api import OFAPipeline, get_model
 from ofa_vl.data.shapes import shapes_vocabulary, write_shapes_dataset
 from ofa_vl.evaluate import evaluate
+from ofa_vl.generation import generate
 from ofa_vl.images import preprocess_batch
 from ofa_vl.model import OFA
 from ofa_vl.model.precision import apply_precision
@@ -157,6 +160,39 @@ def test_bf16_keeps_the_stream_and_logits_fp32(held_out: Path) -> None:
     assert mixed.dtype == torch.float32 and seen == [torch.bfloat16, torch.float32]  # FFN, layer
     error, whole_error = (mixed.log_softmax(-1) - ref).abs().mean(), (low - ref).abs().mean()
     assert 0 < 2 * error < whole_error, (error, whole_error)
+
+
+def test_bf16_steps_refine_the_candidates_the_search_keeps(
+    held_out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bf16 step's logits come from the bf16 table, with the ``refined(num_beams)`` best
+    allowed tokens recomputed from the fp32 copy (issue #30): the same beams and scores (within
+    a quarter of bf16's own distance to fp32, measured 0.14: only the tail's log-sum-exp is
+    bf16) as exact logits for every token, and fp32's ids."""
+    pipe = get_model(DEFAULT_MODEL)
+    bf16 = apply_precision(copy.deepcopy(pipe.model), "bf16")
+    decoder = bf16.decoder
+    for task, fields in (("caption", {}), ("refcoco", {"text": "the red shape"})):
+        task_pipe = pipe.with_task(task)
+        ids, images = held_out_batch(task_pipe, held_out, 8, fields)
+        config = task_pipe.decoding()
+        fp32 = generate(pipe.model, ids, images, config=config)
+        refined = generate(bf16, ids, images.bfloat16(), config=config)
+        with monkeypatch.context() as m:  # every token exact: the logits before issue #30
+            m.setattr(generation, "refined", lambda beams: decoder.cfg.vocab_size)
+            exact = generate(bf16, ids, images.bfloat16(), config=config)
+        assert torch.equal(refined.sequences, exact.sequences), task
+        assert torch.equal(refined.sequences, fp32.sequences), task
+        tail = (refined.scores - exact.scores).abs().max()  # the tail's bf16 log-sum-exp
+        assert tail < 0.25 * (exact.scores - fp32.scores).abs().max(), (task, tail)
+    with torch.inference_mode():  # refine = the fp32 table's logits at the tokens asked for
+        enc = bf16.encode(ids, images.bfloat16())
+        state = decoder.init_state(enc, 2, 4)
+        approx = decoder.step(torch.zeros(16, 1, dtype=torch.long), state)[:, -1]
+        tokens = approx.topk(5).indices
+        exact_logits = decoder.project(state.hidden)
+        assert_close_to(decoder.refine(state, tokens), exact_logits.gather(1, tokens))
+        assert 0 < (approx - exact_logits).abs().max() < 0.05 * exact_logits.abs().max()
 
 
 def test_cached_and_uncached_decoding_agree(held_out: Path) -> None:

@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Constraints", "GenerateOutput", "GenerationConfig", "Trie", "generate"]
 
+# (N, K) token ids -> (N, K) exact logits of the last step (Decoder.refine)
+RefineFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def refined(num_beams: int) -> int:
+    """How many tokens per row get exact logits in a bf16 model's step: 2 x the 2 * num_beams
+    the search may keep, at least 32 (issue #30)."""
+    return max(32, 4 * num_beams)
+
 
 @dataclass
 class GenerateOutput:
@@ -87,8 +96,10 @@ def generate(
         if prompt_trie is not None and rows.numel() < prompt_trie.prompt.shape[0]:
             prompt_trie.select(rows)
 
-    process = _processor(config, prompt_trie, cfg)
-    step, reorder = _decoder_steps(model, enc, K, cfg.max_len, code_masks, config.use_cache, shrink)
+    step, reorder, refine = _decoder_steps(
+        model, enc, K, cfg.max_len, code_masks, config.use_cache, shrink
+    )
+    process = _processor(config, prompt_trie, cfg, refine)
     bos = torch.full((B,), cfg_m.bos_token_id, dtype=torch.long, device=dev)
     if K > 1:
         return GenerateOutput(
@@ -98,9 +109,18 @@ def generate(
 
 
 def _processor(
-    config: GenerationConfig, prompt_trie: PromptAndTrie | None, cfg: SearchConfig
+    config: GenerationConfig,
+    prompt_trie: PromptAndTrie | None,
+    cfg: SearchConfig,
+    refine: RefineFn | None = None,
 ) -> ProcessFn:
-    """Constraints, then HF's processors in HF's order (no-repeat, min length, forced ``</s>``)."""
+    """Constraints, then HF's processors in HF's order (no-repeat, min length, forced ``</s>``).
+
+    With ``refine`` (a bf16 model's approximate logits) the ``refined(num_beams)`` best tokens
+    the constraints allow are first replaced by their exact logits: the search keeps at most
+    ``2 * num_beams`` per sentence, the rest is the margin for the approximation's misranking,
+    and the tail enters only the log-sum-exp.
+    """
 
     def constrain(t: int, seqs: torch.Tensor, scores: torch.Tensor) -> None:
         if prompt_trie is not None:
@@ -109,6 +129,11 @@ def _processor(
             constraint_range_mask(scores, *config.constraint_range)
 
     def process(t: int, seqs: torch.Tensor, logits: torch.Tensor, normalize: bool) -> torch.Tensor:
+        if refine is not None:
+            allowed = logits.clone()
+            constrain(t, seqs, allowed)
+            tokens = allowed.topk(min(refined(cfg.num_beams), logits.shape[-1]), dim=-1).indices
+            logits.scatter_(1, tokens, refine(tokens))
         if config.constrain_before_softmax:
             constrain(t, seqs, logits)
         scores = logits.log_softmax(-1) if normalize else logits
@@ -133,17 +158,20 @@ def _decoder_steps(
     code_masks: torch.Tensor | None,
     use_cache: bool,
     on_reorder: Callable[[torch.Tensor], None],
-) -> tuple[StepFn, ReorderFn]:
+) -> tuple[StepFn, ReorderFn, RefineFn | None]:
     """``step(new tokens) -> logits`` and ``reorder(rows)`` over ``group`` rows per input: the
-    KV-cached decoder, or (``use_cache=False``) the whole prefix recomputed every step."""
+    KV-cached decoder, or (``use_cache=False``) the whole prefix recomputed every step; and
+    ``refine(tokens)``, where the cached step's logits are approximate (a bf16 model)."""
+    decoder = model.decoder
     if use_cache:
-        state = model.decoder.init_state(enc, group, max_len, code_masks)
+        state = decoder.init_state(enc, group, max_len, code_masks)
 
         def reorder_cached(rows: torch.Tensor) -> None:
             state.reorder(rows)
             on_reorder(rows)
 
-        return (lambda tokens: model.decoder.step(tokens, state)), reorder_cached
+        refine = None if decoder.logits_fp32 is None else (lambda t: decoder.refine(state, t))
+        return (lambda tokens: decoder.step(tokens, state)), reorder_cached, refine
     B, dev = enc.last_hidden_state.shape[0], enc.last_hidden_state.device
     enc_rows = enc.index_select(torch.arange(B, device=dev).repeat_interleave(group))
     code_rows = None if code_masks is None else code_masks.repeat_interleave(group)
@@ -161,4 +189,4 @@ def _decoder_steps(
         prefix[:] = [torch.cat(prefix, 1).index_select(0, rows)]
         on_reorder(rows)
 
-    return step, reorder
+    return step, reorder, None

@@ -21,7 +21,7 @@ from ..config import OFAConfig
 from ..errors import OFAValueError
 from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
 from .layers import DecoderLayer, KVCache, SlotCache, StreamNorm
-from .linear import linear
+from .linear import linear, weight_stationary
 from .positions import code_position_ids, image_buckets, token_buckets
 from .resnet import linear_rates
 
@@ -36,6 +36,7 @@ class DecoderState:
     cache: KVCache  # self-attention keys/values, (B * group, H, max_len, D) per layer
     code_rows: torch.Tensor | None  # (B * group,) True = image-code row
     group: int  # rows per image (beams)
+    hidden: torch.Tensor | None = None  # (N, C) last step's logits input, for Decoder.refine
 
     @property
     def length(self) -> int:
@@ -57,6 +58,7 @@ class DecoderState:
 class Decoder(PositionalStack):
     # Decoder.one_step through torch.compile, set by ofa_vl.model.compile.compile_decoder
     compiled_step: Callable[..., torch.Tensor] | None = None
+    logits_fp32: torch.Tensor | None  # a buffer, registered in __init__
 
     def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
         super().__init__()
@@ -74,6 +76,9 @@ class Decoder(PositionalStack):
         self._init_layers(cfg, [DecoderLayer(cfg, r) for r in rates], logits=True)
         self.output_projection = nn.Linear(dim, cfg.vocab_size, bias=False)
         self.output_projection.weight = embed_tokens.weight  # tied, as in every OFA release
+        # (V, C) fp32 copy of a bf16/fp16 output projection (precision.cast_weights): the exact
+        # logits of teacher forcing and of each step's candidates (refine)
+        self.register_buffer("logits_fp32", None, persistent=False)
 
     # ----------------------------------------------------------------- positions
     def _raw_positions(self, T: int, code: bool, device: torch.device) -> torch.Tensor:
@@ -147,16 +152,37 @@ class Decoder(PositionalStack):
         cross_bias: torch.Tensor,
         cache: KVCache | SlotCache | None = None,
     ) -> torch.Tensor:
+        """The layers, then the final LayerNorm: (N, T, C) inputs of the logits."""
         for i, layer in enumerate(self.layers):
             if cache is None:  # teacher forcing: may be checkpointed
                 x = self._layer(layer, x, self_bias[i], cross_kv[i], cross_bias)
             else:
                 x = layer(x, self_bias[i], cross_kv[i], cross_bias, cache, i)
-        return self.project(self.final_ln(x))
+        return self.final_ln(x)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C) states -> (..., V) logits of the tied output projection."""
+        """(..., C) states -> (..., V) logits of the tied output projection (exact: fp32 in a
+        bf16 model)."""
+        table = self.logits_fp32
+        if table is not None:
+            return weight_stationary(x, table)
         return linear(self.output_projection, x, any_rows=True)  # faster at any row count here
+
+    def _step_logits(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """A step's (N, T', V) logits. In a bf16 model they come from the bf16 table, half the
+        bytes of the fp32 one (the batch-1 step reads its weights once: issue #30); the search
+        then asks :meth:`refine` for the exact logits of the candidates it may keep."""
+        if self.logits_fp32 is None:
+            return self.project(x)
+        state.hidden = x[:, -1]
+        weight = self.output_projection.weight
+        return weight_stationary(x.to(weight.dtype), weight).float()
+
+    def refine(self, state: DecoderState, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, K) token ids -> (N, K) exact fp32 logits of the last step at those ids."""
+        assert self.logits_fp32 is not None and state.hidden is not None
+        rows = self.logits_fp32[tokens]  # (N, K, C)
+        return (rows @ state.hidden[:, :, None]).squeeze(-1)
 
     def cross_kv(self, enc: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values of every layer, computed once per image."""
@@ -180,7 +206,7 @@ class Decoder(PositionalStack):
             key_pad = padding_bias(pad, cross_bias.dtype)
             self_bias = [b + key_pad for b in self_bias]
         x = self._embed(input_ids, code_masks)
-        return self._run_layers(x, self_bias, self.cross_kv(enc), cross_bias)
+        return self.project(self._run_layers(x, self_bias, self.cross_kv(enc), cross_bias))
 
     # ----------------------------------------------------------------- incremental
     def init_state(
@@ -216,11 +242,11 @@ class Decoder(PositionalStack):
         if self.compiled_step is not None and Tn == 1 and state.code_rows is None:
             pos = torch.full((1,), t0, dtype=torch.long, device=tokens.device)
             c = state.cache
-            logits = self.compiled_step(
+            x = self.compiled_step(
                 self, tokens, pos, c.k, c.v, state.self_bias, state.cross_kv, state.cross_bias
             )
             c.advance(1)
-            return logits
+            return self._step_logits(x, state)
         sb = [b[:, :, t0 : t0 + Tn, : t0 + Tn] for b in state.self_bias]
         if sb[0].shape[0] > 1:  # per-image biases (code rows) -> per row
             sb = [b.repeat_interleave(G, 0) for b in sb]
@@ -228,9 +254,9 @@ class Decoder(PositionalStack):
         if Tn > 1 and G > 1:
             cb = cb.repeat(1, 1, G, 1)
         x = self._embed(tokens, state.code_rows, t0)
-        logits = self._run_layers(x, sb, state.cross_kv, cb, state.cache)
+        x = self._run_layers(x, sb, state.cross_kv, cb, state.cache)
         state.cache.advance(Tn)
-        return logits
+        return self._step_logits(x, state)
 
     def one_step(
         self,
@@ -244,8 +270,8 @@ class Decoder(PositionalStack):
     ) -> torch.Tensor:
         """:meth:`step` for one (N, 1) token per text row at position ``pos`` (a (1,) tensor),
         with every shape fixed by the state (``max_len`` keys), not by the step: what
-        ``torch.compile`` traces once (``compile_decoder``). Returns (N, 1, V) logits; the
-        caller advances the cache. The same numbers as :meth:`step` up to summation order."""
+        ``torch.compile`` traces once (``compile_decoder``). Returns the (N, 1, C) inputs of
+        the logits (projected outside the graph, by ``step``); the caller advances the cache. The same numbers as :meth:`step` up to summation order."""
         sb = [b.index_select(2, pos) for b in self_bias]  # (1, H, 1, max_len), causal masked
         cb = cross_bias.index_select(2, pos)  # (B, H, 1, S)
         x = self.embed_tokens(tokens)  # (N, 1, C)

@@ -3,7 +3,9 @@
 - ``bf16``: the weights are cast once (:func:`cast_weights`); images, sublayers and the KV cache
   run in bf16. Measured on the bundled model's 40 held-out captions (benchmarks/README.md), two
   things stay fp32: the residual stream with the LayerNorms at its edges (``StreamNorm``), and
-  the logits (an fp32 copy of the output projection). All-bf16 changed 5 of 40 captions (best
+  the logits the search keeps: a decoding step computes all logits from the bf16 table, then
+  those of the candidates it may keep again from an fp32 copy (``Decoder.refine``), so a step
+  reads the bf16 table, not the fp32 one (issue #30). All-bf16 changed 5 of 40 captions (best
   scores off by up to 4.4e-3), this none (8.1e-4). LayerNorm statistics
   and the attention softmax accumulate in fp32 inside PyTorch's bf16 kernels. Autocast stays for
   training only: it re-casts every fp32 weight at every op of every decoding step.
@@ -53,11 +55,11 @@ def apply_precision(model: OFA, precision: str) -> OFA:
 
 def cast_weights(model: OFA, dtype: torch.dtype) -> OFA:
     """``model``'s weights in ``dtype`` (bf16, fp16), once and in place, except the residual
-    stream's LayerNorms and an (untied) fp32 output projection: the stream and logits stay fp32."""
-    projection = model.decoder.output_projection
-    fp32_table = projection.weight.detach().clone()  # tied to the bf16 embedding otherwise
-    model.to(dtype)
-    projection.weight = nn.Parameter(fp32_table, requires_grad=False)
+    stream's LayerNorms and an fp32 copy of the output projection (``Decoder.logits_fp32``):
+    the stream and the logits the search keeps stay fp32."""
+    fp32_table = model.decoder.output_projection.weight.detach().clone()
+    model.to(dtype)  # (would cast a buffer set before it)
+    model.decoder.logits_fp32 = fp32_table
     for m in model.modules():
         if isinstance(m, StreamNorm):
             m.float()
