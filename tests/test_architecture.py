@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"checkpoints", "generation", "lora"},
     {"tasks"},
     {"data", "api"},
-    {"metrics"},
+    {"metrics", "onnx"},
     {"evaluate", "serve"},
     {"train"},  # validates through evaluate
     {"cli"},

@@ -80,7 +80,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "int8-dynamic: torchao int8 activations too; int8-legacy: quantize_dynamic",
     )
     _compile_arg(p)
+    _backend_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _backend_arg(p: argparse.ArgumentParser) -> None:
+    # ofa_vl.api.BACKENDS, written out so that --help does not import torch
+    p.add_argument(
+        "--backend", choices=["torch", "onnxruntime"], default="torch",
+        help="onnxruntime: run a folder written by `ofa export --format onnx`",
+    )  # fmt: skip
 
 
 def _compile_arg(p: argparse.ArgumentParser) -> None:
@@ -121,6 +130,7 @@ def _run_task(
         task=task,
         precision=args.precision,
         compile=args.compile,
+        backend=args.backend,
         **task_options,
     )
     overrides = _decoding(args)
@@ -341,6 +351,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="zoo name or checkpoint path")
+    p.add_argument("out", help="the model folder to write (graphs, tokenizer, pipeline.json)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--quantize", choices=["int8"], help="int8: ONNX Runtime dynamic int8 MatMuls")
+    p.add_argument("--task", help="the task whose preprocessing pipeline.json records")
+    p.add_argument("--pretrained", help="weights overriding the named model's")
+
+
+@command("export", _export_args)
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a model to ONNX (an encoder graph and a decoder-step graph; needs the onnx extra)."""
+    from .api import get_model
+    from .onnx.export import export
+
+    pipe = get_model(args.model, pretrained=args.pretrained, task=args.task)
+    print(f"wrote {export(pipe, args.out, format=args.format, quantize=args.quantize)}")
+    return 0
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="dataset", required=True)
     s = sub.add_parser("shapes", help="the synthetic shapes world")
@@ -403,6 +433,7 @@ def _test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
     p.add_argument("--answers", help="VQA answer list (ans2label .pkl/.json) constraining decoding")
     p.add_argument("--object-tags", help="VQA: VinVL object tags (.json/.tsv)")
+    _backend_arg(p)
 
 
 @command("test", _test_args)
@@ -426,7 +457,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         args.model, dataset=dataset, data_root=root, split=args.split, task=args.task,
         strict=args.strict, out=args.out, batch_size=args.batch_size, limit=args.limit,
         resume=args.resume, workers=args.workers, device=args.device, pretrained=args.pretrained,
-        tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation, **options,
+        tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation,
+        backend=args.backend, **options,
     )  # fmt: skip
     return 0
 
@@ -454,6 +486,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--max-connections", type=int, default=256, help="open connections before 503")
     _compile_arg(p)
+    _backend_arg(p)
 
 
 @command("serve", _serve_args)
@@ -471,6 +504,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         device=args.device,
         compile=args.compile,
+        backend=args.backend,
         host=args.host,
         port=args.port,
         config=config,

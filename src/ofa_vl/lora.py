@@ -35,6 +35,8 @@ TARGET_GROUPS = {
     "attention": _LAYERS + r"(attn|self_attn|cross_attn)\.(q|k|v|out)_proj",
     "ffn": _LAYERS + r"fc[12]",
 }
+
+
 @dataclass(frozen=True)
 class LoraOptions:
     """Rank, scale (``alpha / rank``), dropout and targets: group names of ``TARGET_GROUPS``

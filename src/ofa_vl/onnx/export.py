@@ -27,8 +27,11 @@ from ..preprocess import OFA_MEAN, OFA_STD
 from ..runs import publish
 from .graphs import DECODER_FILE, ENCODER_FILE, FORMAT, DecoderStepGraph, EncoderGraph, GraphNames
 
-OPSET = 18  # ONNX 1.13's opset: LayerNormalization is an op; ORT, TensorRT, OpenVINO and ORT-web run it
+OPSET = (
+    18  # ONNX 1.13's opset: LayerNormalization is an op; ORT, TensorRT, OpenVINO and ORT-web run it
+)
 CARD_FILE = "MODEL_CARD.md"
+FORMATS = ("onnx",)
 QUANTIZE = ("int8",)  # onnxruntime.quantization.quantize_dynamic of the MatMuls
 _PROTO_LIMIT = 2**31 - 2**26  # a protobuf holds < 2 GiB: bigger graphs keep their weights beside
 
@@ -46,7 +49,13 @@ def _example(model: OFA, image_size: int) -> tuple[tuple[Any, ...], tuple[Any, .
     shape = (B * G, cfg.num_heads, P, cfg.head_dim)
     past = [torch.zeros(shape) for _ in range(2 * cfg.decoder_layers)]
     tokens = torch.full((B * G, 2), 4, dtype=torch.long)
-    return (ids, images, torch.ones(B, dtype=torch.bool)), (tokens, enc[1], enc[3], list(enc[4:]), past)
+    return (ids, images, torch.ones(B, dtype=torch.bool)), (
+        tokens,
+        enc[1],
+        enc[3],
+        list(enc[4:]),
+        past,
+    )
 
 
 def _dynamic_shapes(cfg: OFAConfig) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -136,7 +145,7 @@ def _card(pipe: OFAPipeline, source: Path | None, quantize: str | None) -> str:
         f"`{ENCODER_FILE}`: images, ids and masks in; encoder states, padding mask, the "
         f"decoder's cross-attention keys/values and position keys out, once per image.\n"
         f"`{DECODER_FILE}`: one decoding step of text rows, the self-attention cache in and "
-        f"out, logits out. Run it with `get_model(folder, backend=\"onnxruntime\")`.\n"
+        f'out, logits out. Run it with `get_model(folder, backend="onnxruntime")`.\n'
     )
 
 
@@ -149,7 +158,7 @@ def export_onnx(
         raise OFAValueError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE)}")
     pipe = model if isinstance(model, OFAPipeline) else get_model(model)
     if pipe.backend != "torch" or pipe.precision != "fp32":
-        raise OFAValueError("export a float32 PyTorch model (precision=\"fp32\", backend=\"torch\")")
+        raise OFAValueError('export a float32 PyTorch model (precision="fp32", backend="torch")')
     net = pipe.model.cpu().eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,4 +182,16 @@ def export_onnx(
     return out
 
 
-__all__ = ["OPSET", "QUANTIZE", "export_onnx"]
+def export(
+    model: str | Path | OFAPipeline,
+    out: str | Path,
+    format: str = "onnx",
+    quantize: str | None = None,
+) -> Path:
+    """``ofa_vl.export``: write ``model`` as a model folder of another runtime's format (ONNX)."""
+    if format not in FORMATS:
+        raise OFAValueError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    return export_onnx(model, out, quantize)
+
+
+__all__ = ["FORMATS", "OPSET", "QUANTIZE", "export", "export_onnx"]

@@ -121,7 +121,9 @@ class OnnxOFA:
     ) -> OnnxEncoding:
         """As :meth:`OFA.encode`; the graph always reads images (``images_mask`` False: none)."""
         if images is None:
-            raise OFAValueError("the ONNX encoder reads images: pass them (images_mask False = none)")
+            raise OFAValueError(
+                "the ONNX encoder reads images: pass them (images_mask False = none)"
+            )
         if images.shape[-1] != images.shape[-2]:
             raise OFAValueError(f"the ONNX encoder reads square images, got {tuple(images.shape)}")
         mask = torch.ones(images.shape[0], dtype=torch.bool) if images_mask is None else images_mask
