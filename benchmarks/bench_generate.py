@@ -12,24 +12,35 @@ int8-legacy = ``quantize_dynamic``. bf16 is skipped on CPUs without native bf16 
 The naive path (no KV cache, the whole prefix recomputed every step, as mmpretrain 1.2.0
 effectively does) is timed in the same run at fp32 batch 1, with a check that both give the same
 token ids (``--no-compare`` skips it). ``--compile`` adds caption rows with the compiled decoding
-step (``ofa_vl.model.compile``), its first call (the compilation) reported apart.
+step (``ofa_vl.model.compile``), its first call (the compilation) reported apart. ``--onnx fp32
+int8`` adds caption rows of the same network exported to ONNX (``ofa_vl.onnx``; int8 = ONNX
+Runtime's dynamic int8 MatMuls) and decoded by the same engine through ONNX Runtime, each against
+PyTorch fp32's row of the same batch (speed ratio, same ids).
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ofa_vl import OFA, OFAConfig, Trie
+from ofa_vl import OFA, OFAConfig, OFAPipeline, OFATokenizer, Trie, generate
+from ofa_vl.generation import GenerationConfig
 from ofa_vl.model import linear as linear_module
 from ofa_vl.model.compile import compile_decoder
 from ofa_vl.model.precision import PRECISIONS, apply_precision, model_dtype
+from ofa_vl.onnx.export import export_onnx, quantize_graphs
+from ofa_vl.onnx.runtime import OnnxOFA, load_onnx_model
+from ofa_vl.tasks import get_task
+from ofa_vl.tokenizer import ENGLISH_BPE
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 matmul on x86 CPUs
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_FLAGS, "amx_tile", "amx_int8")
@@ -85,12 +96,13 @@ def random_base(precision: str, preset: str = "base") -> OFA:
     return apply_precision(model.eval(), precision)
 
 
-def run_case(
-    model: OFA, precision: str, batch: int, args: argparse.Namespace, case: str, **kw: object
-) -> dict:
+def case_inputs(
+    batch: int, args: argparse.Namespace, case: str, dtype: torch.dtype, **kw: object
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A case's images, prompt ids and decoding options (the same for every implementation)."""
     torch.manual_seed(1)
     size = 512 if case == "grounding" else args.image_size
-    images = torch.randn(batch, 3, size, size).clamp(-1, 1).to(model_dtype(model))
+    images = torch.randn(batch, 3, size, size).clamp(-1, 1).to(dtype)
     ids = torch.tensor([[0, 99, 473, 5, 2274, 6190, 116, 2]] * batch)
     gen = {
         "num_beams": args.beams,
@@ -98,6 +110,13 @@ def run_case(
         "min_new_tokens": args.new_tokens,
     }
     gen.update(kw)  # type: ignore[arg-type]
+    return images, ids, gen
+
+
+def run_case(
+    model: OFA, precision: str, batch: int, args: argparse.Namespace, case: str, **kw: object
+) -> dict:
+    images, ids, gen = case_inputs(batch, args, case, model_dtype(model), **kw)
     with torch.inference_mode():
         t_res, _ = timed(lambda: model.encoder.embed_images(images), args.reps)
         t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
@@ -185,6 +204,48 @@ def precision_rows(precision: str, args: argparse.Namespace, trie: Trie) -> Iter
             yield compiled_row(model, step, r, args)
 
 
+def onnx_row(
+    model: OnnxOFA, precision: str, batch: int, args: argparse.Namespace, ref: dict
+) -> dict:
+    """One caption row of the ONNX Runtime ``model``, against PyTorch fp32's row ``ref``."""
+    images, ids, gen = case_inputs(batch, args, "caption", torch.float32)
+    config = GenerationConfig(**gen)
+    net = cast(OFA, model)  # the part of OFA decoding calls (ofa_vl.onnx.runtime)
+    t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
+    t_all, out = timed(lambda: generate(net, ids, images, config=config), args.reps)
+    row = {**ref, "precision": f"ort-{precision}", "resnet_s": float("nan"),
+           "encoder_s": t_enc / batch, "decode_s": (t_all - t_enc) / batch,
+           "total_s": t_all / batch, "img_per_s": batch / t_all}  # fmt: skip
+    row.update(gflops=row["gflop"] / row["total_s"], vs_torch=ref["total_s"] / row["total_s"])
+    row.update(same_as_torch=bool(torch.equal(out.sequences, ref["seqs"])))  # type: ignore[attr-defined]
+    row.pop("naive_s", None)
+    row.pop("same_ids", None)
+    return row
+
+
+def onnx_rows(args: argparse.Namespace, torch_rows: dict[int, dict]) -> Iterator[dict]:
+    """Caption rows of OFA-base (the same random weights) exported to ONNX, at each of
+    ``--onnx``'s precisions and batch sizes, decoded by ``generate`` through ONNX Runtime;
+    ``torch_rows``: PyTorch fp32's caption row of each batch size (ratio and ids against it)."""
+    task = get_task("caption", image_size=args.image_size)
+    pipe = OFAPipeline(random_base("fp32"), OFATokenizer.from_pretrained(ENGLISH_BPE), task)
+    root = Path(tempfile.mkdtemp(prefix="ofa-onnx-"))
+    try:
+        t = time.perf_counter()
+        export_onnx(pipe, root / "fp32")
+        print(f"  ONNX export of OFA-base: {time.perf_counter() - t:.0f} s", flush=True)
+        for precision in args.onnx:
+            folder = root / precision
+            if precision == "int8":
+                shutil.copytree(root / "fp32", folder)
+                quantize_graphs(folder)
+            model = load_onnx_model(folder)
+            for batch in args.batch_sizes:
+                yield onnx_row(model, precision, batch, args, torch_rows[batch])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def print_header(args: argparse.Namespace) -> None:
     head = f"{'case':16s} {'prec':12s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s}"
     extra = f" {'naive/img':>9s} {'vs naive':>8s} {'same ids':>8s}" if args.compare else ""
@@ -202,6 +263,9 @@ def print_row(r: dict, naive: dict[str, float], peak32: float, peak16: float) ->
         own = f"{r['naive_s']:9.3f}" if "naive_s" in r else " " * 9
         line += f" {own} {naive[base] / r['total_s']:7.1f}x {same:>8s}"
     print(line, flush=True)
+    if "vs_torch" in r:
+        print(f"  onnxruntime {r['precision'][4:]} batch {r['batch']}: {r['vs_torch']:.2f}x PyTorch fp32's "
+              f"images/s; same ids as PyTorch fp32: {r['same_as_torch']}", flush=True)  # fmt: skip
     if "warmup_s" in r:
         print(f"  compiled {r['precision']} batch {r['batch']}: first call {r['warmup_s']:.1f} s "
               f"(compilation + one decoding; not in the table); eager and compiled interleaved: "
@@ -233,6 +297,10 @@ def main() -> None:
         action="store_true",
         help="also time fp32 captioning with every Linear as a plain F.linear (before)",
     )
+    p.add_argument(
+        "--onnx", nargs="*", choices=["fp32", "int8"], default=[],
+        help="also caption through ONNX Runtime (ofa_vl.onnx export) at these precisions",
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="caption only, 10 new tokens")
     args = p.parse_args()
     if args.quick:
@@ -253,10 +321,18 @@ def main() -> None:
         args.precision = [p for p in args.precision if p != "bf16"]
     print_header(args)
     naive: dict[str, float] = {}
+    torch_rows: dict[int, dict] = {}  # PyTorch fp32's caption row of each batch size
     for precision in args.precision:
         for row in precision_rows(precision, args, trie):
             if "naive_s" in row:
                 naive[row["case"]] = row["naive_s"]
+            if row["case"] == "caption" and precision == "fp32":
+                torch_rows[row["batch"]] = row
+            print_row(row, naive, peak32, peak16)
+    if args.onnx:
+        if "fp32" not in args.precision or "caption" not in args.cases:
+            p.error("--onnx compares with PyTorch fp32's caption rows: keep fp32 and caption")
+        for row in onnx_rows(args, torch_rows):
             print_row(row, naive, peak32, peak16)
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 

@@ -99,21 +99,30 @@ def _export_graph(
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def _quantize(path: Path, metadata: dict[str, str]) -> None:
-    """Dynamic int8 (weights per tensor, activations per call) of the graph's MatMuls."""
+def quantize_graphs(folder: Path) -> None:
+    """Both graphs of an export in place: dynamic int8 (weights per tensor, activations per
+    call) of their MatMuls; the metadata's ``quantize`` says so."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.int8")
-    try:
-        quantize_dynamic(path, tmp, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-        proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]
-        onnx.helper.set_model_props(proto, metadata)
-        onnx.save(proto, str(tmp))
-        publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    for name in (ENCODER_FILE, DECODER_FILE):
+        path = folder / name
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.int8")
+        try:
+            meta = {
+                p.key: p.value
+                for p in onnx.load(str(path), load_external_data=False).metadata_props
+            }
+            quantize_dynamic(
+                path, tmp, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8
+            )
+            proto = onnx.load(str(tmp))
+            del proto.metadata_props[:]
+            onnx.helper.set_model_props(proto, {**meta, "quantize": "int8"})
+            onnx.save(proto, str(tmp))
+            publish(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _pipeline_json(pipe: OFAPipeline) -> dict[str, Any]:
@@ -163,7 +172,7 @@ def export_onnx(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = GraphNames(net.cfg.decoder_layers)
-    meta = {"format": FORMAT, "config": json.dumps(net.cfg.to_dict()), "quantize": quantize or ""}
+    meta = {"format": FORMAT, "config": json.dumps(net.cfg.to_dict()), "quantize": ""}
     enc_args, dec_args = _example(net, pipe.task.image_size)
     enc_dyn, dec_dyn = _dynamic_shapes(net.cfg)
     graphs = (
@@ -172,10 +181,10 @@ def export_onnx(
     )  # fmt: skip
     for module, args, dyn, io, file in graphs:
         _export_graph(module, args, dyn, io, {**meta, "graph": file}, out / file)
-        if quantize:
-            _quantize(out / file, {**meta, "graph": file})
+    if quantize:
+        quantize_graphs(out)
     pipe.tokenizer.save_pretrained(out)  # tokenizer.json: the same ids (OFATokenizer's contract)
-    source = model_dir(pipe.card, pipe.name)
+    source = model_dir(pipe.card, pipe.name) if pipe.name else None  # a built pipeline: none
     if not copy_side_files([source] if source else [], out, (PIPELINE_FILE,)):
         (out / PIPELINE_FILE).write_text(json.dumps(_pipeline_json(pipe), indent=2) + "\n")
     (out / CARD_FILE).write_text(_card(pipe, source, quantize))
@@ -194,4 +203,4 @@ def export(
     return export_onnx(model, out, quantize)
 
 
-__all__ = ["FORMATS", "OPSET", "QUANTIZE", "export", "export_onnx"]
+__all__ = ["FORMATS", "OPSET", "QUANTIZE", "export", "export_onnx", "quantize_graphs"]
