@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import MMP_CKPT
 from test_bundled_model import HELD_OUT_SCENES, HELD_OUT_SEED, held_out_batch
+from test_serve import scene_png
 from tolerance import assert_close_to
 
 from ofa_vl import OFA, OFAConfig
@@ -130,10 +131,10 @@ def test_greedy_ids_and_kv_cached_logits(bundled_onnx: Path, held_out: Path) -> 
 
 
 def test_teacher_forced_scoring_and_the_cli(
-    bundled_onnx: Path, held_out: Path, capsys: pytest.CaptureFixture[str]
+    bundled_onnx: Path, held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The decoder's teacher-forced call (candidate scoring) equals PyTorch's before the pads;
-    ``ofa caption --backend onnxruntime`` prints PyTorch's captions."""
+    ``ofa caption`` and ``ofa test`` with ``--backend onnxruntime`` give PyTorch's results."""
     torch_pipe = get_model(DEFAULT_MODEL)
     onnx_pipe = get_model(bundled_onnx, backend="onnxruntime")
     ids, images = held_out_batch(torch_pipe, held_out, 4, {})
@@ -151,6 +152,33 @@ def test_teacher_forced_scoring_and_the_cli(
         assert main(["caption", *files, "--model", model, "--backend", backend, "--json"]) == 0
         outputs.append([{**r, "score": None} for r in json.loads(capsys.readouterr().out)])
     assert outputs[0] == outputs[1]
+    runs = []
+    for model, backend in ((DEFAULT_MODEL, "torch"), (str(bundled_onnx), "onnxruntime")):
+        out = tmp_path / backend
+        argv = ["test", model, "--backend", backend, "--dataset", "refcoco", "--split", "val",
+                "--data-root", str(held_out), "--limit", "6", "--workers", "0", "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0
+        runs.append((out / PREDICTIONS).read_text())
+    assert runs[0] == runs[1] and len(runs[0].splitlines()) == 6
+
+
+def test_ofa_serve_on_onnxruntime(bundled_onnx: Path) -> None:
+    """``ofa serve --backend onnxruntime``: the service answers PyTorch's caption and box."""
+    from fastapi.testclient import TestClient
+
+    from ofa_vl.serve import ServeConfig, create_app, load_pipelines
+
+    png = scene_png(3)
+    answers = []
+    for model, backend in ((DEFAULT_MODEL, "torch"), (bundled_onnx, "onnxruntime")):
+        pipes = load_pipelines(model, backend=backend)
+        with TestClient(create_app({"m": pipes}, ServeConfig())) as client:
+            files = {"image": ("scene.png", png, "image/png")}
+            replies = [client.post("/v1/caption", files=files),
+                       client.post("/v1/grounding", files=files, data={"text": "the red shape"})]  # fmt: skip
+        assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
+        answers.append([{k: v for k, v in r.json().items() if k != "score"} for r in replies])
+    assert answers[0] == answers[1]
 
 
 def test_int8_quantizes_the_matmuls_and_keeps_the_answers(

@@ -304,6 +304,7 @@ MODEL_SIDE_FILES = (
     "ofa_tokenizer.json",
     "vocab.json",
     "merges.txt",
+    "vocab.txt",  # with dict.txt: OFA-CN's vocabulary (tokenizer._FILE_CHOICES)
     "dict.txt",
 )
 

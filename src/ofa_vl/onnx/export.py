@@ -9,6 +9,7 @@ tokenizer, ``pipeline.json`` and ``MODEL_CARD.md`` beside them. Each graph's met
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -27,9 +28,8 @@ from ..preprocess import OFA_MEAN, OFA_STD
 from ..runs import publish
 from .graphs import DECODER_FILE, ENCODER_FILE, FORMAT, DecoderStepGraph, EncoderGraph, GraphNames
 
-OPSET = (
-    18  # ONNX 1.13's opset: LayerNormalization is an op; ORT, TensorRT, OpenVINO and ORT-web run it
-)
+# ONNX 1.13's opset: LayerNormalization is one op; ONNX Runtime, TensorRT, OpenVINO and ORT-web run it
+OPSET = 18
 CARD_FILE = "MODEL_CARD.md"
 FORMATS = ("onnx",)
 QUANTIZE = ("int8",)  # onnxruntime.quantization.quantize_dynamic of the MatMuls
@@ -49,13 +49,8 @@ def _example(model: OFA, image_size: int) -> tuple[tuple[Any, ...], tuple[Any, .
     shape = (B * G, cfg.num_heads, P, cfg.head_dim)
     past = [torch.zeros(shape) for _ in range(2 * cfg.decoder_layers)]
     tokens = torch.full((B * G, 2), 4, dtype=torch.long)
-    return (ids, images, torch.ones(B, dtype=torch.bool)), (
-        tokens,
-        enc[1],
-        enc[3],
-        list(enc[4:]),
-        past,
-    )
+    encoder = (ids, images, torch.ones(B, dtype=torch.bool))
+    return encoder, (tokens, enc[1], enc[3], list(enc[4:]), past)  # tokens, pad, pos_k, cross, past
 
 
 def _dynamic_shapes(cfg: OFAConfig) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -88,15 +83,20 @@ def _export_graph(
     # the math kernel's output strides are those of torch.export's own decomposition of SDPA
     with sdpa_kernel(SDPBackend.MATH), torch.no_grad():
         program = torch.onnx.export(
-            module.eval(), args, dynamo=True, opset_version=OPSET, dynamic_shapes=dynamic,
+            module, args, dynamo=True, opset_version=OPSET, dynamic_shapes=dynamic,
             input_names=names[0], output_names=names[1], external_data=False, verbose=False,
         )  # fmt: skip
     assert program is not None
     proto = program.model_proto
     onnx.helper.set_model_props(proto, metadata)
     external = proto.ByteSize() > _PROTO_LIMIT
-    onnx.save(proto, str(path), save_as_external_data=external, location=path.name + ".data")
-    onnx.checker.check_model(str(path), full_check=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:  # whole or absent, as every file the project writes
+        onnx.save(proto, str(tmp), save_as_external_data=external, location=path.name + ".data")
+        onnx.checker.check_model(str(tmp), full_check=True)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def quantize_graphs(folder: Path) -> None:
@@ -168,7 +168,8 @@ def export_onnx(
     pipe = model if isinstance(model, OFAPipeline) else get_model(model)
     if pipe.backend != "torch" or pipe.precision != "fp32":
         raise OFAValueError('export a float32 PyTorch model (precision="fp32", backend="torch")')
-    net = pipe.model.cpu().eval()
+    net = pipe.model if pipe.model.device.type == "cpu" else copy.deepcopy(pipe.model).cpu()
+    net.eval()  # before the example run: BatchNorm statistics and dropout as in inference
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = GraphNames(net.cfg.decoder_layers)

@@ -148,7 +148,10 @@ def _session(path: Path, device: str | torch.device | None) -> Any:
     elif dev.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers = [("CUDAExecutionProvider", {"device_id": dev.index or 0})]
     else:
-        raise OFAValueError(f"onnxruntime has no provider for {dev} here (CPU only: onnxruntime)")
+        raise OFAValueError(
+            f"this onnxruntime cannot run on {dev} (providers: "
+            f"{', '.join(ort.get_available_providers())}; CUDA needs onnxruntime-gpu)"
+        )
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
