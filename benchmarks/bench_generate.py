@@ -12,7 +12,10 @@ int8-legacy = ``quantize_dynamic``. bf16 is skipped on CPUs without native bf16 
 The naive path (no KV cache, the whole prefix recomputed every step, as mmpretrain 1.2.0
 effectively does) is timed in the same run at fp32 batch 1, with a check that both give the same
 token ids (``--no-compare`` skips it). ``--compile`` adds caption rows with the compiled decoding
-step (``ofa_vl.model.compile``), its first call (the compilation) reported apart.
+step (``ofa_vl.model.compile``), its first call (the compilation) reported apart. ``--onnx fp32
+int8`` adds caption rows of the same network exported to ONNX (``ofa_vl.onnx``; int8 = ONNX
+Runtime's dynamic int8 MatMuls) and decoded by the same engine through ONNX Runtime, each against
+PyTorch fp32's row of the same batch (speed ratio, same ids).
 Caption rows also say what one decoding step costs whatever the CPU (``step_cost.py``): the MB
 of weights it reads (``MB/step``) and the kernels it launches (``ops/step``).
 """
@@ -21,18 +24,26 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import torch
 from step_cost import decoding_step_cost
 from torch.utils.flop_counter import FlopCounterMode
 
-from ofa_vl import OFA, OFAConfig, Trie
+from ofa_vl import OFA, OFAConfig, OFAPipeline, OFATokenizer, Trie, generate
+from ofa_vl.generation import GenerationConfig
 from ofa_vl.model import linear as linear_module
 from ofa_vl.model.compile import compile_decoder
 from ofa_vl.model.precision import PRECISIONS, apply_precision, model_dtype
+from ofa_vl.onnx.export import export_onnx, quantize_graphs
+from ofa_vl.onnx.runtime import OnnxOFA, load_onnx_model
+from ofa_vl.tasks import get_task
+from ofa_vl.tokenizer import ENGLISH_BPE
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 matmul on x86 CPUs
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_FLAGS, "amx_tile", "amx_int8")
@@ -65,6 +76,12 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, budget_s: float = 2.0) -> flo
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def once(fn: Callable[[], object]) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
 def timed(fn: Callable[[], object], reps: int) -> tuple[float, object]:
     fn()  # warm-up
     best, out = float("inf"), None
@@ -88,12 +105,13 @@ def random_base(precision: str, preset: str = "base") -> OFA:
     return apply_precision(model.eval(), precision)
 
 
-def run_case(
-    model: OFA, precision: str, batch: int, args: argparse.Namespace, case: str, **kw: object
-) -> dict:
+def case_inputs(
+    batch: int, args: argparse.Namespace, case: str, dtype: torch.dtype, **kw: object
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A case's images, prompt ids and decoding options (the same for every implementation)."""
     torch.manual_seed(1)
     size = 512 if case == "grounding" else args.image_size
-    images = torch.randn(batch, 3, size, size).clamp(-1, 1).to(model_dtype(model))
+    images = torch.randn(batch, 3, size, size).clamp(-1, 1).to(dtype)
     ids = torch.tensor([[0, 99, 473, 5, 2274, 6190, 116, 2]] * batch)
     gen = {
         "num_beams": args.beams,
@@ -101,6 +119,13 @@ def run_case(
         "min_new_tokens": args.new_tokens,
     }
     gen.update(kw)  # type: ignore[arg-type]
+    return images, ids, gen
+
+
+def run_case(
+    model: OFA, precision: str, batch: int, args: argparse.Namespace, case: str, **kw: object
+) -> dict:
+    images, ids, gen = case_inputs(batch, args, case, model_dtype(model), **kw)
     with torch.inference_mode():
         t_res, _ = timed(lambda: model.encoder.embed_images(images), args.reps)
         t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
@@ -192,6 +217,62 @@ def precision_rows(precision: str, args: argparse.Namespace, trie: Trie) -> Iter
             yield compiled_row(model, step, r, args)
 
 
+def onnx_row(
+    model: OnnxOFA, net: OFA, precision: str, batch: int, args: argparse.Namespace, ref: dict
+) -> dict:
+    """One caption row of the ONNX Runtime ``model`` against PyTorch's ``net`` (fp32, the same
+    weights; ``ref`` its caption row): the two decodings interleaved, best of ``max(reps, 2)``
+    each, so that a noisy machine slows both alike (as ``compiled_row``)."""
+    images, ids, gen = case_inputs(batch, args, "caption", torch.float32)
+    config = GenerationConfig(**gen)
+    graphs = cast(OFA, model)  # the part of OFA decoding calls (ofa_vl.onnx.runtime)
+    t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
+
+    def run(m: OFA) -> Callable[[], object]:
+        return lambda: generate(m, ids, images, config=config)
+
+    run(net)()  # warm-up (the ORT graphs were warmed by the encoder's timing)
+    best_t = best_o = float("inf")
+    for _ in range(max(args.reps, 2)):
+        best_t = min(best_t, once(run(net))[0])
+        t, out = once(run(graphs))
+        best_o = min(best_o, t)
+    row = {**ref, "precision": f"ort-{precision}", "resnet_s": float("nan"),
+           "encoder_s": t_enc / batch, "decode_s": (best_o - t_enc) / batch,
+           "total_s": best_o / batch, "img_per_s": batch / best_o}  # fmt: skip
+    row.update(
+        gflops=row["gflop"] / row["total_s"], vs_torch=best_t / best_o, torch_s=best_t / batch
+    )
+    row.update(same_as_torch=bool(torch.equal(out.sequences, ref["seqs"])))  # type: ignore[attr-defined]
+    row.pop("naive_s", None)
+    row.pop("same_ids", None)
+    return row
+
+
+def onnx_rows(args: argparse.Namespace, torch_rows: dict[int, dict]) -> Iterator[dict]:
+    """Caption rows of OFA-base (the same random weights) exported to ONNX, at each of
+    ``--onnx``'s precisions and batch sizes, decoded by ``generate`` through ONNX Runtime;
+    ``torch_rows``: PyTorch fp32's caption row of each batch size (ratio and ids against it)."""
+    task = get_task("caption", image_size=args.image_size)
+    net = random_base("fp32")
+    pipe = OFAPipeline(net, OFATokenizer.from_pretrained(ENGLISH_BPE), task)
+    root = Path(tempfile.mkdtemp(prefix="ofa-onnx-"))
+    try:
+        t = time.perf_counter()
+        export_onnx(pipe, root / "fp32")
+        print(f"  ONNX export of OFA-base: {time.perf_counter() - t:.0f} s", flush=True)
+        for precision in args.onnx:
+            folder = root / precision
+            if precision == "int8":
+                shutil.copytree(root / "fp32", folder)
+                quantize_graphs(folder)
+            model = load_onnx_model(folder)
+            for batch in args.batch_sizes:
+                yield onnx_row(model, net, precision, batch, args, torch_rows[batch])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def print_header(args: argparse.Namespace) -> None:
     head = f"{'case':16s} {'prec':12s} {'B':>2s} {'K':>2s} {'resnet':>7s} {'encoder':>7s} {'decode':>7s} {'total/img':>9s} {'img/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>5s} {'MB/step':>7s} {'ops/step':>8s}"
     extra = f" {'naive/img':>9s} {'vs naive':>8s} {'same ids':>8s}" if args.compare else ""
@@ -210,6 +291,10 @@ def print_row(r: dict, naive: dict[str, float], peak32: float, peak16: float) ->
         own = f"{r['naive_s']:9.3f}" if "naive_s" in r else " " * 9
         line += f" {own} {naive[base] / r['total_s']:7.1f}x {same:>8s}"
     print(line, flush=True)
+    if "vs_torch" in r:
+        print(f"  onnxruntime {r['precision'][4:]} batch {r['batch']}, interleaved with PyTorch fp32: "
+              f"{r['total_s']:.3f} vs {r['torch_s']:.3f} s/img ({r['vs_torch']:.2f}x PyTorch's "
+              f"speed); same ids as PyTorch fp32: {r['same_as_torch']}", flush=True)  # fmt: skip
     if "warmup_s" in r:
         print(f"  compiled {r['precision']} batch {r['batch']}: first call {r['warmup_s']:.1f} s "
               f"(compilation + one decoding; not in the table); eager and compiled interleaved: "
@@ -241,6 +326,10 @@ def main() -> None:
         action="store_true",
         help="also time fp32 captioning with every Linear as a plain F.linear (before)",
     )
+    p.add_argument(
+        "--onnx", nargs="*", choices=["fp32", "int8"], default=[],
+        help="also caption through ONNX Runtime (ofa_vl.onnx export) at these precisions",
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="caption only, 10 new tokens")
     args = p.parse_args()
     if args.quick:
@@ -261,10 +350,18 @@ def main() -> None:
         args.precision = [p for p in args.precision if p != "bf16"]
     print_header(args)
     naive: dict[str, float] = {}
+    torch_rows: dict[int, dict] = {}  # PyTorch fp32's caption row of each batch size
     for precision in args.precision:
         for row in precision_rows(precision, args, trie):
             if "naive_s" in row:
                 naive[row["case"]] = row["naive_s"]
+            if row["case"] == "caption" and precision == "fp32":
+                torch_rows[row["batch"]] = row
+            print_row(row, naive, peak32, peak16)
+    if args.onnx:
+        if "fp32" not in args.precision or "caption" not in args.cases:
+            p.error("--onnx compares with PyTorch fp32's caption rows: keep fp32 and caption")
+        for row in onnx_rows(args, torch_rows):
             print_row(row, naive, peak32, peak16)
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 

@@ -9,4 +9,4 @@ if ((${#missing[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 python -m pip install -q --disable-pip-version-check torch==2.13.0   # the CPU build
-python -m pip install -q --disable-pip-version-check -e '.[eval,serve,dev,int8,lora,parquet,ray,supervision]'
+python -m pip install -q --disable-pip-version-check -e '.[eval,serve,dev,int8,lora,parquet,ray,supervision,onnx]'

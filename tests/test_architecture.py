@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"checkpoints", "generation", "lora"},
     {"tasks"},
     {"data", "api", "formats"},
-    {"metrics", "publish"},
+    {"metrics", "publish", "onnx"},
     {"evaluate", "serve"},
     {"train", "bulk"},  # validate / reuse the run settings of evaluate
     {"cli"},

@@ -6,6 +6,7 @@ from .checkpoints import CheckpointError, convert, save_pretrained
 from .config import OFAConfig
 from .generation import GenerateOutput, Trie, generate
 from .model import OFA, EncoderOutput, OFAOutput
+from .onnx.export import export
 from .tokenizer import OFATokenizer
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "OFATokenizer",
     "Trie",
     "convert",
+    "export",
     "generate",
     "get_model",
     "inference_model",

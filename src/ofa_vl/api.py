@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -31,6 +31,7 @@ from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models, resol
 PIPELINE_FILE = "pipeline.json"  # a model folder's preprocessing (open_clip style)
 # what a pipeline.json may set: the task's PreprocessConfig fields and its decoding defaults
 PIPELINE_KEYS = ("image_size", "interpolation", "mean", "std", "text_norm", "generation")
+BACKENDS = ("torch", "onnxruntime")  # onnxruntime: an `ofa export --format onnx` folder
 
 __all__ = ["OFAPipeline", "get_model", "inference_model", "list_models", "load_answers"]
 
@@ -52,6 +53,7 @@ class OFAPipeline:
     name: str = ""
     generation: dict[str, Any] = field(default_factory=dict)  # the card's / pipeline.json's
     precision: str = "fp32"  # of the model's weights: ofa_vl.model.precision.PRECISIONS
+    backend: str = "torch"  # BACKENDS
     card: ModelCard | None = field(default=None, repr=False)
     preprocessing: dict[str, Any] = field(default_factory=dict, repr=False)  # from pipeline.json
     # the task bound to the tokenizer (trie, candidates); rebuilt when either is replaced
@@ -98,7 +100,8 @@ class OFAPipeline:
         """
         typed = [self.task.normalize(f) for f in fields]
         config = self.decoding(**overrides)
-        images = images.to(self.device, model_dtype(self.model))  # bf16 models take bf16 images
+        dtype = model_dtype(self.model) if self.backend == "torch" else torch.float32
+        images = images.to(self.device, dtype)  # bf16 models take bf16 images
         return run(self.bind(), self.model, images, list(infos), typed, config)
 
     def preprocess(self, image: ImageSource) -> tuple[torch.Tensor, ImageInfo]:
@@ -216,6 +219,7 @@ def get_model(
     task: str | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    backend: str = "torch",
     **task_options: Any,
 ) -> OFAPipeline:
     """A named model (``list_models()``) or a checkpoint path, ready for :func:`inference_model`.
@@ -224,7 +228,8 @@ def get_model(
     ``precision`` is one of ``PRECISIONS``: ``bf16`` (weights cast), ``int8`` (torchao weight-only),
     ``int8-dynamic`` (torchao int8 activations too), ``int8-legacy`` (``quantize_dynamic``, CPU).
     ``compile`` decodes with a ``torch.compile``d step (``ofa_vl.model.compile``; the first
-    decoding of each batch shape pays the compilation).
+    decoding of each batch shape pays the compilation). ``backend="onnxruntime"`` runs an
+    ``ofa export --format onnx`` folder (``ofa_vl.onnx.runtime``) through the same decoding.
     """
     check_precision(precision)
     check_compile(compile, precision=precision)
@@ -232,9 +237,7 @@ def get_model(
     weights = pretrained or (name_or_path if card is None else card.name)
     if str(weights).startswith("hf-hub:"):  # the repo's snapshot: a model folder (ofa push)
         weights = resolve_checkpoint(str(weights))
-    model = apply_precision(load_model(weights, device=device), precision)
-    if compile:
-        compile_decoder(model)
+    model, precision = _load_backend(weights, device, precision, compile, backend)
     tok = (
         tokenizer
         if isinstance(tokenizer, OFATokenizer)
@@ -258,11 +261,36 @@ def get_model(
         name=str(name_or_path),
         generation={**_card_generation(card, task), **folder_generation},
         precision=precision,
+        backend=backend,
         card=card,
         preprocessing=preprocessing,
     )
     pipe.decoding()  # an unknown option in the card or pipeline.json fails here, not per call
     return pipe
+
+
+def _load_backend(
+    weights: str | Path, device: Any, precision: str, compile: bool, backend: str
+) -> tuple[OFA, str]:
+    """The network and its precision: PyTorch's (at ``precision``, compiled if asked) or the
+    exported graphs (fp32, or int8 when exported with ``--quantize int8``)."""
+    if backend not in BACKENDS:
+        raise OFAValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "onnxruntime":
+        if precision != "fp32" or compile:
+            raise OFAValueError(
+                "the onnxruntime backend runs the exported graphs as they are: no precision= "
+                "or compile= (export with --quantize int8 for int8)"
+            )
+        from .onnx.runtime import load_onnx_model
+
+        # it quacks like the part of OFA decoding calls (cfg, encode, decoder): ofa_vl.onnx
+        graphs = load_onnx_model(weights, device)
+        return cast(OFA, graphs), graphs.precision
+    model = apply_precision(load_model(weights, device=device), precision)
+    if compile:
+        compile_decoder(model)
+    return model, precision
 
 
 def _card_generation(card: ModelCard | None, task: str | None) -> dict[str, Any]:
@@ -308,7 +336,7 @@ def _tokenizer_source(
     return {"english": ENGLISH_BPE, "chinese": CHINESE_VOCAB}.get(source, source)
 
 
-_BUILDER_KEYS = ("pretrained", "device", "tokenizer", "task", "precision", "compile")
+_BUILDER_KEYS = ("pretrained", "device", "tokenizer", "task", "precision", "compile", "backend")
 
 
 def inference_model(

@@ -73,6 +73,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     _precision_arg(p)
     _compile_arg(p)
+    _backend_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -85,6 +86,14 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
         help="bf16: weights cast (stream, logits fp32); int8: torchao weight-only; "
         "int8-dynamic: torchao int8 activations too; int8-legacy: quantize_dynamic",
     )
+
+
+def _backend_arg(p: argparse.ArgumentParser) -> None:
+    # ofa_vl.api.BACKENDS, written out so that --help does not import torch
+    p.add_argument(
+        "--backend", choices=["torch", "onnxruntime"], default="torch",
+        help="onnxruntime: run a folder written by `ofa export --format onnx`",
+    )  # fmt: skip
 
 
 def _compile_arg(p: argparse.ArgumentParser) -> None:
@@ -125,6 +134,7 @@ def _run_task(
         task=task,
         precision=args.precision,
         compile=args.compile,
+        backend=args.backend,
         **task_options,
     )
     overrides = _decoding(args)
@@ -394,6 +404,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="zoo name or checkpoint path")
+    p.add_argument("out", help="the model folder to write (graphs, tokenizer, pipeline.json)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--quantize", choices=["int8"], help="int8: ONNX Runtime dynamic int8 MatMuls")
+    p.add_argument("--task", help="the task whose preprocessing pipeline.json records")
+    p.add_argument("--pretrained", help="weights overriding the named model's")
+
+
+@command("export", _export_args)
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a model to ONNX (an encoder graph and a decoder-step graph; needs the onnx extra)."""
+    from .api import get_model
+    from .onnx.export import export
+
+    pipe = get_model(args.model, pretrained=args.pretrained, task=args.task)
+    print(f"wrote {export(pipe, args.out, format=args.format, quantize=args.quantize)}")
+    return 0
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="dataset", required=True)
     s = sub.add_parser("shapes", help="the synthetic shapes world")
@@ -458,6 +488,7 @@ def _test_args(p: argparse.ArgumentParser) -> None:
         "--coco-results", action="store_true",
         help="also write OUT/coco_results.json (captions or boxes with scores, COCO.loadRes)",
     )  # fmt: skip
+    _backend_arg(p)
 
 
 @command("test", _test_args)
@@ -482,7 +513,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         strict=args.strict, out=args.out, batch_size=args.batch_size, limit=args.limit,
         resume=args.resume, workers=args.workers, device=args.device, pretrained=args.pretrained,
         tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation,
-        coco_results=args.coco_results, **options,
+        coco_results=args.coco_results, backend=args.backend, **options,
     )  # fmt: skip
     return 0
 
@@ -519,6 +550,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     _n_best_arg(p)
     _precision_arg(p)
     _compile_arg(p)
+    _backend_arg(p)
 
 
 @command("predict", _predict_args)
@@ -533,7 +565,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         workers=args.workers, resume=args.resume, engine=args.engine, actors=args.actors,
         device=args.device, pretrained=args.pretrained,
         tokenizer=args.tokenizer, precision=args.precision, compile=args.compile,
-        generation=_decoding(args), **options,
+        backend=args.backend, generation=_decoding(args), **options,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary.line(), file=sys.stderr)
@@ -563,6 +595,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--max-connections", type=int, default=256, help="open connections before 503")
     _compile_arg(p)
+    _backend_arg(p)
 
 
 @command("serve", _serve_args)
@@ -580,6 +613,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         device=args.device,
         compile=args.compile,
+        backend=args.backend,
         host=args.host,
         port=args.port,
         config=config,

@@ -530,6 +530,7 @@ def _settings(pipe: OFAPipeline, overrides: Mapping[str, Any]) -> dict[str, Any]
         "image_size": task.image_size,
         "interpolation": task.interpolation,
         "precision": pipe.precision,
+        "backend": pipe.backend,
         **pipe.decoding(**overrides).to_dict(),
     }
 

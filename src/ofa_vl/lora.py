@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -36,15 +35,6 @@ TARGET_GROUPS = {
     "attention": _LAYERS + r"(attn|self_attn|cross_attn)\.(q|k|v|out)_proj",
     "ffn": _LAYERS + r"fc[12]",
 }
-# a model folder's files besides its weights (tokenizer, preprocessing), kept by a merge
-_MODEL_SIDE_FILES = (
-    "pipeline.json",
-    "tokenizer.json",
-    "ofa_tokenizer.json",
-    "vocab.json",
-    "merges.txt",
-    "dict.txt",
-)
 
 
 @dataclass(frozen=True)
@@ -305,7 +295,7 @@ def merge_adapter_files(base: str | Path, adapter: Path, dst: Path, use_ema: boo
     """``ofa convert BASE DST --merge-adapter ADAPTER``: the merged weights as a ``.safetensors``
     file, or a model folder (``model.safetensors`` with the tokenizer and ``pipeline.json`` of
     the adapter's folder, else of the base model's)."""
-    from .checkpoints import load_model, save_pretrained
+    from .checkpoints import copy_side_files, load_model, save_pretrained
 
     model = merge_adapter(load_adapter(load_model(base, use_ema=use_ema), Path(adapter)))
     dst = Path(dst)
@@ -314,11 +304,7 @@ def merge_adapter_files(base: str | Path, adapter: Path, dst: Path, use_ema: boo
     weights = save_pretrained(model, dst / "model.safetensors")
     base_path = Path(base)
     base_dir = base_path if base_path.is_dir() else base_path.parent  # a local model's folder
-    for name in _MODEL_SIDE_FILES:
-        for source in (Path(adapter), base_dir):
-            if (source / name).is_file():
-                shutil.copyfile(source / name, dst / name)
-                break
+    copy_side_files([Path(adapter), base_dir], dst)
     return weights.parent
 
 

@@ -310,6 +310,7 @@ def predict(
     tokenizer: str | Path | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    backend: str = "torch",
     generation: Mapping[str, Any] | None = None,
     progress: bool = True,
     **task_options: Any,
@@ -328,6 +329,7 @@ def predict(
         resume: continue the run in ``out`` (same model, task and options, else refused).
         engine: ``local`` (this process, or each torchrun rank) or ``ray``: ``actors`` Ray actors
             (:mod:`ofa_vl.bulk.ray_engine`, one GPU each when ``device`` is CUDA).
+        backend: ``torch``, or ``onnxruntime`` for a folder of ``ofa export --format onnx``.
         generation: decoding overrides (``num_beams``, ``max_new_tokens``, ...).
     """
     check_counts(batch_size=batch_size, chunk_size=chunk_size, actors=actors)
@@ -338,7 +340,7 @@ def predict(
     dev = model.device if isinstance(model, OFAPipeline) else resolve_device(device)
     ranks, created = init_distributed(dev)
     build = dict(pretrained=pretrained, tokenizer=tokenizer, task=task, precision=precision,
-                 compile=compile, **task_options)  # fmt: skip
+                 compile=compile, backend=backend, **task_options)  # fmt: skip
     try:
         with ExitStack() as held:
             if isinstance(model, OFAPipeline):

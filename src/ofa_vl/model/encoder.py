@@ -183,7 +183,9 @@ class Encoder(PositionalStack):
         # every sample has the same positions: one (1, H, L, L) bias, broadcast over the batch
         q = self._heads(self.pos_q_linear(pos[:1])) * self.pos_scaling
         abs_bias = q @ self._heads(self.pos_k_linear(pos[:1])).transpose(2, 3)
-        pad_bias = padding_bias(pad, abs_bias.dtype) if pad.any() else None
+        # an exported graph (ofa_vl.export) always takes the padding bias: no data-dependent branch
+        exporting = torch.compiler.is_exporting()
+        pad_bias = padding_bias(pad, abs_bias.dtype) if exporting or pad.any() else None
         buckets = self._rel_buckets(text_pos, image_ids)
         no_bias = abs_bias.new_zeros(1, self.cfg.num_heads)  # image <-> text: no relative bias
         for i, layer in enumerate(self.layers):

@@ -24,6 +24,8 @@ def weight_stationary(
 def linear(layer: nn.Module, x: torch.Tensor, any_rows: bool = False) -> torch.Tensor:
     """``layer(x)``; a float ``nn.Linear`` runs weight-stationary on at most ``SKINNY_ROWS`` rows
     (on any number with ``any_rows``)."""
+    if torch.compiler.is_exporting():  # a graph (ofa_vl.export) leaves the kernel to its runtime
+        return layer(x)
     many = not any_rows and x.numel() > SKINNY_ROWS * x.shape[-1]
     if not isinstance(layer, nn.Linear) or type(layer) is not nn.Linear or many:
         return layer(x)  # many rows, or a quantized (int8-legacy) module with its own kernel

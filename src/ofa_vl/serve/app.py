@@ -142,15 +142,18 @@ def load_pipelines(
     tokenizer: str | Path | None = None,
     device: str | torch.device | None = None,
     compile: bool = False,
+    backend: str = "torch",
     **task_options: Any,
 ) -> dict[str, OFAPipeline]:
     """One network behind a pipeline per endpoint, each task with the model's own defaults.
 
-    ``task_options`` (e.g. ``image_size``) apply to every task; ``compile``: see ``get_model``.
+    ``task_options`` (e.g. ``image_size``) apply to every task; ``compile``, ``backend``: see
+    ``get_model``.
     """
     first = get_model(
-        name_or_path, device=device, tokenizer=tokenizer, compile=compile, **task_options
-    )
+        name_or_path, device=device, tokenizer=tokenizer, compile=compile, backend=backend,
+        **task_options,
+    )  # fmt: skip
     # one network; each task keeps the zoo card's options for it
     return {e: first.with_task(spec.task, **task_options) for e, spec in ENDPOINTS.items()}
 
@@ -574,6 +577,7 @@ def serve(
     tokenizer: str | Path | None = None,
     device: str | None = None,
     compile: bool = False,
+    backend: str = "torch",
     host: str = "127.0.0.1",
     port: int = 8000,
     config: ServeConfig | None = None,
@@ -586,7 +590,7 @@ def serve(
     loaded: dict[str, dict[str, OFAPipeline]] = {}
     for m in models:
         loaded[served_name(m, loaded)] = load_pipelines(
-            m, tokenizer=tokenizer, device=device, compile=compile
+            m, tokenizer=tokenizer, device=device, compile=compile, backend=backend
         )
     app = create_app(loaded, config)
     uvicorn.Server(server_config(app, host=host, port=port)).run()
