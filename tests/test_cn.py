@@ -150,6 +150,7 @@ def test_unnamed_chinese_checkpoint_cli_and_service(tmp_path):
         assert cli.main(argv) == 0
     (row,) = json.loads(out.getvalue())
     assert row.pop("score") <= 0  # the model's log-probability of its text
+    assert 0 <= row.pop("confidence") <= 1
     assert row == {"image": str(line), "pred_text": expected}
 
     pipes = load_pipelines(path, image_size=64, generation=fast)

@@ -138,6 +138,6 @@ class DecoderStepGraph(nn.Module):
         cross_bias = cross_bias.repeat(1, 1, N // B, 1)
         x = dec._embed(tokens, None, t0)
         cross_kv = list(zip(cross[0::2], cross[1::2]))
-        logits = dec._run_layers(x, self_bias, cross_kv, cross_bias, cache)
+        logits = dec.project(dec._run_layers(x, self_bias, cross_kv, cross_bias, cache))
         present = [t for kv in zip(cache.k, cache.v) for t in kv]
         return (logits, *present)
