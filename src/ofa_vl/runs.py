@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -85,12 +86,14 @@ def publish(tmp: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (temporary file, fsync, rename)."""
+def write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text``, or its pieces as they come (never all held), to ``path`` whole or not at
+    all (temporary file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
+            for piece in [text] if isinstance(text, str) else text:
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         publish(tmp, path)

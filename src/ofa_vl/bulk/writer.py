@@ -100,20 +100,6 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def _stream_atomic(out: Path, pieces: Iterator[str]) -> None:
-    """Write ``pieces`` to ``out`` whole or not at all, without holding them (temporary, rename)."""
-    tmp = _tmp(out)
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for piece in pieces:
-                f.write(piece)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _coco(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     """A COCO results JSON list (``formats.coco_entries``), one entry a line."""
     yield "["
@@ -162,11 +148,11 @@ def merge(store: ChunkStore, out: Path, fmt: str, errors_out: Path) -> None:
     if fmt == "parquet":
         _write_parquet(store, chunks, out)
     elif fmt == "coco":
-        _stream_atomic(out, _coco(rows))
+        write_atomic(out, _coco(rows))
     else:
-        _stream_atomic(out, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_atomic(out, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     if any(store.errors_file(k).is_file() for k in chunks):
         errors = (e for k in chunks for e in store.errors(k))
-        _stream_atomic(errors_out, (json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+        write_atomic(errors_out, (json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
     else:
         errors_out.unlink(missing_ok=True)
