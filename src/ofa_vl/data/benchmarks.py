@@ -3,6 +3,7 @@ samples (:class:`~ofa_vl.tasks.samples.Sample`, each with its truth) in file ord
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,11 @@ from typing import Any
 from ..errors import OFAValueError
 from ..tasks import TASKS
 from ..tasks.samples import Sample
-from .coco_caption import COCOCaption
+from .coco_caption import CaptionSample, COCOCaption
 from .common import DatasetError
 from .folder import FolderData, read_folder, split_name
-from .refcoco import RefCOCO
-from .vqa import VQAv2
+from .refcoco import RefCOCO, RefSample
+from .vqa import VQASample, VQAv2
 
 __all__ = ["DATASETS", "Benchmark", "folder_benchmark", "folder_tasks", "load_benchmark"]
 
@@ -79,7 +80,8 @@ def load_benchmark(
     else:
         raise OFAValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     first: dict[int, int] = {}  # id -> index of its first sample
-    for i, record in enumerate(reader.samples):
+    records: Sequence[CaptionSample | RefSample | VQASample] = reader.samples
+    for i, record in enumerate(records):
         first.setdefault(record.sample().id, i)
     chosen = list(first.values())[:limit]
     samples = [reader[i].sample() for i in chosen]  # lazy readers check the image here
