@@ -51,22 +51,10 @@ from .tasks import TASKS, Result, Task
 from .zoo import MODELS
 
 __all__ = [
-    "DATASETS",
-    "MMPRETRAIN_VQA",
-    "PREDICTIONS",
-    "VQA_NOTE",
-    "Benchmark",
-    "EvalConfig",
-    "EvalReport",
-    "evaluate",
-    "evaluate_command",
-    "folder_benchmark",
-    "folder_tasks",
-    "format_table",
-    "load_benchmark",
-    "read_predictions",
-    "score",
-]
+    "DATASETS", "MMPRETRAIN_VQA", "PREDICTIONS", "VQA_NOTE", "Benchmark", "EvalConfig",
+    "EvalReport", "evaluate", "evaluate_command", "folder_benchmark", "folder_tasks",
+    "format_table", "load_benchmark", "read_predictions", "score",
+]  # fmt: skip
 
 METRICS = "metrics.json"
 COCO_RESULTS = "coco_results.json"

@@ -10,22 +10,12 @@ columns beside it::
     DIR/train/metadata.csv        split folders (train/, validation/, test/), each with its own
     DIR/validation/metadata.csv   metadata; or one metadata file with a ``split`` column
 
-Column sets, one per task (the task is read from them, or from a ``task`` column for mixtures):
-
-=================  ==================  =================================================
-task               columns             meaning
-=================  ==================  =================================================
-``caption``        caption | captions  one reference caption, or a list of them
-``refcoco``        text + box | bbox   grounding: ``box`` = [x1, y1, x2, y2] pixels;
-                                       ``bbox`` = COCO's [x, y, w, h] pixels
-``vqa``            question + answer   one answer, or ``answers``: the human answers
-                   | answers           (scored with the VQA accuracy)
-``region_caption`` box | bbox +        describe a region
-                   caption
-``itm``            caption + label     image-text matching; label yes/no (true/false, 1/0)
-``classify``       label               a class name
-``ask``            prompt + target     any instruction and its answer
-=================  ==================  =================================================
+Each task names its columns (``Task.folder_columns``; the task is read from them, or from a
+``task`` column for mixtures) and reads them (``Task.from_columns``): ``caption`` caption |
+captions; ``refcoco`` text + box | bbox (``box`` = [x1, y1, x2, y2] pixels, ``bbox`` = COCO's
+[x, y, w, h]); ``vqa`` question + answer | answers (the human answers); ``region_caption``
+caption + box | bbox; ``itm`` caption + label (yes/no, true/false, 1/0); ``classify`` label;
+``ask`` prompt + target.
 
 In a CSV file, list values (``captions``, ``answers``, ``box``, ``bbox``) are JSON (``"[1, 2, 3,
 4]"``). Split names follow HF too: ``val`` / ``valid`` / ``dev`` are ``validation``, a folder
@@ -247,10 +237,10 @@ def _read_file(reader: _Reader, path: Path, split: str | None, label: str) -> No
     # a mixture's lines each name their task; a plain file's columns name it
     file_task = None if "task" in columns else reader.task or infer_task(columns)
     if file_task is None and "task" not in columns:
+        sets = "; ".join(" + ".join(c.folder_columns) for c in _BY_COLUMNS)
         raise DatasetError(
             f"{path}: columns {sorted(columns)} are no task's; expected a 'task' column or one "
-            "of: caption(s); text + box|bbox; question + answer(s); box|bbox + caption; "
-            "caption + label; label; prompt + target"
+            f"of: {sets}"
         )
     for n, row in _rows(path):
         where = f"{label}:{n}"
