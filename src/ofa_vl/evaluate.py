@@ -15,7 +15,9 @@ Design:
   * Only rank 0 touches ``OUT``: after each round (one batch per rank) the ranks'
     predictions are gathered on it and appended as one JSON line each, flushed and fsynced.
   * Metrics are computed on rank 0 from ``predictions.jsonl`` in dataset order, so a resumed or
-    distributed run scores exactly as one uninterrupted process.
+    distributed run scores exactly as one uninterrupted process: each line read back as the
+    task's typed result (``Result.from_dict``), scored by the task's metric
+    (:mod:`ofa_vl.metrics.tasks`) against each sample's truth.
 """
 
 from __future__ import annotations
