@@ -24,7 +24,7 @@ from tolerance import assert_close_to
 from ofa_vl import generation
 from ofa_vl.api import OFAPipeline, get_model
 from ofa_vl.data.shapes import shapes_vocabulary, write_shapes_dataset
-from ofa_vl.evaluate import evaluate
+from ofa_vl.evaluate import EvalConfig, evaluate
 from ofa_vl.generation import generate
 from ofa_vl.images import preprocess_batch
 from ofa_vl.model import OFA
@@ -71,9 +71,9 @@ def run(dataset: str, data: Path, out: Path, precision: str = "fp32", **kw: Any)
     if dataset != "refcoco":
         pipe = pipe.with_task("vqa" if dataset == "vqav2" else "caption")
     result = evaluate(
-        pipe, dataset, data, SPLITS[dataset], out=out, workers=0, progress=False, **kw
+        pipe, EvalConfig(dataset, data, SPLITS[dataset], out=out, workers=0, progress=False, **kw)
     )
-    return result["metrics"][METRIC[dataset]] / 100
+    return result.metrics[METRIC[dataset]] / 100
 
 
 def test_bundled_files_and_size() -> None:

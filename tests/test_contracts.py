@@ -266,3 +266,75 @@ def test_training_itm_prompt_is_the_inference_prompt(tmp_path: Path) -> None:
     task = get_task("itm")
     assert example.prompt == task.prompt(TextFields(pre_caption("A Red-Circle")))
     assert example.prompt == ' does the image describe " a red circle "?'
+
+
+# --------------------------------------------------------------------------- a sample's life
+def test_results_read_back_from_their_dicts() -> None:
+    """``Result.from_dict`` inverts ``to_dict`` (and the ``as_dict`` of predictions.jsonl)."""
+    from ofa_vl.tasks import results as r
+
+    made = [
+        r.CaptionResult("a dog", confidence=0.5),
+        r.RegionCaptionResult([1.0, 2.0, 3.0, 4.0], "a cat"),
+        r.GroundingResult("the dog", [[1.0, 2.0, 3.0, 4.0]], score=-1.5),
+        r.BoxesResult([[0.0, 0.0, 1.0, 1.0]], ["dog"]),
+        r.VQAResult("what?", "red"),
+        r.TextResult("hello"),
+        r.AskResult("say", "hi", [[0.0, 0.0, 1.0, 1.0]], ["x"]),
+        r.ClassifyResult("dog", -0.1, [{"label": "dog", "score": -0.1}]),
+        r.MatchResult("two dogs", True, 0.9),
+        r.EntailmentResult("a dog", "yes", "entailment", {"entailment": -0.1}),
+        r.GlueResult("yes", {"yes": -0.1, "no": -2.0}),
+    ]
+    for result in made:
+        assert type(result).from_dict(result.as_dict()) == result
+        assert type(result).from_dict(result.to_dict()).to_dict() == result.to_dict()
+
+
+def test_a_folder_task_owns_its_columns_examples_and_metric() -> None:
+    """Every task a folder line can name reads its columns, trains on them and is scored, each
+    by its own class (a new task touches its module only)."""
+    from ofa_vl.data.folder import FOLDER_TASKS
+    from ofa_vl.metrics.tasks import METRICS
+    from ofa_vl.tasks import TASKS, get_task
+    from ofa_vl.tasks.samples import Sample
+
+    row = {"caption": "A dog.", "text": "the dog", "box": [1, 2, 30, 40], "question": "what?",
+           "answers": ["red", "red", "blue"], "label": "yes", "prompt": "say", "target": "hi"}  # fmt: skip
+    assert sorted(FOLDER_TASKS) == ["ask", "caption", "classify", "itm", "refcoco",
+                                    "region_caption", "vqa"]  # fmt: skip
+    for name in FOLDER_TASKS:
+        task = get_task(name)
+        assert task.metric in METRICS and task.result_type is not None, name
+        fields, truth = task.from_columns(row, (64, 48))
+        (example,) = task.examples(Sample(0, Path("x.png"), fields, truth, name))
+        assert example.task == name and example.image == Path("x.png")
+        assert example.box is not None or example.target.strip(), name
+    assert get_task("vqa").examples(Sample(0, Path("x.png"), {"question": "q"}, None)) == []
+    assert not any(c.folder_columns for c in TASKS.values() if c.name not in FOLDER_TASKS)
+
+
+def test_task_image_defaults_come_from_their_preprocess_config() -> None:
+    from ofa_vl.images import Interpolation
+    from ofa_vl.tasks import get_task
+
+    assert get_task("refcoco").preprocessing.image_size == 512
+    assert get_task("vqa").interpolation is Interpolation.BICUBIC
+    assert get_task("caption").preprocessing.interpolation is Interpolation.BILINEAR
+    given = get_task("vqa", image_size=64, interpolation="bilinear")
+    assert (given.image_size, given.interpolation) == (64, Interpolation.BILINEAR)
+    assert get_task("ocr", document=True).interpolation is Interpolation.OCR_DOCUMENT
+
+
+def test_eval_config_fields_carry_their_flag_help_and_primary_metrics_are_the_published() -> None:
+    import dataclasses
+
+    from ofa_vl.evaluate import EvalConfig
+    from ofa_vl.train.validation import primary_metric
+
+    assert all(f.metadata.get("help") for f in dataclasses.fields(EvalConfig))
+    assert len(dataclasses.fields(EvalConfig)) == 18  # evaluate()'s 17 parameters + task options
+    assert EvalConfig().generation == {} and EvalConfig().generation is not EvalConfig().generation
+    assert [primary_metric(t) for t in ("caption", "region_caption", "refcoco", "vqa", "itm")] == [
+        "CIDEr", "CIDEr", "Accuracy", "Accuracy", "Accuracy"
+    ]  # fmt: skip

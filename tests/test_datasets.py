@@ -24,6 +24,8 @@ from ofa_vl.data import (
     load_pickle,
     write_vqa_submission,
 )
+from ofa_vl.tasks.samples import Sample
+from ofa_vl.tasks.vqa import VQAAnswers
 
 
 def make_images(root: Path, *names: str) -> None:
@@ -77,6 +79,7 @@ def test_coco_caption_samples(coco_root: Path) -> None:
     assert first.image_path == coco_root / "val2014/COCO_val2014_000000391895.jpg"
     assert first.captions == ["A man rides a bike.", "A cyclist on a dirt road."]
     assert (second.image_id, second.captions) == (522418, ["A woman cuts a cake."])
+    assert second.sample() == Sample(522418, second.image_path, {}, ("A woman cuts a cake.",))
     assert ds.references() == {
         391895: ["A man rides a bike.", "A cyclist on a dirt road."],
         522418: ["A woman cuts a cake."],
@@ -177,6 +180,8 @@ def test_refcoco_samples(tmp_path: Path) -> None:
     assert s.image_id == 581857
     assert s.image_path == tmp_path / "train2014/COCO_train2014_000000581857.jpg"
     assert s.gt_box == (10.0, 20.0, 40.0, 60.0)  # XYWH [10, 20, 30, 40] -> XYXY
+    assert s.sample() == Sample(2, s.image_path, {"text": "man on right"}, s.gt_box,
+                                image_id=581857, category_id=s.category_id)  # fmt: skip
     a = RefCOCO(tmp_path, "refcoco", "testA")[0]
     assert a.gt_box == pytest.approx((103.9, 300.0, 239.3, 424.9))  # 103.9+135.4, 300+124.9
 
@@ -331,6 +336,10 @@ def test_vqa_samples(vqa_root: Path) -> None:
     assert s.answers == ["2"] * 8 + ["two", "3"]
     assert s.answer_type == "number"
     assert s.objects is None and ds.ans2label is None
+    truth = VQAAnswers(tuple(s.answers), "number")
+    assert s.sample() == Sample(262148001, s.image_path,
+                                {"question": "How many people?", "objects": None}, truth,
+                                image_id=262148)  # fmt: skip
     assert [x.answer_type for x in ds] == ["other", "number", "yes/no"]
 
 
@@ -343,6 +352,7 @@ def test_vqa_test_dev_without_annotations(tmp_path: Path) -> None:
     s = ds[0]
     assert s.image_path == tmp_path / "test2015/COCO_test2015_000000000001.jpg"
     assert (s.answers, s.answer_type) == (None, None)
+    assert s.sample().truth is None  # a test split: predictions are submitted, not scored
 
 
 def test_vqa_object_tags_and_answer_vocab(vqa_root: Path) -> None:

@@ -29,11 +29,11 @@ from ofa_vl.evaluate import (
     MMPRETRAIN_VQA,
     PREDICTIONS,
     SUBMISSION,
+    EvalConfig,
     evaluate,
     format_table,
     load_benchmark,
     read_predictions,
-    sample_id,
 )
 from ofa_vl.metrics import (
     as_percentages,
@@ -149,7 +149,8 @@ def test_caption_metrics_equal_those_of_the_written_predictions(
 
     monkeypatch.setattr(meteor, "Meteor", _HalfMeteor)
     result = evaluate(
-        pipeline("caption"), "coco-caption", data, "val", out=tmp_path, workers=1, generation=FAST
+        pipeline("caption"),
+        EvalConfig("coco-caption", data, "val", out=tmp_path, workers=1, generation=FAST),
     )
     by_id = _by_id(tmp_path)
     karpathy = _json(data / "annotations/coco_karpathy_val.json")
@@ -157,10 +158,10 @@ def test_caption_metrics_equal_those_of_the_written_predictions(
     refs = load_caption_references(data / "annotations/coco_karpathy_val_gt.json")
     raw = caption_metrics({i: r["pred_caption"] for i, r in by_id.items()}, refs)
     names = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
-    assert result["metrics"] == dict(zip(names, as_percentages(raw, 2).values()))
-    assert result["metrics"]["METEOR"] == 50.0
-    assert _json(tmp_path / METRICS) == result
-    assert result["samples"] == 8 and result["settings"]["max_new_tokens"] == 5
+    assert result.metrics == dict(zip(names, as_percentages(raw, 2).values()))
+    assert result.metrics["METEOR"] == 50.0
+    assert _json(tmp_path / METRICS) == result.to_dict()
+    assert result.samples == 8 and result.settings["max_new_tokens"] == 5
 
 
 def test_grounding_metrics_equal_those_of_the_written_predictions(
@@ -169,12 +170,13 @@ def test_grounding_metrics_equal_those_of_the_written_predictions(
     bins = (tokenizer.bin_offset, tokenizer.bin_offset + tokenizer.num_bins)  # boxes, not words
     gen = {**FAST, "constraint_range": bins}
     result = evaluate(
-        pipeline("refcoco"), "refcoco", data, "testA", out=tmp_path, workers=0, generation=gen
+        pipeline("refcoco"),
+        EvalConfig("refcoco", data, "testA", out=tmp_path, workers=0, generation=gen),
     )
     by_id = _by_id(tmp_path)
     gt = _gt_boxes(data, "testA")
     assert set(by_id) == set(gt) and all(len(r["pred_bboxes"]) == 1 for r in by_id.values())
-    assert result["metrics"] == _grounding_by_hand(by_id, gt)
+    assert result.metrics == _grounding_by_hand(by_id, gt)
 
 
 def test_resume_scores_hand_written_predictions(data, pipeline, tmp_path):
@@ -187,10 +189,12 @@ def test_resume_scores_hand_written_predictions(data, pipeline, tmp_path):
     lines = [{"id": i, "pred_bboxes": [b] if b else [], "text": "?"} for i, b in zip(ids, boxes)]
     (tmp_path / PREDICTIONS).write_text("".join(json.dumps(r) + "\n" for r in lines))
     pipe = pipeline("refcoco", name="ofa-base_3rdparty-finetuned_refcoco")
-    result = evaluate(pipe, "refcoco", data, "testA", out=tmp_path, limit=4, resume=True)
-    assert result["metrics"] == {"Accuracy": 50.0, "mIoU": 62.5}
-    assert result["metrics"] == _grounding_by_hand(_by_id(tmp_path), gt)
-    assert result["reference"] == {"Accuracy": 90.49}  # zoo: "Accuracy (testA)"
+    result = evaluate(
+        pipe, EvalConfig("refcoco", data, "testA", out=tmp_path, limit=4, resume=True)
+    )
+    assert result.metrics == {"Accuracy": 50.0, "mIoU": 62.5}
+    assert result.metrics == _grounding_by_hand(_by_id(tmp_path), gt)
+    assert result.reference == {"Accuracy": 90.49}  # zoo: "Accuracy (testA)"
     rows = [line.split() for line in format_table(result).splitlines()]
     assert ["Accuracy", "50.00", "90.49"] in rows and ["mIoU", "62.50", "-"] in rows
     assert len(read_predictions(tmp_path / PREDICTIONS)) == 4
@@ -206,7 +210,7 @@ def test_refcoco_variants_read_their_own_folder(data, tmp_path, dataset, refs):
     shutil.copy(data / "refcoco/instances.json", root / dataset / "instances.json")
     shutil.copy(data / "refcoco/refs(unc).p", root / dataset / refs)
     bench = load_benchmark(dataset, root, "val")
-    assert [sample_id(s) for s in bench.samples] == sorted(_gt_boxes(data, "val"))
+    assert [s.id for s in bench.samples] == sorted(_gt_boxes(data, "val"))
     assert bench.task == "refcoco"
 
 
@@ -218,7 +222,8 @@ def answers(data: Path) -> list[str]:
 def test_vqa_accuracy_equals_that_of_the_written_predictions(data, pipeline, answers, tmp_path):
     pipe = pipeline("vqa", answers=answers)  # decoding constrained to the answer list
     result = evaluate(
-        pipe, "vqav2", data, "val2014", out=tmp_path, limit=24, workers=0, generation=FAST
+        pipe,
+        EvalConfig("vqav2", data, "val2014", out=tmp_path, limit=24, workers=0, generation=FAST),
     )
     by_id = _by_id(tmp_path)
     ann_file = data / "annotations/v2_mscoco_val2014_annotations.json"
@@ -234,21 +239,22 @@ def test_vqa_accuracy_equals_that_of_the_written_predictions(data, pipeline, ans
             ann[qid]["answers"][0]["answer"]
         )
         groups.setdefault(MMPRETRAIN_VQA, []).append(100.0 * same)
-    assert result["metrics"] == {k: round(sum(v) / len(v), 2) for k, v in groups.items()}
+    assert result.metrics == {k: round(sum(v) / len(v), 2) for k, v in groups.items()}
     table = format_table(result)
     assert "VQAAcc (mmpretrain)" in table and "official VQA evaluation" in table
 
 
 def test_vqa_test_dev_writes_the_evalai_submission(data, pipeline, tmp_path):
     result = evaluate(
-        pipeline("vqa"), "vqav2", data, "test-dev2015", out=tmp_path, workers=0, generation=FAST
+        pipeline("vqa"),
+        EvalConfig("vqav2", data, "test-dev2015", out=tmp_path, workers=0, generation=FAST),
     )
     submission = _json(tmp_path / SUBMISSION)
     by_id = _by_id(tmp_path)
     assert submission == [{"question_id": i, "answer": r["pred_answer"]} for i, r in by_id.items()]
     questions = _json(data / "annotations/v2_OpenEnded_mscoco_test-dev2015_questions.json")
     assert list(by_id) == [q["question_id"] for q in questions["questions"]]
-    assert result["metrics"] == {} and result["submission"] == str(tmp_path / SUBMISSION)
+    assert result.metrics == {} and result.submission == str(tmp_path / SUBMISSION)
 
 
 def test_read_predictions_drops_a_torn_last_line_only(tmp_path):
@@ -289,8 +295,20 @@ def reference(data: Path, pipeline, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("reference")
     pipe = pipeline("vqa", answers=load_answers(data / "annotations/answer_list.json"))
     with _one_thread():
-        evaluate(pipe, "vqav2", data, "val2014", out=out, limit=LIMIT, batch_size=2, workers=1,
-                 generation=FAST, progress=False)  # fmt: skip
+        evaluate(
+            pipe,
+            EvalConfig(
+                "vqav2",
+                data,
+                "val2014",
+                out=out,
+                limit=LIMIT,
+                batch_size=2,
+                workers=1,
+                generation=FAST,
+                progress=False,
+            ),
+        )
     return out
 
 
@@ -378,11 +396,20 @@ def test_errors_are_one_line(data, tmp_path, capsys, case, message):
 
 def test_resume_with_other_settings_is_refused(data, pipeline, tmp_path):
     pipe = pipeline("refcoco")
-    evaluate(pipe, "refcoco", data, "testA", out=tmp_path, limit=2, workers=0, generation=FAST)
+    evaluate(
+        pipe,
+        EvalConfig("refcoco", data, "testA", out=tmp_path, limit=2, workers=0, generation=FAST),
+    )
     with pytest.raises(ValueError, match="made with other settings"):
         gen = {**FAST, "num_beams": 3}
-        evaluate(pipe, "refcoco", data, "testA", out=tmp_path, limit=3, resume=True, generation=gen)
+        evaluate(
+            pipe,
+            EvalConfig(
+                "refcoco", data, "testA", out=tmp_path, limit=3, resume=True, generation=gen
+            ),
+        )
     result = evaluate(
-        pipe, "refcoco", data, "testA", out=tmp_path, limit=3, resume=True, generation=FAST
+        pipe,
+        EvalConfig("refcoco", data, "testA", out=tmp_path, limit=3, resume=True, generation=FAST),
     )
-    assert result["samples"] == 3
+    assert result.samples == 3

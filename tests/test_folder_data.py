@@ -14,7 +14,6 @@ from PIL import Image
 
 from ofa_vl.data.common import DatasetError
 from ofa_vl.data.folder import (
-    FolderSample,
     infer_task,
     is_folder_dataset,
     read_dataset,
@@ -23,6 +22,8 @@ from ofa_vl.data.folder import (
 )
 from ofa_vl.data.training import REGION_PROMPT, Example
 from ofa_vl.tasks import get_task
+from ofa_vl.tasks.samples import Sample
+from ofa_vl.tasks.vqa import VQAAnswers
 
 
 def _image(path: Path, size: tuple[int, int] = (40, 30), colour: str = "red") -> Path:
@@ -45,11 +46,9 @@ def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> No
         writer.writerows(rows)
 
 
-def _brief(samples: Sequence[FolderSample]) -> list[tuple[Any, ...]]:
+def _brief(samples: Sequence[Sample]) -> list[tuple[Any, ...]]:
     """(id, image name, task, split, line) of each sample."""
-    return [
-        (s.sample_id, s.image_path.name, s.task, s.split, s.where.split("/")[-1]) for s in samples
-    ]
+    return [(s.id, s.image.name, s.task, s.split, s.where.split("/")[-1]) for s in samples]
 
 
 def test_captions_jsonl_with_a_split_column(tmp_path: Path) -> None:
@@ -75,7 +74,7 @@ def test_captions_jsonl_with_a_split_column(tmp_path: Path) -> None:
         (1, "b.png", "caption", "validation", "metadata.jsonl:2"),
         (7, "c.jpg", "caption", "train", "metadata.jsonl:8"),  # no split: HF's "train"
     ]
-    assert [s.captions for s in data.samples] == [("A red Bike.",), ("one", "two"), ("last one",)]
+    assert [s.truth for s in data.samples] == [("A red Bike.",), ("one", "two"), ("last one",)]
     where = str(tmp_path / "metadata.jsonl")
     assert data.problems == [
         f"{where}:3: image {tmp_path / 'missing.png'} not found",
@@ -121,8 +120,9 @@ def test_grounding_csv_in_split_folders_with_coco_bbox(tmp_path: Path) -> None:
         (0, "p.png", "refcoco", "train", "metadata.csv:2"),
         (5, "q.png", "refcoco", "validation", "metadata.csv:2"),
     ]
-    assert data.samples[0].box == (10.0, 5.0, 60.0, 45.0) and data.samples[0].text == "the left dog"
-    assert data.samples[1].box == (10.0, 5.0, 60.0, 45.0)  # COCO [x, y, w, h] -> XYXY
+    first = data.samples[0]
+    assert first.truth == (10.0, 5.0, 60.0, 45.0) and first.fields == {"text": "the left dog"}
+    assert data.samples[1].truth == (10.0, 5.0, 60.0, 45.0)  # COCO [x, y, w, h] -> XYXY
     train, val = tmp_path / "train" / "metadata.csv", tmp_path / "validation" / "metadata.csv"
     assert data.problems == [
         f"{train}:3: box [10, 5, 120, 45] is not a box inside the 100x50 image",
@@ -156,9 +156,9 @@ def test_vqa_with_several_answers_and_the_models_text_normalisation(tmp_path: Pa
         ],
     )
     data = read_folder(tmp_path)
-    assert [(s.split, s.question, s.answers) for s in data.samples] == [
-        ("test", "What colour?", ("red", "red", "pink")),  # split from the file_name's folder
-        ("test", "Is it red?", ("yes",)),
+    assert [(s.split, s.fields["question"], s.truth) for s in data.samples] == [
+        ("test", "What colour?", VQAAnswers(("red", "red", "pink"))),  # split from the folder
+        ("test", "Is it red?", VQAAnswers(("yes",))),
     ]
     assert data.problems == [f"{tmp_path / 'metadata.jsonl'}:3: empty 'answers'"]
     official = get_task("vqa", text_norm={"question": "pre_question"})  # an official model's
@@ -189,8 +189,9 @@ def test_a_mixture_through_the_task_column(tmp_path: Path) -> None:
     assert [s.task for s in data.samples] == tasks
     assert data.tasks == sorted(tasks)
     where = f"{tmp_path / 'metadata.jsonl'}"
+    registered = "caption, classify, refcoco, ask, itm, region_caption, vqa"  # FOLDER_TASKS
     assert data.problems == [
-        f"{where}:8: unknown task 'detection' (folder tasks: {', '.join(tasks)})",
+        f"{where}:8: unknown task 'detection' (folder tasks: {registered})",
         f"{where}:9: matching label must be yes/no (true/false, 1/0), got 'maybe'",
         f"{where}:10: no task: add a 'task' column or the columns of one task",
     ]
@@ -206,7 +207,7 @@ def test_a_mixture_through_the_task_column(tmp_path: Path) -> None:
         Example("ask", image, " what is left?", " a dog"),
     ]  # fmt: skip
     only = read_folder(tmp_path, task="vqa")
-    assert [s.sample_id for s in only.samples] == [2]
+    assert [s.id for s in only.samples] == [2]
     assert only.problems == [data.problems[0], data.problems[2]]  # bad lines whatever the task
 
 
@@ -277,15 +278,15 @@ def test_a_datasets_object_is_read_like_a_folder(tmp_path: Path) -> None:
     test = _StandIn([{"image": {"path": None, "bytes": on_disk.read_bytes()}, "text": "t",
                       "bbox": [1, 1, 2, 2]}])  # fmt: skip
     data = read_dataset({"train": train, "test": test}, cache_dir=tmp_path / "cache")
-    assert [(s.sample_id, s.split, s.text, s.box) for s in data.samples] == [
+    assert [(s.id, s.split, s.fields["text"], s.truth) for s in data.samples] == [
         (0, "train", "blue", (0.0, 0.0, 8.0, 8.0)),
         (1, "train", "all", (0.0, 0.0, 20.0, 10.0)),
         (3, "test", "t", (1.0, 1.0, 3.0, 3.0)),
     ]
-    assert data.samples[1].image_path == on_disk
-    written = data.samples[0].image_path
+    assert data.samples[1].image == on_disk
+    written = data.samples[0].image
     assert written.parent == tmp_path / "cache" and Image.open(written).size == (16, 8)
-    assert Image.open(data.samples[2].image_path).size == (20, 10)
+    assert Image.open(data.samples[2].image).size == (20, 10)
     assert data.problems == ["dataset[train] row 2: missing column 'image'"]
     one = read_dataset(train, task="refcoco", cache_dir=tmp_path / "c2")
     assert [s.split for s in one.samples] == ["train", "train"]

@@ -23,7 +23,7 @@ from ofa_vl.data.folder import read_folder, training_examples
 from ofa_vl.data.shapes import generate_scene, render_scene, write_shapes_folder
 from ofa_vl.data.shapes_text import COLOURS, scene_questions
 from ofa_vl.data.training import build_word_tokenizer, example_texts
-from ofa_vl.evaluate import METRICS, PREDICTIONS, evaluate, read_predictions
+from ofa_vl.evaluate import METRICS, PREDICTIONS, EvalConfig, evaluate, read_predictions
 from ofa_vl.lora import ADAPTER_FILE, load_adapter, lora_parameters, merge_adapter_files
 from ofa_vl.metrics import grounding_metrics, normalize_answer
 from ofa_vl.model import OFA
@@ -63,9 +63,20 @@ def _colour_folder(root: Path, counts: dict[str, int], seed: int = 7) -> Path:
 
 
 def _accuracy(model: str | Path, data: Path, out: Path) -> float:
-    result = evaluate(model, "folder", data, "test", out=out, workers=0, progress=False,
-                      device="cpu", generation={"num_beams": 1})  # fmt: skip
-    return float(result["metrics"]["Accuracy"])
+    result = evaluate(
+        model,
+        EvalConfig(
+            "folder",
+            data,
+            "test",
+            out=out,
+            workers=0,
+            progress=False,
+            device="cpu",
+            generation={"num_beams": 1},
+        ),
+    )
+    return float(result.metrics["Accuracy"])
 
 
 def test_the_bundled_model_learns_a_renamed_vocabulary(tmp_path: Path) -> None:
@@ -98,9 +109,20 @@ def _learn(tmp_path: Path, *extra: str) -> Path:
     record = json.loads((out / BEST / BEST_FILE).read_text())
     assert record == {"step": best_step, "metric": "Accuracy", "value": best_value}
     # the kept weights are the ones that scored it: ofa test on them gives the logged value
-    again = evaluate(best, "folder", data, "validation", out=tmp_path / "again", workers=0,
-                     progress=False, device="cpu", generation={"num_beams": 1})  # fmt: skip
-    assert again["metrics"]["Accuracy"] == best_value
+    again = evaluate(
+        best,
+        EvalConfig(
+            "folder",
+            data,
+            "validation",
+            out=tmp_path / "again",
+            workers=0,
+            progress=False,
+            device="cpu",
+            generation={"num_beams": 1},
+        ),
+    )
+    assert again.metrics["Accuracy"] == best_value
     assert rows[-1]["step"] == logged[-1][0]
     return out
 
@@ -196,16 +218,27 @@ def _grounding_folder(root: Path) -> Path:
 def test_ofa_test_scores_a_folder_as_by_hand(tmp_path: Path) -> None:
     data = _grounding_folder(tmp_path / "data")
     out = tmp_path / "out"
-    result = evaluate(BUNDLED, "folder", data, None, out=out, workers=0, progress=False,
-                      device="cpu", generation={"num_beams": 1})  # fmt: skip
+    result = evaluate(
+        BUNDLED,
+        EvalConfig(
+            "folder",
+            data,
+            None,
+            out=out,
+            workers=0,
+            progress=False,
+            device="cpu",
+            generation={"num_beams": 1},
+        ),
+    )
     lines = [json.loads(x) for x in (data / "test" / "metadata.jsonl").read_text().splitlines()]
     records = read_predictions(out / PREDICTIONS)
     assert [r["id"] for r in records] == list(range(len(lines)))
     boxes = [r["pred_bboxes"][0] if r["pred_bboxes"] else [0.0] * 4 for r in records]
     found = grounding_metrics(boxes, [x["box"] for x in lines])
-    assert result["metrics"] == {"Accuracy": round(100 * found["acc"], 2),
+    assert result.metrics == {"Accuracy": round(100 * found["acc"], 2),
                                  "mIoU": round(100 * found["miou"], 2)}  # fmt: skip
-    assert result["split"] == "test" and json.loads((out / METRICS).read_text()) == result
+    assert result.split == "test" and json.loads((out / METRICS).read_text()) == result.to_dict()
 
 
 def _vqa_by_hand(records: list[dict[str, Any]], answers: list[list[str]]) -> float:
@@ -270,8 +303,19 @@ def test_ofa_test_scores_each_task_of_a_mixed_folder(tmp_path: Path, capsys) -> 
     printed = capsys.readouterr().out
     assert printed.count("on folder test") == 2 and "mIoU" in printed and "Accuracy" in printed
     for task in ("refcoco", "vqa"):
-        alone = evaluate(BUNDLED, "folder", tmp_path / task, None, out=tmp_path / f"{task}-alone",
-                         workers=0, progress=False, device="cpu", generation={"num_beams": 1})  # fmt: skip
+        alone = evaluate(
+            BUNDLED,
+            EvalConfig(
+                "folder",
+                tmp_path / task,
+                None,
+                out=tmp_path / f"{task}-alone",
+                workers=0,
+                progress=False,
+                device="cpu",
+                generation={"num_beams": 1},
+            ),
+        )
         scored = json.loads((out / task / METRICS).read_text())
-        assert scored["metrics"] == alone["metrics"] and scored["samples"] == alone["samples"]
-        assert all(f"{k} " in printed for k in alone["metrics"])
+        assert scored["metrics"] == alone.metrics and scored["samples"] == alone.samples
+        assert all(f"{k} " in printed for k in alone.metrics)

@@ -23,7 +23,7 @@ from ofa_vl import OFA, OFAConfig
 from ofa_vl.api import OFAPipeline, get_model
 from ofa_vl.cli import main
 from ofa_vl.data.shapes import write_shapes_dataset
-from ofa_vl.evaluate import PREDICTIONS, evaluate
+from ofa_vl.evaluate import PREDICTIONS, EvalConfig, evaluate
 from ofa_vl.generation import GenerationConfig, generate
 from ofa_vl.onnx.export import export_onnx, quantize_graphs
 from ofa_vl.onnx.graphs import DECODER_FILE, ENCODER_FILE, FORMAT
@@ -56,7 +56,7 @@ def _answers(held_out: Path) -> list[str]:
 
 def _predictions(pipe: OFAPipeline, dataset: str, data: Path, out: Path) -> list[dict[str, Any]]:
     """``ofa test``'s records of every held-out sample."""
-    evaluate(pipe, dataset, data, SPLITS[dataset], out=out, workers=0, progress=False)
+    evaluate(pipe, EvalConfig(dataset, data, SPLITS[dataset], out=out, workers=0, progress=False))
     return [json.loads(line) for line in (out / PREDICTIONS).read_text().splitlines()]
 
 
@@ -214,8 +214,18 @@ def test_int8_quantizes_the_matmuls_and_keeps_the_answers(
             assert pipe.precision == ("int8" if folder == int8 else "fp32")
             if task == "vqa":
                 pipe = pipe.with_task("vqa", answers=_answers(held_out))
-            result = evaluate(pipe, dataset, held_out, SPLITS[dataset], out=tmp_path / f"{folder.name}{dataset}", workers=0, progress=False)  # fmt: skip
-            scores.append(result["metrics"]["Accuracy"])
+            result = evaluate(
+                pipe,
+                EvalConfig(
+                    dataset,
+                    held_out,
+                    SPLITS[dataset],
+                    out=tmp_path / f"{folder.name}{dataset}",
+                    workers=0,
+                    progress=False,
+                ),
+            )
+            scores.append(result.metrics["Accuracy"])
         assert scores[1] >= scores[0] - 0.5, (dataset, scores)  # test_bundled_model's MAX_DROP
 
 

@@ -35,7 +35,7 @@ from ofa_vl.checkpoints import CheckpointError, load_model, save_pretrained
 from ofa_vl.cli import main
 from ofa_vl.config import OFAConfig
 from ofa_vl.errors import OFAError, OFARuntimeError, OFAValueError, describe, is_user_error
-from ofa_vl.evaluate import RUN_SETTINGS, evaluate
+from ofa_vl.evaluate import RUN_SETTINGS, EvalConfig, evaluate
 from ofa_vl.images import ImageError, load_image
 from ofa_vl.model import OFA
 from ofa_vl.options import check_decoding, check_threads, max_image_pixels
@@ -114,8 +114,19 @@ def test_concurrent_ofa_test_on_one_folder_is_refused(
     shapes: Path, tiny: Path, tmp_path: Path
 ) -> None:
     with RunLock(tmp_path, "ofa test"), pytest.raises(OFAError, match="in use by another"):
-        evaluate(str(tiny), "coco-caption", shapes, "val", out=tmp_path, limit=2, workers=0,
-                 device="cpu", progress=False)  # fmt: skip
+        evaluate(
+            str(tiny),
+            EvalConfig(
+                "coco-caption",
+                shapes,
+                "val",
+                out=tmp_path,
+                limit=2,
+                workers=0,
+                device="cpu",
+                progress=False,
+            ),
+        )
     assert not (tmp_path / "predictions.jsonl").exists()
 
 
@@ -123,14 +134,17 @@ def test_concurrent_ofa_test_on_one_folder_is_refused(
 def test_resume_with_other_weights_is_refused(shapes: Path, tiny: Path, tmp_path: Path) -> None:
     run = dict(dataset="coco-caption", data_root=shapes, split="val", out=tmp_path / "run",
                workers=0, device="cpu", progress=False, generation={"num_beams": 1, "max_new_tokens": 2})  # fmt: skip
-    evaluate(str(tiny), limit=2, **run)  # type: ignore[arg-type]
+    evaluate(str(tiny), EvalConfig(limit=2, **run))  # type: ignore[arg-type]
     recorded = json.loads((tmp_path / "run" / RUN_SETTINGS).read_text())["weights"]
     digest = hashlib.sha256((tiny / "model.safetensors").read_bytes()).hexdigest()
     assert recorded == f"sha256:{digest}"
     other = make_model(tmp_path / "other", seed=1)  # same name, other weights
     with pytest.raises(OFAValueError, match="weights"):
-        evaluate(str(tiny), limit=4, resume=True, pretrained=other / "model.safetensors", **run)  # type: ignore[arg-type]
-    assert evaluate(str(tiny), limit=4, resume=True, **run)["samples"] == 4  # type: ignore[arg-type]
+        evaluate(
+            str(tiny),
+            EvalConfig(limit=4, resume=True, pretrained=other / "model.safetensors", **run),
+        )  # type: ignore[arg-type]
+    assert evaluate(str(tiny), EvalConfig(limit=4, resume=True, **run)).samples == 4  # type: ignore[arg-type]
 
 
 def test_weights_fingerprint_is_cached_and_follows_the_file(

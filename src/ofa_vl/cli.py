@@ -494,7 +494,7 @@ def _test_args(p: argparse.ArgumentParser) -> None:
 @command("test", _test_args)
 def cmd_test(args: argparse.Namespace) -> int:
     """evaluate a model on a benchmark (resumable; torchrun for several processes)"""
-    from .evaluate import evaluate_command
+    from .evaluate import EvalConfig, evaluate_command
 
     if args.data is not None:
         dataset, root = "folder", args.data
@@ -508,13 +508,14 @@ def cmd_test(args: argparse.Namespace) -> int:
         for k, v in (("image_size", args.image_size), ("answers", args.answers))
         if v is not None
     }
-    evaluate_command(
-        args.model, dataset=dataset, data_root=root, split=args.split, task=args.task,
+    config = EvalConfig(
+        dataset=dataset, data_root=root, split=args.split, task=args.task,
         strict=args.strict, out=args.out, batch_size=args.batch_size, limit=args.limit,
         resume=args.resume, workers=args.workers, device=args.device, pretrained=args.pretrained,
         tokenizer=args.tokenizer, object_tags=args.object_tags, generation=generation,
-        coco_results=args.coco_results, backend=args.backend, **options,
+        coco_results=args.coco_results, task_options={"backend": args.backend, **options},
     )  # fmt: skip
+    evaluate_command(args.model, config)
     return 0
 
 

@@ -15,7 +15,9 @@ Design:
   * Only rank 0 touches ``OUT``: after each round (one batch per rank) the ranks'
     predictions are gathered on it and appended as one JSON line each, flushed and fsynced.
   * Metrics are computed on rank 0 from ``predictions.jsonl`` in dataset order, so a resumed or
-    distributed run scores exactly as one uninterrupted process.
+    distributed run scores exactly as one uninterrupted process: each line read back as the
+    task's typed result (``Result.from_dict``), scored by the task's metric
+    (:mod:`ofa_vl.metrics.tasks`) against each sample's truth.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -35,316 +37,37 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .api import OFAPipeline, get_model
-from .data import (
-    CaptionSample,
-    COCOCaption,
-    DatasetError,
-    RefCOCO,
-    RefSample,
-    VQASample,
-    VQAv2,
-    write_vqa_submission,
-)
-from .data.folder import FolderData, FolderSample, read_folder, split_name
+from .data import write_vqa_submission
+from .data.benchmarks import DATASETS, Benchmark, folder_benchmark, folder_tasks, load_benchmark
+from .data.folder import read_folder
+from .data.predictions import PREDICTIONS, append_records, prepare_output, read_predictions
 from .distributed import Dist, init_distributed, resolve_device
 from .errors import OFAError, OFARuntimeError, OFAValueError, describe
 from .formats import coco_entries
 from .images import ImageError, ImageInfo
-from .metrics import (
-    as_percentages,
-    caption_metrics,
-    grounding_metrics,
-    normalize_answer,
-    vqa_acc_mmpretrain,
-    vqa_accuracy,
-)
+from .metrics.tasks import MMPRETRAIN_VQA, VQA_NOTE, task_metric
 from .options import at_least, check_counts, check_image_size
 from .preprocess import PreprocessConfig
 from .runs import RunLock, weights_fingerprint, write_atomic
+from .tasks import TASKS, Result, Task
 from .zoo import MODELS
 
 __all__ = [
-    "DATASETS",
-    "Benchmark",
-    "evaluate",
-    "evaluate_command",
-    "folder_benchmark",
-    "folder_tasks",
-    "format_table",
-    "load_benchmark",
-    "read_predictions",
-    "sample_fields",
-    "sample_id",
-    "score",
-]
+    "DATASETS", "MMPRETRAIN_VQA", "PREDICTIONS", "VQA_NOTE", "Benchmark", "EvalConfig",
+    "EvalReport", "evaluate", "evaluate_command", "folder_benchmark", "folder_tasks",
+    "format_table", "load_benchmark", "read_predictions", "score",
+]  # fmt: skip
 
-PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 COCO_RESULTS = "coco_results.json"
-COCO_TASKS = ("caption", "refcoco")  # the tasks whose answers COCO results hold
 SUBMISSION = "vqa_submission.json"
 RUN_SETTINGS = "settings.json"
-DATASETS: dict[str, str] = {  # benchmark -> the task that answers it
-    "coco-caption": "caption",
-    "refcoco": "refcoco",
-    "refcoco+": "refcoco",
-    "refcocog": "refcoco",
-    "vqav2": "vqa",
-    "folder": "",  # your own data (ofa_vl.data.folder): the task is the folder's
-}
-_CAPTION_NAMES = {  # pycocoevalcap key -> the published tables' name
-    "Bleu_1": "BLEU-1",
-    "Bleu_2": "BLEU-2",
-    "Bleu_3": "BLEU-3",
-    "Bleu_4": "BLEU-4",
-    "METEOR": "METEOR",
-    "ROUGE_L": "ROUGE-L",
-    "CIDEr": "CIDEr",
-}
-_NO_BOX = (0.0, 0.0, 0.0, 0.0)  # a grounding answer that is not a box: IoU 0, a miss
-
-Sample = CaptionSample | RefSample | VQASample | FolderSample
 
 
-def sample_id(sample: Sample) -> int:
-    """The stable key of a prediction: COCO image id, RefCOCO sent_id or VQA question_id."""
-    if isinstance(sample, CaptionSample):
-        return sample.image_id
-    if isinstance(sample, (RefSample, FolderSample)):
-        return sample.sample_id
-    return sample.question_id
-
-
-def sample_fields(sample: Sample) -> dict[str, Any]:
-    """The task's text fields for one sample."""
-    if isinstance(sample, RefSample):
-        return {"text": sample.text}
-    if isinstance(sample, VQASample):
-        return {"question": sample.question, "objects": sample.objects}
-    if isinstance(sample, FolderSample) and sample.task == "region_caption":
-        return {"region": list(sample.box or ())}
-    if isinstance(sample, FolderSample) and sample.task == "itm":
-        return {"text": sample.captions[0]}
-    if isinstance(sample, FolderSample) and sample.task == "ask":
-        return {"prompt": sample.prompt}
-    return {}
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """One split of a benchmark: the samples to predict and what scoring them needs."""
-
-    name: str
-    split: str
-    samples: list[Sample]  # unique ids, file order, at most ``limit``
-    known_ids: frozenset[int]  # every id of the split (to recognise a foreign predictions file)
-    references: dict[int, list[str]] | None = None  # caption ground truth (``_gt.json``)
-    task_name: str = ""  # a folder's task (a benchmark's is in DATASETS)
-    task_options: dict[str, Any] = field(default_factory=dict)  # e.g. a folder's class names
-
-    @property
-    def task(self) -> str:
-        return self.task_name or DATASETS[self.name]
-
-    @property
-    def has_answers(self) -> bool:
-        """False for VQA test splits (no annotations): predictions are submitted, not scored."""
-        return not any(isinstance(s, VQASample) and s.answers is None for s in self.samples)
-
-
-def load_benchmark(
-    name: str,
-    data_root: str | Path,
-    split: str,
-    limit: int | None = None,
-    object_tags: str | Path | None = None,
-) -> Benchmark:
-    """Read a benchmark split laid out as mmpretrain's configs expect (see :mod:`ofa_vl.data`).
-
-    Samples with an id seen before are dropped (the Karpathy train file lists an image once per
-    caption); the images of the first ``limit`` samples must exist.
-    """
-    root = Path(data_root)
-    if name == "folder":
-        return folder_benchmark(read_folder(root), split, limit=limit)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: data root not found (the folder mmpretrain calls data/coco)")
-    references = None
-    reader: COCOCaption | RefCOCO | VQAv2
-    if name == "coco-caption":
-        reader = COCOCaption(root, split, check_images="lazy")
-        references = reader.references()
-    elif name == "vqav2":
-        reader = VQAv2(root, split, object_tags=object_tags, check_images="lazy")
-    elif name in DATASETS:
-        reader = RefCOCO(root, name, split, check_images="lazy")
-    else:
-        raise OFAValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    first: dict[int, int] = {}  # id -> index of its first sample
-    for i in range(len(reader)):
-        first.setdefault(sample_id(reader.samples[i]), i)
-    chosen = list(first.values())[:limit]
-    samples: list[Sample] = [reader[i] for i in chosen]  # lazy readers check the image here
-    return Benchmark(name, split, samples, frozenset(first), references)
-
-
-def _as_benchmark_sample(s: FolderSample) -> Sample:
-    """A folder sample as the benchmark sample of its task (scored by the same code)."""
-    if s.task == "caption":
-        return CaptionSample(s.sample_id, s.image_path, list(s.captions))
-    if s.task == "refcoco":
-        assert s.box is not None
-        return RefSample(s.sample_id, s.image_path, s.text, s.box, s.sample_id, s.sample_id)
-    if s.task == "vqa":
-        return VQASample(s.sample_id, s.sample_id, s.image_path, s.question, list(s.answers),
-                         None, None)  # fmt: skip
-    return s
-
-
-def folder_tasks(data: FolderData, split: str | None = None) -> tuple[str, list[str]]:
-    """The split of a folder dataset that is scored (``split``, else the first of test,
-    validation, train it has) and the tasks of its lines."""
-    if split is None:
-        split = next(s for s in ("test", "validation", "train") if s in data.splits)
-    split = split_name(split)
-    if split not in data.splits:
-        raise DatasetError(f"{data.root}: no {split!r} split (it has {', '.join(data.splits)})")
-    return split, sorted({s.task for s in data.select(split)})
-
-
-def folder_benchmark(
-    data: FolderData, split: str | None = None, task: str | None = None, limit: int | None = None
-) -> Benchmark:
-    """One split and task of a folder dataset (:mod:`ofa_vl.data.folder`) as a benchmark.
-
-    ``split`` defaults to the first of test, validation, train the folder has; ``task`` to the
-    split's only task.
-    """
-    split, tasks = folder_tasks(data, split)
-    if task is None and len(tasks) > 1:
-        raise OFAValueError(
-            f"{data.root}: the {split} split mixes the tasks {', '.join(tasks)}; choose one"
-        )
-    task = task or tasks[0]
-    chosen = data.select(split, task)
-    if not chosen:
-        raise DatasetError(f"{data.root}: no {task!r} lines in the {split} split")
-    samples = [_as_benchmark_sample(s) for s in chosen[:limit]]
-    references = {s.sample_id: list(s.captions) for s in chosen if s.captions}
-    labels = sorted({s.label for s in data.samples if s.task == "classify"})
-    options: dict[str, Any] = {"labels": labels} if task == "classify" else {}
-    known = frozenset(s.sample_id for s in chosen)
-    return Benchmark("folder", split, samples, known, references or None, task, options)
-
-
-MMPRETRAIN_VQA = "VQAAcc (mmpretrain)"
-VQA_HUMAN_ANSWERS = 10  # per VQAv2 question
-VQA_NOTE = (
-    "Accuracy*: the official VQA evaluation (GT-Vision-Lab/VQA vqaEval.py, leave-one-out); "
-    f"{MMPRETRAIN_VQA}: mmpretrain's VQAAcc, the number its tools/test.py prints"
-)
-
-
-# folder tasks scored by exact match: task -> (result key, the sample's answer)
-_EXACT: dict[str, tuple[str, Any]] = {
-    "itm": ("match", lambda s: s.label == "yes"),
-    "classify": ("pred_label", lambda s: s.label),
-    "ask": ("text", lambda s: s.target),
-}
-
-
-def _same(predicted: Any, truth: Any) -> bool:
-    """Exact match; texts after :func:`~ofa_vl.metrics.normalize_answer` (VQA's answer cleaning)."""
-    if isinstance(truth, str):
-        return normalize_answer(str(predicted)) == normalize_answer(truth)
-    return bool(predicted == truth)
-
-
-def score(bench: Benchmark, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Published metrics (percentages, 2 decimals) of ``records``, aligned with the samples."""
-    samples = bench.samples
-    if bench.task in ("caption", "region_caption"):
-        assert bench.references is not None
-        preds = {sample_id(s): str(r["pred_caption"]) for s, r in zip(samples, records)}
-        raw = as_percentages(caption_metrics(preds, bench.references), ndigits=2)
-        return {_CAPTION_NAMES.get(k, k): v for k, v in raw.items()}
-    if bench.task == "refcoco":
-        boxes = [r["pred_bboxes"][0] if r["pred_bboxes"] else _NO_BOX for r in records]
-        gt = [s.gt_box for s in samples if isinstance(s, RefSample)]
-        found = grounding_metrics(boxes, gt)
-        return {"Accuracy": round(100 * found["acc"], 2), "mIoU": round(100 * found["miou"], 2)}
-    if bench.task in _EXACT:
-        key, truth = _EXACT[bench.task]
-        folder = [s for s in samples if isinstance(s, FolderSample)]
-        right = [_same(r[key], truth(s)) for s, r in zip(folder, records)]
-        return {"Accuracy": round(100 * sum(right) / len(right), 2)}
-    vqa = [s for s in samples if isinstance(s, VQASample)]
-    answers = {s.question_id: s.answers or [] for s in vqa}
-    given = {s.question_id: s.answer_type for s in vqa if s.answer_type}
-    types = given if len(given) == len(vqa) else None  # a folder's questions have no types
-    preds = {s.question_id: str(r["pred_answer"]) for s, r in zip(vqa, records)}
-    if bench.name == "folder" and any(len(a) != VQA_HUMAN_ANSWERS for a in answers.values()):
-        # the official leave-one-out needs VQAv2's 10 answers; with fewer, mmpretrain's VQAAcc:
-        # each answer weighs its share of the human answers, 30 % of them is a full score
-        return {"Accuracy": round(vqa_acc_mmpretrain(preds, answers), 2)}
-    acc = vqa_accuracy(preds, answers, types)
-    named = {"Accuracy" if k == "overall" else f"Accuracy ({k})": v for k, v in acc.items()}
-    return {**named, MMPRETRAIN_VQA: round(vqa_acc_mmpretrain(preds, answers), 2)}
-
-
-# --------------------------------------------------------------------------- predictions file
-def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The records of a predictions file and the byte length of its complete lines."""
-    if not path.is_file():
-        return [], 0
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # a kill mid-write leaves a last line without its newline
-    records = []
-    for n, line in enumerate(data[:end].splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not (isinstance(record, dict) and isinstance(record.get("id"), int)):
-            raise OFAValueError(f"{path}: line {n} is not a prediction record ({line[:60]!r})")
-        records.append(record)
-    return records, end
-
-
-def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """The records of ``predictions.jsonl`` in file order, a torn last line left out."""
-    return _scan(Path(path))[0]
-
-
-def _prepare_output(out: Path, resume: bool, bench: Benchmark) -> set[int]:
-    """Check ``out`` for this run, cut a torn last line, and return the ids already predicted."""
-    path = out / PREDICTIONS
-    records, end = _scan(path)
-    if path.is_file() and path.stat().st_size and not resume:
-        raise OFAValueError(
-            f"{path} already holds predictions; pass --resume to continue that run or choose "
-            "another --out"
-        )
-    ids = [r["id"] for r in records]
-    foreign = set(ids) - bench.known_ids
-    if foreign:
-        raise OFAValueError(
-            f"{path} holds predictions for ids not in {bench.name} {bench.split} (e.g. "
-            f"{sorted(foreign)[:3]}); choose another --out"
-        )
-    if len(set(ids)) != len(ids):
-        raise OFAValueError(
-            f"{path} holds the same id twice (written by two runs at once?); choose another --out"
-        )
-    with path.open("ab") as f:  # creates it; drops a torn last line
-        f.truncate(end)
-    return set(ids)
-
-
-def _append(sink: IO[str], records: Sequence[Mapping[str, Any]]) -> None:
-    sink.write("".join(json.dumps(r) + "\n" for r in records))
-    sink.flush()
-    os.fsync(sink.fileno())
+def score(bench: Benchmark, task: Task, results: Sequence[Result]) -> dict[str, float]:
+    """The task's published metrics (percentages, 2 decimals) of ``results``, aligned with the
+    benchmark's samples."""
+    return task_metric(task).scores(task, results, bench.samples)
 
 
 # --------------------------------------------------------------------------- data loading
@@ -385,86 +108,117 @@ def _batches(ids: Sequence[int], batch_size: int, done: set[int]) -> list[list[i
 
 
 # --------------------------------------------------------------------------- the runner
+def _flag(default: Any, help: str) -> Any:
+    """A config field and its ``--flag``'s help (``default`` a dict: a fresh one each)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything ``ofa test`` is told: what to score, where the run goes, how to predict (its
+    flags are these fields: ``batch_size`` -> ``--batch-size``)."""
+
+    dataset: str = _flag("folder", f"one of {', '.join(DATASETS)} (folder: your own data)")
+    data_root: str | Path | None = _flag(None, "the dataset's folder (mmpretrain's data/coco)")
+    split: str | None = _flag(None, "test, val, testA, val2014, ...; a folder: test, else val")
+    task: str | None = _flag(None, "a folder: score only this task (default: each)")
+    strict: bool = _flag(False, "a folder: refuse bad lines")
+    out: str | Path | None = _flag(None, "run folder (default ofa-test/<model>_<data>_<split>)")
+    batch_size: int = _flag(16, "images per batch")
+    limit: int | None = _flag(None, "evaluate the first N samples only")
+    resume: bool = _flag(False, "continue the run in out")
+    workers: int = _flag(2, "image loading processes (0: none)")
+    device: str | None = _flag(None, "cpu, cuda (default when present; torchrun: each rank's)")
+    pretrained: str | Path | None = _flag(None, "weights overriding the named model's")
+    tokenizer: str | Path | None = _flag(None, "tokenizer directory or hub id")
+    object_tags: str | Path | None = _flag(None, "VQA: VinVL object tags (.json/.tsv)")
+    generation: Mapping[str, Any] = _flag({}, "decoding overrides (num_beams, ...)")
+    progress: bool = _flag(True, "show a progress bar")
+    coco_results: bool = _flag(False, "also write OUT/coco_results.json (captions or boxes)")
+    task_options: Mapping[str, Any] = _flag({}, "a named model's get_model options (image_size, "
+                                            "answers, backend)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What a run scored (``OUT/metrics.json`` is its :meth:`to_dict`)."""
+
+    model: str
+    dataset: str
+    split: str
+    samples: int
+    settings: dict[str, Any]  # what decided the predictions (the resume fingerprint)
+    metrics: dict[str, float]  # published names -> percentages; empty for a submission
+    reference: dict[str, float]  # the model card's published numbers for the same metrics
+    predictions: str  # OUT/predictions.jsonl
+    submission: str | None = None  # OUT/vqa_submission.json, for a split without answers
+    coco_results: str | None = None  # OUT/coco_results.json, when asked for
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``metrics.json`` (the paths not written left out)."""
+        out = dict(vars(self))
+        return {
+            k: v for k, v in out.items() if v is not None or k not in ("submission", "coco_results")
+        }
+
+
 def evaluate(
-    model: OFAPipeline | str | Path,
-    dataset: str | Benchmark,
-    data_root: str | Path | None = None,
-    split: str | None = None,
-    *,
-    task: str | None = None,
-    strict: bool = False,
-    out: str | Path | None = None,
-    batch_size: int = 16,
-    limit: int | None = None,
-    resume: bool = False,
-    workers: int = 2,
-    device: str | torch.device | None = None,
-    pretrained: str | Path | None = None,
-    tokenizer: str | Path | None = None,
-    object_tags: str | Path | None = None,
-    generation: Mapping[str, Any] | None = None,
-    progress: bool = True,
-    coco_results: bool = False,
-    **task_options: Any,
-) -> dict[str, Any]:
+    model: OFAPipeline | str | Path, config: EvalConfig, benchmark: Benchmark | None = None
+) -> EvalReport:
     """Predict every sample of a benchmark split and score the predictions.
 
     Args:
         model: a pipeline, or a zoo name / checkpoint for :func:`~ofa_vl.api.get_model` (with
-            ``pretrained``, ``tokenizer``, ``device`` and ``task_options`` such as
-            ``image_size`` or ``answers``).
-        dataset: one of :data:`DATASETS`; ``data_root`` holds it in mmpretrain's layout, or
-            ``"folder"``: your own data (:mod:`ofa_vl.data.folder`), ``split`` and ``task``
-            picking the part to score (default: its test split, its task), ``strict`` refusing
-            bad lines; or a :class:`Benchmark` already read.
-        out: the run's folder (default ``ofa-test/<model>_<dataset>_<split>``).
-        limit: evaluate the first ``limit`` samples only.
-        resume: continue the run whose ``predictions.jsonl`` is in ``out``.
-        workers: DataLoader worker processes decoding images (0: in this process).
-        object_tags: VinVL object tags for VQA (:func:`~ofa_vl.data.load_object_tags`).
-        generation: decoding overrides (``num_beams``, ``max_new_tokens``, ...).
-        coco_results: also write ``out/coco_results.json`` (captions or boxes,
-            :mod:`ofa_vl.formats`), for ``COCO.loadRes`` and the COCO evaluation server.
+            the config's ``pretrained``, ``tokenizer``, ``device`` and ``task_options``).
+        config: what to score (``dataset``: one of :data:`DATASETS`, ``data_root`` holding it
+            in mmpretrain's layout, or ``"folder"``: your own data, :mod:`ofa_vl.data.folder`)
+            and how (:class:`EvalConfig`).
+        benchmark: the samples, already read (then the config's dataset fields are unused).
 
     Returns:
-        What ``out/metrics.json`` holds: ``{"model", "dataset", "split", "samples",
-        "settings", "metrics", "reference", "predictions"[, "submission"]}``. Under torchrun,
-        every rank gets it.
+        The :class:`EvalReport` ``out/metrics.json`` holds. Under torchrun, every rank gets it.
     """
-    check_counts(batch_size=batch_size, limit=limit)
-    at_least("workers", workers, 0)
-    if isinstance(model, OFAPipeline) and (pretrained or tokenizer or device or task_options):
+    c = config
+    check_counts(batch_size=c.batch_size, limit=c.limit)
+    at_least("workers", c.workers, 0)
+    if isinstance(model, OFAPipeline) and (
+        c.pretrained or c.tokenizer or c.device or c.task_options
+    ):
         raise OFAValueError("pretrained, tokenizer, device and task options need a model name")
-    dev = model.device if isinstance(model, OFAPipeline) else resolve_device(device)
+    dev = model.device if isinstance(model, OFAPipeline) else resolve_device(c.device)
     ranks, created = init_distributed(dev)
     try:
-        bench = _read_benchmark(dataset, data_root, split, task, strict, limit, object_tags, ranks)
-        if coco_results and bench.task not in COCO_TASKS:
+        bench = benchmark or _read_benchmark(c, ranks)
+        if c.coco_results and not TASKS[bench.task].coco_results:
             raise OFAValueError(f"COCO results hold captions and boxes, not {bench.task!r} answers")
         name = model.name if isinstance(model, OFAPipeline) else str(model)
-        where = Path(data_root).name if bench.name == "folder" and data_root else bench.name
-        out = Path(out or _default_out(name, where, bench.split))
+        where = Path(c.data_root).name if bench.name == "folder" and c.data_root else bench.name
+        out = Path(c.out or _default_out(name, where, bench.split))
         with ExitStack() as held:  # rank 0 holds the run folder's lock until the run ends
-            done = _resume_point(out, resume, bench, ranks, held)
+            done = _resume_point(out, c.resume, bench, ranks, held)
             if isinstance(model, OFAPipeline):
                 pipe = model
             else:
                 pipe = get_model(
-                    model, pretrained, device=dev, tokenizer=tokenizer, task=bench.task,
-                    **{**bench.task_options, **task_options},
+                    model, c.pretrained, device=dev, tokenizer=c.tokenizer, task=bench.task,
+                    **{**bench.task_options, **c.task_options},
                 )  # fmt: skip
             if pipe.task.name != bench.task:
                 raise OFAValueError(
                     f"{bench.name} needs a {bench.task!r} model, got a {pipe.task.name!r} one"
                 )
             check_image_size(pipe.task.image_size, pipe.model.cfg)
-            overrides = dict(generation or {})
+            overrides = dict(c.generation)
             _check_settings(out, _settings(pipe, overrides), bool(done), ranks)
-            _predict(pipe, bench, out, done, ranks, batch_size, workers, overrides, progress)
-            result = _finish(pipe, bench, out, overrides, coco_results) if ranks.rank == 0 else None
-            result = ranks.broadcast(result)
-            assert result is not None
-            return result
+            _predict(pipe, bench, out, done, ranks, c, overrides)
+            report = (
+                _finish(pipe, bench, out, overrides, c.coco_results) if ranks.rank == 0 else None
+            )
+            report = ranks.broadcast(report)
+            assert report is not None
+            return report
     finally:
         if created:
             dist.destroy_process_group()
@@ -474,29 +228,19 @@ def _default_out(model: str, where: str, split: str) -> Path:
     return Path("ofa-test") / f"{Path(model).stem}_{where}_{split}"
 
 
-def _read_benchmark(
-    dataset: str | Benchmark,
-    data_root: str | Path | None,
-    split: str | None,
-    task: str | None,
-    strict: bool,
-    limit: int | None,
-    object_tags: str | Path | None,
-    ranks: Dist,
-) -> Benchmark:
+def _read_benchmark(config: EvalConfig, ranks: Dist) -> Benchmark:
     """The samples :func:`evaluate` scores; rank 0 reports a folder's skipped lines."""
-    if isinstance(dataset, Benchmark):
-        return dataset
+    dataset, root, split = config.dataset, config.data_root, config.split
     if dataset not in DATASETS:
         raise OFAValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    if data_root is None or (split is None and dataset != "folder"):
+    if root is None or (split is None and dataset != "folder"):
         raise OFAValueError(f"{dataset} needs a data root and a split")
     if dataset != "folder":
-        return load_benchmark(dataset, data_root, str(split), limit, object_tags)
-    data = read_folder(data_root, task, strict)
+        return load_benchmark(dataset, root, str(split), config.limit, config.object_tags)
+    data = read_folder(root, config.task, config.strict)
     if ranks.rank == 0:
         data.report()
-    return folder_benchmark(data, split, task, limit)
+    return folder_benchmark(data, split, config.task, config.limit)
 
 
 def _resume_point(
@@ -509,7 +253,7 @@ def _resume_point(
     if ranks.rank == 0:
         try:
             held.enter_context(RunLock(out, "ofa test"))
-            done = _prepare_output(out, resume, bench)
+            done = prepare_output(out, resume, bench)
         except (OFAError, OSError) as e:
             error = e
     done, failure = ranks.broadcast((done, None if error is None else describe(error)))
@@ -522,13 +266,13 @@ def _resume_point(
 
 def _settings(pipe: OFAPipeline, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Everything that decides a prediction: preprocessing and decoding."""
-    task = pipe.task
+    pre = pipe.task.preprocessing
     weights = pipe.model.weights_file
     return {
         "model": pipe.name,
         "weights": weights_fingerprint(weights) if weights is not None else None,
-        "image_size": task.image_size,
-        "interpolation": task.interpolation,
+        "image_size": pre.image_size,
+        "interpolation": pre.interpolation,
         "precision": pipe.precision,
         "backend": pipe.backend,
         **pipe.decoding(**overrides).to_dict(),
@@ -561,21 +305,20 @@ def _predict(
     out: Path,
     done: set[int],
     ranks: Dist,
-    batch_size: int,
-    workers: int,
+    config: EvalConfig,
     overrides: Mapping[str, Any],
-    progress: bool,
 ) -> None:
     """Predict the samples not ``done``, this rank's batches; rank 0 appends every rank's."""
-    ids = [sample_id(s) for s in bench.samples]
-    batches = _batches(ids, batch_size, done)
+    ids = [s.id for s in bench.samples]
+    batches = _batches(ids, config.batch_size, done)
     mine = batches[ranks.rank :: ranks.world]
-    paths = [s.image_path for s in bench.samples]
-    images = _Images(paths, pipe.task.preprocessing)
-    loader = iter(DataLoader(images, batch_sampler=mine, num_workers=workers, collate_fn=_collate))
+    images = _Images([s.image for s in bench.samples], pipe.task.preprocessing)
+    loader = iter(
+        DataLoader(images, batch_sampler=mine, num_workers=config.workers, collate_fn=_collate)
+    )
     main = ranks.rank == 0
     bar = tqdm(total=len(ids), initial=len(ids) - sum(map(len, batches)), unit="img",
-               disable=not (main and progress), desc=f"{bench.name} {bench.split}")  # fmt: skip
+               disable=not (main and config.progress), desc=f"{bench.name} {bench.split}")  # fmt: skip
     sink = (out / PREDICTIONS).open("a", encoding="utf-8") if main else None
     try:
         for step in range(math.ceil(len(batches) / ranks.world)):
@@ -585,7 +328,7 @@ def _predict(
                 if isinstance(batch, ImageError):
                     raise batch
                 index, pixels, infos = batch
-                fields = [sample_fields(bench.samples[i]) for i in index]
+                fields = [dict(bench.samples[i].fields) for i in index]
                 results = pipe.predict_batch(pixels, infos, fields, **overrides)
                 records = [
                     {"id": ids[i], **r.to_dict(), "confidence": r.confidence}
@@ -593,7 +336,7 @@ def _predict(
                 ]
             gathered = [r for part in ranks.gather(records) for r in part]
             if sink is not None:
-                _append(sink, gathered)
+                append_records(sink, gathered)
                 bar.update(len(gathered))
     finally:
         del loader  # its workers stop now, not when a raised error's frames are collected
@@ -608,95 +351,90 @@ def _finish(
     out: Path,
     overrides: Mapping[str, Any],
     coco_results: bool = False,
-) -> dict[str, Any]:
+) -> EvalReport:
     """Rank 0: score ``predictions.jsonl``, write ``metrics.json`` (and the VQA submission)."""
     by_id = {r["id"]: r for r in read_predictions(out / PREDICTIONS)}
-    records = [by_id[sample_id(s)] for s in bench.samples]
-    card = MODELS.get(pipe.name)
-    result: dict[str, Any] = {
-        "model": pipe.name,
-        "dataset": bench.name,
-        "split": bench.split,
-        "samples": len(records),
-        "settings": _settings(pipe, overrides),
-        "metrics": {},
-        "reference": {},
-        "predictions": str(out / PREDICTIONS),
-    }
+    records = [by_id[s.id] for s in bench.samples]
+    task = pipe.task
+    if task.result_type is None:
+        raise OFAValueError(f"task {task.name!r} results cannot be read back from {PREDICTIONS}")
+    results = [task.result_type.from_dict(r) for r in records]
+    metrics: dict[str, float] = {}
+    reference: dict[str, float] = {}
+    submission = None
     if bench.has_answers:
-        result["metrics"] = score(bench, records)
+        metrics = score(bench, task, results)
+        card = MODELS.get(pipe.name)
         published = card.metrics if card else {}  # "Accuracy (testA)" or "Accuracy", ...
-        found = {
-            k: published.get(f"{k} ({bench.split})", published.get(k)) for k in result["metrics"]
-        }
-        result["reference"] = {k: v for k, v in found.items() if v is not None}
+        found = {k: published.get(f"{k} ({bench.split})", published.get(k)) for k in metrics}
+        reference = {k: v for k, v in found.items() if v is not None}
     else:
-        answers = {r["id"]: str(r["pred_answer"]) for r in records}
-        result["submission"] = str(write_vqa_submission(answers, out / SUBMISSION))
-    if coco_results:
-        result["coco_results"] = str(_write_coco(bench, records, out / COCO_RESULTS))
-    write_atomic(out / METRICS, json.dumps(result, indent=2) + "\n")
-    return result
+        answers = {s.id: task.answer(r) for s, r in zip(bench.samples, results)}
+        submission = str(write_vqa_submission(answers, out / SUBMISSION))
+    report = EvalReport(
+        pipe.name, bench.name, bench.split, len(records), _settings(pipe, overrides), metrics,
+        reference, str(out / PREDICTIONS), submission,
+        str(_write_coco(bench, records, out / COCO_RESULTS)) if coco_results else None,
+    )  # fmt: skip
+    write_atomic(out / METRICS, json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
 
 
 def _write_coco(bench: Benchmark, records: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """The predictions as COCO results: per sample its image id (and RefCOCO's category)."""
     entries = []
     for sample, record in zip(bench.samples, records):
-        image_id = getattr(sample, "image_id", sample_id(sample))
-        entries += coco_entries(record, image_id, getattr(sample, "category_id", None))
+        image_id = sample.id if sample.image_id is None else sample.image_id
+        entries += coco_entries(record, image_id, sample.category_id)
     write_atomic(path, json.dumps(entries))
     return path
 
 
-def format_table(result: Mapping[str, Any]) -> str:
+def format_table(report: EvalReport) -> str:
     """The metrics of :func:`evaluate` beside the model's published numbers, as text."""
-    head = (
-        f"{result['model']} on {result['dataset']} {result['split']} ({result['samples']} samples)"
-    )
-    lines = [head]
-    if result["metrics"]:
-        width = max(len(k) for k in result["metrics"]) + 2
+    lines = [f"{report.model} on {report.dataset} {report.split} ({report.samples} samples)"]
+    if report.metrics:
+        width = max(len(k) for k in report.metrics) + 2
         lines.append(f"{'metric':<{width}}{'value':>8}{'reference':>11}")
-        for key, value in result["metrics"].items():
-            ref = result["reference"].get(key)
+        for key, value in report.metrics.items():
+            ref = report.reference.get(key)
             lines.append(f"{key:<{width}}{value:>8.2f}{'-' if ref is None else f'{ref:.2f}':>11}")
-    if MMPRETRAIN_VQA in result["metrics"]:
+    if MMPRETRAIN_VQA in report.metrics:
         lines.append(VQA_NOTE)
-    if "submission" in result:
-        lines.append(f"no annotations for this split; EvalAI submission: {result['submission']}")
-    lines.append(f"predictions: {result['predictions']}")
+    if report.submission is not None:
+        lines.append(f"no annotations for this split; EvalAI submission: {report.submission}")
+    lines.append(f"predictions: {report.predictions}")
     return "\n".join(lines)
 
 
-def evaluate_command(model: str, **kwargs: Any) -> dict[str, Any]:
+def evaluate_command(model: str, config: EvalConfig) -> EvalReport | dict[str, EvalReport]:
     """``ofa test MODEL --dataset ...``: :func:`evaluate`, then rank 0 prints the table.
 
     A folder whose split mixes tasks (``--data`` without ``--task``) is scored task by task, each
-    into ``OUT/<task>`` with its own table; the results are returned by task."""
+    into ``OUT/<task>`` with its own table; the reports are returned by task."""
     main = int(os.environ.get("RANK", "0")) == 0
-    mixed = _mixture(kwargs)
+    mixed = _mixture(config)
     if mixed is None:
-        result = evaluate(model, **kwargs)
+        report = evaluate(model, config)
         if main:
-            print(format_table(result))
-        return result
+            print(format_table(report))
+        return report
     split, tasks = mixed
-    where = Path(str(kwargs["data_root"])).name
-    base = Path(kwargs.get("out") or _default_out(model, where, split))
-    results: dict[str, Any] = {}
+    where = Path(str(config.data_root)).name
+    base = Path(config.out or _default_out(model, where, split))
+    reports: dict[str, EvalReport] = {}
     for task in tasks:
-        results[task] = evaluate(model, **{**kwargs, "task": task, "out": base / task})
+        reports[task] = evaluate(model, replace(config, task=task, out=base / task))
         if main:
-            print(format_table(results[task]) + ("" if task == tasks[-1] else "\n"))
-    return results
+            print(format_table(reports[task]) + ("" if task == tasks[-1] else "\n"))
+    return reports
 
 
-def _mixture(kwargs: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+def _mixture(config: EvalConfig) -> tuple[str, list[str]] | None:
     """The split and tasks of a folder that ``ofa test --data`` scores task by task: one whose
     split mixes tasks, with no ``--task`` picking one."""
-    if kwargs.get("dataset") != "folder" or kwargs.get("task") is not None:
+    if config.dataset != "folder" or config.task is not None or config.data_root is None:
         return None
-    data = read_folder(kwargs["data_root"], None, bool(kwargs.get("strict")))
-    split, tasks = folder_tasks(data, kwargs.get("split"))
+    data = read_folder(config.data_root, None, config.strict)
+    split, tasks = folder_tasks(data, config.split)
     return (split, tasks) if len(tasks) > 1 else None

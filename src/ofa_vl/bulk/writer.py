@@ -22,11 +22,11 @@ from typing import Any
 from ..errors import OFAValueError
 from ..formats import coco_entries
 from ..runs import publish, write_atomic
+from ..tasks import TASKS
 
 __all__ = ["FORMATS", "ChunkStore", "coco_image_id", "merge", "output_format"]
 
 FORMATS = ("jsonl", "parquet", "coco")
-COCO_TASKS = ("caption", "refcoco")  # what COCO's results files hold: captions, boxes
 _CHUNK = re.compile(r"^chunk-(\d+)\.jsonl$")
 
 
@@ -35,7 +35,7 @@ def output_format(out: Path, given: str | None, task: str) -> str:
     fmt = given or ("parquet" if out.suffix.lower() == ".parquet" else "jsonl")
     if fmt not in FORMATS:
         raise OFAValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "coco" and task not in COCO_TASKS:
+    if fmt == "coco" and not TASKS[task].coco_results:  # COCO results: captions, boxes
         raise OFAValueError(f"--format coco holds captions or boxes, not {task!r} results")
     return fmt
 

@@ -18,6 +18,7 @@ from ofa_vl.data.common import (
     load_json,
     require_keys,
 )
+from ofa_vl.tasks.samples import Sample
 
 _GT_LAYOUT = 'COCO caption ground truth {"annotations": [{"image_id", "caption"}], "images": [...]}'
 
@@ -29,6 +30,10 @@ class CaptionSample:
     image_id: int
     image_path: Path
     captions: list[str]
+
+    def sample(self) -> Sample:
+        """As every task sees it: the image id, the captions as truth."""
+        return Sample(self.image_id, self.image_path, {}, tuple(self.captions))
 
 
 def load_caption_references(path: str | Path) -> dict[int, list[str]]:

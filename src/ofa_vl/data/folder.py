@@ -10,22 +10,12 @@ columns beside it::
     DIR/train/metadata.csv        split folders (train/, validation/, test/), each with its own
     DIR/validation/metadata.csv   metadata; or one metadata file with a ``split`` column
 
-Column sets, one per task (the task is read from them, or from a ``task`` column for mixtures):
-
-=================  ==================  =================================================
-task               columns             meaning
-=================  ==================  =================================================
-``caption``        caption | captions  one reference caption, or a list of them
-``refcoco``        text + box | bbox   grounding: ``box`` = [x1, y1, x2, y2] pixels;
-                                       ``bbox`` = COCO's [x, y, w, h] pixels
-``vqa``            question + answer   one answer, or ``answers``: the human answers
-                   | answers           (scored with the VQA accuracy)
-``region_caption`` box | bbox +        describe a region
-                   caption
-``itm``            caption + label     image-text matching; label yes/no (true/false, 1/0)
-``classify``       label               a class name
-``ask``            prompt + target     any instruction and its answer
-=================  ==================  =================================================
+Each task names its columns (``Task.folder_columns``; the task is read from them, or from a
+``task`` column for mixtures) and reads them (``Task.from_columns``): ``caption`` caption |
+captions; ``refcoco`` text + box | bbox (``box`` = [x1, y1, x2, y2] pixels, ``bbox`` = COCO's
+[x, y, w, h]); ``vqa`` question + answer | answers (the human answers); ``region_caption``
+caption + box | bbox; ``itm`` caption + label (yes/no, true/false, 1/0); ``classify`` label;
+``ask`` prompt + target.
 
 In a CSV file, list values (``captions``, ``answers``, ``box``, ``bbox``) are JSON (``"[1, 2, 3,
 4]"``). Split names follow HF too: ``val`` / ``valid`` / ``dev`` are ``validation``, a folder
@@ -48,16 +38,14 @@ from typing import Any
 from PIL import Image
 
 from ..tasks import TASKS, Task, get_task
-from ..tasks.region_caption import REGION_PROMPT
+from ..tasks.samples import ColumnError, Example, Sample, given
 from .common import DatasetError
-from .training import Example, caption_target, most_common_answer
 
 __all__ = [
     "FOLDER_TASKS",
     "METADATA_FILES",
     "SPLITS",
     "FolderData",
-    "FolderSample",
     "infer_task",
     "is_folder_dataset",
     "read_dataset",
@@ -74,28 +62,14 @@ _SPLIT_ALIASES = {
     "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
     "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
 }  # fmt: skip
-FOLDER_TASKS = ("caption", "refcoco", "vqa", "region_caption", "itm", "classify", "ask")
-_YES_NO = {"yes": "yes", "true": "yes", "1": "yes", "no": "no", "false": "no", "0": "no"}
-Box = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True, slots=True)
-class FolderSample:
-    """One good line of a folder dataset; ``box`` is XYXY pixels of the image as loaded."""
-
-    sample_id: int  # the line's position among all lines read (a stable prediction key)
-    image_path: Path
-    task: str  # one of FOLDER_TASKS
-    split: str  # one of SPLITS
-    where: str  # "DIR/metadata.jsonl:12"
-    captions: tuple[str, ...] = ()  # caption, region caption or matching text
-    text: str = ""  # grounding expression
-    question: str = ""
-    answers: tuple[str, ...] = ()
-    box: Box | None = None  # grounding target or described region
-    label: str = ""  # matching "yes" / "no", or a class name
-    prompt: str = ""
-    target: str = ""
+# the tasks that read folder lines (Task.folder_columns), in registration order
+_FOLDER: dict[str, type[Task]] = {c.name: c for c in TASKS.values() if c.folder_columns}
+FOLDER_TASKS = tuple(_FOLDER)
+# column inference: the tasks naming more columns first (text + box before a caption alone)
+_BY_COLUMNS = sorted(
+    _FOLDER.values(),
+    key=lambda c: (-len(c.folder_columns), -sum(g.count("|") for g in c.folder_columns)),
+)
 
 
 @dataclass
@@ -103,7 +77,7 @@ class FolderData:
     """The good samples of a folder (all splits) and one message per skipped line."""
 
     root: str
-    samples: list[FolderSample]
+    samples: list[Sample]
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -114,7 +88,7 @@ class FolderData:
     def splits(self) -> list[str]:
         return [s for s in SPLITS if any(x.split == s for x in self.samples)]
 
-    def select(self, split: str, task: str | None = None) -> list[FolderSample]:
+    def select(self, split: str, task: str | None = None) -> list[Sample]:
         """The samples of one split (and task), file order."""
         return [s for s in self.samples if s.split == split and task in (None, s.task)]
 
@@ -128,121 +102,28 @@ class FolderData:
             print(f"ofa: skipped {len(self.problems)} of {total} lines of {self.root}", file=out)
 
 
-class _BadLine(Exception):
-    """One line that cannot be used (the message says why)."""
-
-
 # --------------------------------------------------------------------------- tasks and columns
-def _given(row: Mapping[str, Any], key: str) -> bool:
-    value = row.get(key)
-    return value is not None and value != "" and value != []
-
-
 def infer_task(columns: Iterable[str]) -> str | None:
-    """The task a column set belongs to (module table), or None."""
+    """The task a column set belongs to (each task's ``folder_columns``), or None."""
     c = set(columns)
-    has_box = bool(c & {"box", "bbox"})
-    if {"prompt", "target"} <= c:
-        return "ask"
-    if "question" in c and c & {"answer", "answers"}:
-        return "vqa"
-    if "text" in c and has_box:
-        return "refcoco"
-    if "caption" in c and has_box:
-        return "region_caption"
-    if "caption" in c and "label" in c:
-        return "itm"
-    if c & {"caption", "captions"}:
-        return "caption"
-    if "label" in c:
-        return "classify"
+    for cls in _BY_COLUMNS:
+        if all(c & set(group.split("|")) for group in cls.folder_columns):
+            return cls.name
     return None
 
 
 def _task_name(value: Any) -> str:
     cls = TASKS.get(str(value).strip())
-    if cls is None or cls.name not in FOLDER_TASKS:
-        raise _BadLine(f"unknown task {value!r} (folder tasks: {', '.join(FOLDER_TASKS)})")
+    if cls is None or cls.name not in _FOLDER:
+        raise ColumnError(f"unknown task {value!r} (folder tasks: {', '.join(FOLDER_TASKS)})")
     return cls.name
 
 
 def _split_name(value: Any) -> str:
     name = _SPLIT_ALIASES.get(str(value).strip().lower())
     if name is None:
-        raise _BadLine(f"unknown split {value!r} (use {', '.join(SPLITS)})")
+        raise ColumnError(f"unknown split {value!r} (use {', '.join(SPLITS)})")
     return name
-
-
-# --------------------------------------------------------------------------- values
-def _json_value(value: Any) -> Any:
-    """A CSV cell holding a JSON list is decoded; anything else is returned as is."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            raise _BadLine(f"{value!r} is not a JSON list") from None
-    return value
-
-
-def _text(row: Mapping[str, Any], key: str) -> str:
-    if key not in row or row[key] is None:
-        raise _BadLine(f"missing column {key!r}")
-    if not isinstance(row[key], (str, int, float)) or not str(row[key]).strip():
-        raise _BadLine(f"empty {key!r}")
-    return str(row[key]).strip()
-
-
-def _texts(row: Mapping[str, Any], one: str, many: str) -> tuple[str, ...]:
-    """``one`` (a text) or ``many`` (a list of texts, JSON in a CSV)."""
-    if _given(row, many):
-        values = _json_value(row[many])
-        if isinstance(values, str):
-            values = [values]
-        if not isinstance(values, list) or not values:
-            raise _BadLine(f"{many!r} must be a non-empty list of texts, got {values!r}")
-        if not all(isinstance(v, (str, int, float)) and str(v).strip() for v in values):
-            raise _BadLine(f"empty text in {many!r}")
-        return tuple(str(v).strip() for v in values)
-    if one not in row and many not in row:
-        raise _BadLine(f"missing column {one!r} (or {many!r})")
-    return (_text(row, one if one in row else many),)
-
-
-def _box(row: Mapping[str, Any], size: tuple[int, int]) -> Box:
-    """``box`` (XYXY) or ``bbox`` (COCO XYWH, as the column name says) inside the image."""
-    key = "box" if _given(row, "box") else "bbox"
-    if not _given(row, key):
-        raise _BadLine("missing column 'box' (or 'bbox')")
-    raw = _json_value(row[key])
-    try:
-        a, b, c, d = (float(v) for v in raw)
-    except (TypeError, ValueError):
-        raise _BadLine(f"{key} must be 4 numbers, got {row[key]!r}") from None
-    x1, y1, x2, y2 = (a, b, a + c, b + d) if key == "bbox" else (a, b, c, d)  # COCO: XYWH
-    w, h = size
-    if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
-        raise _BadLine(f"{key} {list(raw)} is not a box inside the {w}x{h} image")
-    return (x1, y1, x2, y2)
-
-
-def _fields(task: str, row: Mapping[str, Any], size: tuple[int, int]) -> dict[str, Any]:
-    """The sample fields of one line of ``task``."""
-    if task == "caption":
-        return {"captions": _texts(row, "caption", "captions")}
-    if task == "refcoco":
-        return {"text": _text(row, "text"), "box": _box(row, size)}
-    if task == "vqa":
-        return {"question": _text(row, "question"), "answers": _texts(row, "answer", "answers")}
-    if task == "region_caption":
-        return {"captions": _texts(row, "caption", "captions"), "box": _box(row, size)}
-    if task == "itm":
-        label = _YES_NO.get(_text(row, "label").lower())
-        if label is None:
-            raise _BadLine(f"matching label must be yes/no (true/false, 1/0), got {row['label']!r}")
-        return {"captions": (_text(row, "caption"),), "label": label}
-    if task == "classify":
-        return {"label": _text(row, "label")}
-    return {"prompt": _text(row, "prompt"), "target": _text(row, "target")}
 
 
 # --------------------------------------------------------------------------- images
@@ -250,7 +131,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) as :func:`ofa_vl.images.load_image` will see it; decodes the image (at
     reduced size for JPEG) so that a truncated file is found now, not at step 5,000."""
     if not path.is_file():
-        raise _BadLine(f"image {path} not found")
+        raise ColumnError(f"image {path} not found")
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -259,7 +140,7 @@ def _image_size(path: Path) -> tuple[int, int]:
             im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
             im.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise _BadLine(f"image {path} is not a readable image ({e})") from None
+        raise ColumnError(f"image {path} is not a readable image ({e})") from None
     return w, h
 
 
@@ -270,20 +151,27 @@ class _Reader:
 
     task: str | None  # keep only this task's lines (also the task of files that do not say)
     strict: bool
-    samples: list[FolderSample] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     sizes: dict[Path, tuple[int, int] | str] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
     seen: int = 0
+
+    def task_for(self, name: str) -> Task:
+        """The task reading ``name``'s columns (one default instance each)."""
+        if name not in self.tasks:
+            self.tasks[name] = _FOLDER[name]()
+        return self.tasks[name]
 
     def size(self, path: Path) -> tuple[int, int]:
         if path not in self.sizes:
             try:
                 self.sizes[path] = _image_size(path)
-            except _BadLine as e:
+            except ColumnError as e:
                 self.sizes[path] = str(e)
         found = self.sizes[path]
         if isinstance(found, str):
-            raise _BadLine(found)
+            raise ColumnError(found)
         return found
 
     def add(
@@ -297,17 +185,17 @@ class _Reader:
         """Read one line; a bad one is recorded (or, strict, refused)."""
         sample_id, self.seen = self.seen, self.seen + 1
         try:
-            task = _task_name(row["task"]) if _given(row, "task") else file_task
+            task = _task_name(row["task"]) if given(row, "task") else file_task
             if task is None:
-                raise _BadLine("no task: add a 'task' column or the columns of one task")
+                raise ColumnError("no task: add a 'task' column or the columns of one task")
             if self.task is not None and task != self.task:
                 return
             path = image()
-            fields = _fields(task, row, self.size(path))
+            fields, truth = self.task_for(task).from_columns(row, self.size(path))
             if split is None:
-                split = _split_name(row["split"]) if _given(row, "split") else "train"
-            self.samples.append(FolderSample(sample_id, path, task, split, where, **fields))
-        except _BadLine as e:
+                split = _split_name(row["split"]) if given(row, "split") else "train"
+            self.samples.append(Sample(sample_id, path, fields, truth, task, split, where))
+        except ColumnError as e:
             if self.strict:
                 raise DatasetError(f"{where}: {e} (--strict refuses bad lines)") from None
             self.problems.append(f"{where}: {e}")
@@ -349,10 +237,10 @@ def _read_file(reader: _Reader, path: Path, split: str | None, label: str) -> No
     # a mixture's lines each name their task; a plain file's columns name it
     file_task = None if "task" in columns else reader.task or infer_task(columns)
     if file_task is None and "task" not in columns:
+        sets = "; ".join(" + ".join(c.folder_columns) for c in _BY_COLUMNS)
         raise DatasetError(
             f"{path}: columns {sorted(columns)} are no task's; expected a 'task' column or one "
-            "of: caption(s); text + box|bbox; question + answer(s); box|bbox + caption; "
-            "caption + label; label; prompt + target"
+            f"of: {sets}"
         )
     for n, row in _rows(path):
         where = f"{label}:{n}"
@@ -365,12 +253,12 @@ def _read_file(reader: _Reader, path: Path, split: str | None, label: str) -> No
         row_split = split
         name = str(row.get("file_name") or "")
         first = Path(name).parts[0] if name else ""
-        if row_split is None and not _given(row, "split") and first in _SPLIT_ALIASES:
+        if row_split is None and not given(row, "split") and first in _SPLIT_ALIASES:
             row_split = _SPLIT_ALIASES[first]  # "train/0001.jpg" in a root metadata file
 
         def image(name: str = name) -> Path:
             if not name.strip():
-                raise _BadLine("missing column 'file_name'")
+                raise ColumnError("missing column 'file_name'")
             return path.parent / name
 
         reader.add(row, image, where, file_task, row_split)
@@ -424,7 +312,7 @@ def _known_task(task: str | None) -> str | None:
         return None
     try:
         return _task_name(task)
-    except _BadLine as e:
+    except ColumnError as e:
         raise DatasetError(str(e)) from None
 
 
@@ -453,7 +341,7 @@ def _image_file(value: Any, cache: Path, index: int) -> Path:
         dest = cache / f"{index:07d}.png"
         value.save(dest)
         return dest
-    raise _BadLine(f"image column holds {type(value).__name__}, not an image")
+    raise ColumnError(f"image column holds {type(value).__name__}, not an image")
 
 
 def read_dataset(
@@ -485,8 +373,8 @@ def read_dataset(
             index = reader.seen
 
             def image(row: Mapping[str, Any] = row, index: int = index) -> Path:
-                if not _given(row, image_column):
-                    raise _BadLine(f"missing column {image_column!r}")
+                if not given(row, image_column):
+                    raise ColumnError(f"missing column {image_column!r}")
                 return _image_file(row[image_column], cache, index)
 
             where = f"dataset{'' if split is None else f'[{split}]'} row {i}"
@@ -498,49 +386,14 @@ def split_name(name: str) -> str:
     """One of :data:`SPLITS` from HF's names for it (``val``, ``dev``, ...), or one clear error."""
     try:
         return _split_name(name)
-    except _BadLine as e:
+    except ColumnError as e:
         raise DatasetError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- training examples
 def training_examples(
-    samples: Iterable[FolderSample], task_for: Callable[[str], Task] = get_task
+    samples: Iterable[Sample], task_for: Callable[[str], Task] = get_task
 ) -> list[Example]:
-    """The training examples of folder samples, built with the tasks the model runs at inference
-    (``task_for(name)``: its prompts and text normalisation), one per caption.
-
-    Targets follow :mod:`ofa_vl.data.training` (OFA's datasets): captions cleaned and cut to 20
-    words, the most common of several VQA answers, boxes as 4 bin tokens.
-    """
-    out: list[Example] = []
-    for s in samples:
-        task = task_for(s.task)
-        if s.task == "caption":
-            prompt = task.prompt(task.normalize({}))
-            out += [Example("caption", s.image_path, prompt, caption_target(c)) for c in s.captions]
-        elif s.task == "refcoco":
-            fields = task.normalize({"text": s.text})
-            out.append(Example("refcoco", s.image_path, task.prompt(fields), box=s.box))
-        elif s.task == "vqa":
-            fields = task.normalize({"question": s.question})
-            answer = " " + most_common_answer(s.answers)
-            dprompt = task.decoder_prompt(fields)
-            out.append(
-                Example("vqa", s.image_path, task.prompt(fields), answer, decoder_prompt=dprompt)
-            )
-        elif s.task == "region_caption":
-            for c in s.captions:
-                target = caption_target(c)
-                out.append(
-                    Example("region_caption", s.image_path, REGION_PROMPT, target, region=s.box)
-                )
-        elif s.task == "itm":
-            prompt = task.prompt(task.normalize({"text": s.captions[0]}))
-            out.append(Example("itm", s.image_path, prompt, " " + s.label))
-        elif s.task == "classify":
-            prompt = task.prompt(task.normalize({}))
-            out.append(Example("classify", s.image_path, prompt, " " + s.label))
-        else:
-            prompt = task.prompt(task.normalize({"prompt": s.prompt}))
-            out.append(Example("ask", s.image_path, prompt, " " + s.target))
-    return out
+    """The training examples of folder samples, built by the tasks the model runs at inference
+    (``task_for(name)``: its prompts and text normalisation; :meth:`Task.examples`)."""
+    return [e for s in samples for e in task_for(s.task).examples(s)]

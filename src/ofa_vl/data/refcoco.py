@@ -22,6 +22,7 @@ from ofa_vl.data.common import (
     require_keys,
 )
 from ofa_vl.errors import OFAValueError
+from ofa_vl.tasks.samples import Sample
 
 # REFER toolkit: the default split of each dataset (refcocog also has "google")
 DEFAULT_SPLIT_BY: dict[str, str] = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
@@ -39,6 +40,11 @@ class RefSample:
     image_id: int
     ref_id: int
     category_id: int | None = None  # the referred object's COCO category (refs' category_id)
+
+    def sample(self) -> Sample:
+        """As every task sees it: the expression as the query, its box as truth."""
+        return Sample(self.sample_id, self.image_path, {"text": self.text}, self.gt_box,
+                      image_id=self.image_id, category_id=self.category_id)  # fmt: skip
 
 
 def _index(path: Path, data: dict[str, Any], key: str, fields: tuple[str, ...]) -> dict[Any, Any]:

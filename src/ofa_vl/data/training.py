@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from ..images import ImageInfo, Interpolation
 from ..preprocess import PreprocessConfig
 from ..tasks import get_task
 from ..tasks.region_caption import REGION_PROMPT
-from ..text import clean_caption
+from ..tasks.samples import MAX_CAPTION_WORDS, Example, Sample, caption_target, most_common_answer
 from ..tokenizer import BOS, EOS, PAD, UNK, OFATokenizer
 from .coco_caption import COCOCaption
 from .common import require_file
@@ -37,77 +35,29 @@ TASKS = ("caption", "refcoco", "vqa", "region_caption", "itm")
 # Mixed batches: one shuffled pool of every task's examples, so each batch mixes the tasks in
 # proportion to their sizes (OFA pretraining batches mix tasks too: OFA:data/pretrain_data/unify_dataset.py).
 MIXTURES = {"multitask": TASKS}
-MAX_CAPTION_WORDS = 20  # OFA:run_scripts/caption/train_caption_stage1.sh --max-tgt-length 20
 IGNORE_INDEX = -100  # label of positions that carry no loss (padding, decoder prompt)
 
 
-@dataclass(frozen=True)
-class Example:
-    """One training pair as text; boxes are XYXY pixels of the original image.
-
-    ``region`` is appended to the prompt as 4 bin tokens; ``box`` makes the target 4 bin tokens
-    (then ``target`` is unused); ``decoder_prompt`` is forced after ``<s>`` and carries no loss.
-    """
-
-    task: str
-    image: Path
-    prompt: str
-    target: str = ""
-    box: tuple[float, float, float, float] | None = None
-    region: tuple[float, float, float, float] | None = None
-    decoder_prompt: str | None = None
-
-
-def caption_target(caption: str) -> str:
-    """OFA caption target: lower case, punctuation stripped, at most 20 words, leading space."""
-    # OFA:data/mm_data/caption_dataset.py (string.punctuation transtab, max_tgt_length)
-    return " " + " ".join(clean_caption(caption).lower().split()[:MAX_CAPTION_WORDS])
-
-
-def most_common_answer(answers: Sequence[str]) -> str:
-    """The answer most of the human answers agree on (OFA: the max-confidence one)."""
-    return Counter(answers).most_common(1)[0][0]
+def _examples(task: str, samples: Iterable[Sample]) -> list[Example]:
+    """The training examples ``task`` makes of ``samples`` (:meth:`~ofa_vl.tasks.Task.examples`)."""
+    made = get_task(task)
+    return [e for s in samples for e in made.examples(s)]
 
 
 def caption_examples(root: Path, split: str = "train") -> list[Example]:
     """``" what does the image describe?"`` -> ``" {caption}"``, one example per caption."""
-    task = get_task("caption")
-    return [
-        Example("caption", s.image_path, task.prompt(task.normalize({})), caption_target(c))
-        for s in COCOCaption(root, split, check_images="lazy")
-        for c in s.captions
-    ]
+    return _examples("caption", (s.sample() for s in COCOCaption(root, split, check_images="lazy")))
 
 
 def refcoco_examples(root: Path, split: str = "train") -> list[Example]:
     """Referring expression -> the 4 bin tokens of its box."""
-    task = get_task("refcoco")
-    return [
-        Example(
-            "refcoco", s.image_path, task.prompt(task.normalize({"text": s.text})), box=s.gt_box
-        )
-        for s in RefCOCO(root, "refcoco", split, check_images="lazy")
-    ]
+    refs = RefCOCO(root, "refcoco", split, check_images="lazy")
+    return _examples("refcoco", (s.sample() for s in refs))
 
 
 def vqa_examples(root: Path, split: str = "train2014") -> list[Example]:
     """``" {question}"`` -> ``" {answer}"`` (the most frequent of the human answers)."""
-    task = get_task("vqa")
-    examples = []
-    for s in VQAv2(root, split, check_images="lazy"):
-        if not s.answers:
-            continue
-        fields = task.normalize({"question": s.question, "objects": s.objects})
-        examples.append(
-            Example(
-                "vqa",
-                s.image_path,
-                task.prompt(fields),
-                " " + most_common_answer(s.answers),
-                decoder_prompt=task.decoder_prompt(fields),
-            )
-        )
-    return examples
+    return _examples("vqa", (s.sample() for s in VQAv2(root, split, check_images="lazy")))
 
 
 def _extras(root: Path, task: str, split: str) -> list[dict[str, Any]]:
@@ -119,31 +69,21 @@ def _extras(root: Path, task: str, split: str) -> list[dict[str, Any]]:
 def region_caption_examples(root: Path, split: str = "train") -> list[Example]:
     """Grounded captioning: ``REGION_PROMPT`` + the region's 4 bin tokens -> ``" {caption}"``
     (the task's prompt, built with the bins of the image's resize in :class:`TrainingDataset`)."""
-    return [
-        Example(
-            "region_caption",
-            root / r["image"],
-            REGION_PROMPT,
-            caption_target(r["text"]),
-            region=tuple(r["box"]),
-        )
-        for r in _extras(root, "region_caption", split)
+    rows = _extras(root, "region_caption", split)
+    samples = [
+        Sample(i, root / r["image"], {"region": r["box"]}, (r["text"],)) for i, r in enumerate(rows)
     ]
+    return _examples("region_caption", samples)
 
 
 def itm_examples(root: Path, split: str = "train") -> list[Example]:
     """Image-text matching: ``' does the image describe " {text} "?'`` -> ``" yes"`` / ``" no"``,
     the text cleaned as inference cleans it (the task's ``pre_caption``)."""
-    task = get_task("itm")
-    return [
-        Example(
-            "itm",
-            root / r["image"],
-            task.prompt(task.normalize({"text": r["text"]})),
-            " " + r["answer"],
-        )  # fmt: skip
-        for r in _extras(root, "itm", split)
+    rows = _extras(root, "itm", split)
+    samples = [
+        Sample(i, root / r["image"], {"text": r["text"]}, r["answer"]) for i, r in enumerate(rows)
     ]
+    return _examples("itm", samples)
 
 
 _BUILDERS = {
@@ -296,6 +236,7 @@ def collate(
 
 __all__ = [
     "IGNORE_INDEX",
+    "MAX_CAPTION_WORDS",
     "REGION_PROMPT",
     "TASKS",
     "Example",

@@ -32,6 +32,8 @@ from ofa_vl.data.common import (
     require_file,
     require_keys,
 )
+from ofa_vl.tasks.samples import Sample
+from ofa_vl.tasks.vqa import VQAAnswers
 
 # VQAv2: test-dev2015 questions are about test2015 images
 _IMAGE_DIRS: dict[str, str] = {"test-dev2015": "test2015"}
@@ -50,6 +52,12 @@ class VQASample:
     answers: list[str] | None
     answer_type: str | None
     objects: list[str] | None
+
+    def sample(self) -> Sample:
+        """As every task sees it: question and tags as the query, the answers as truth."""
+        truth = None if self.answers is None else VQAAnswers(tuple(self.answers), self.answer_type)
+        fields = {"question": self.question, "objects": self.objects}
+        return Sample(self.question_id, self.image_path, fields, truth, image_id=self.image_id)
 
 
 def load_object_tags(path: str | Path) -> dict[int, list[str]]:

@@ -17,6 +17,7 @@ from ..generation.config import GenerationConfig
 from ..images import OFA_MEAN, OFA_STD, Interpolation
 from ..preprocess import PreprocessConfig
 from ..text import TextNorm
+from .samples import Example, Sample
 
 if TYPE_CHECKING:
     from ..generation import Trie
@@ -80,9 +81,16 @@ class Task(Generic[F]):
     Fields: ClassVar[type[TaskFields]] = TaskFields  # the query's fields (no default: required)
     runner: ClassVar[Runner] = Runner.GENERATE
     text_only: ClassVar[bool] = False  # the encoder reads the instruction alone (images masked)
+    # the image size and resize of the task's models unless a card / pipeline.json says otherwise
+    defaults: ClassVar[PreprocessConfig] = PreprocessConfig()
+    result_type: ClassVar[type[Result] | None] = None  # what it answers (read back: from_dict)
+    metric: ClassVar[str] = ""  # its metric, a name of ofa_vl.metrics.METRICS ("": none)
+    coco_results: ClassVar[bool] = False  # its answers are COCO results (captions or boxes)
+    # the folder columns that name it (ofa_vl.data.folder; "a|b": either), read by from_columns
+    folder_columns: ClassVar[tuple[str, ...]] = ()
 
-    image_size: int = 480
-    interpolation: Interpolation = Interpolation.BILINEAR
+    image_size: int = 0  # 0: the task's default (``defaults``)
+    interpolation: Interpolation | None = None  # None: the task's default
     mean: tuple[float, ...] = (
         OFA_MEAN  # OFA:data/mm_data/*_dataset.py: 0.5 (ImageNet tasks: timm's)
     )
@@ -101,7 +109,9 @@ class Task(Generic[F]):
                 f"its fields: {', '.join(self.fields()) or 'none'}"
             )
         self.text_norm = {k: TextNorm.parse(v) for k, v in self.text_norm.items()}
-        self.interpolation = Interpolation.parse(self.interpolation)  # from a card / pipeline.json
+        self.image_size = self.image_size or self.defaults.image_size
+        # a name from a card / pipeline.json is parsed
+        self.interpolation = Interpolation.parse(self.interpolation or self.defaults.interpolation)
         self.mean, self.std = tuple(self.mean), tuple(self.std)
         if isinstance(self.generation, Mapping):  # generation={...} given as a task option
             self.generation = GenerationConfig().replace(**self.generation)
@@ -123,8 +133,9 @@ class Task(Generic[F]):
     @property
     def preprocessing(self) -> PreprocessConfig:
         """How this task's model reads its inputs (images and text fields)."""
+        interpolation = self.interpolation or self.defaults.interpolation
         return PreprocessConfig(
-            self.image_size, self.interpolation, self.mean, self.std, dict(self.text_norm)
+            self.image_size, interpolation, self.mean, self.std, dict(self.text_norm)
         )
 
     def check(self, fields: Mapping[str, Any]) -> None:
@@ -200,6 +211,35 @@ class Task(Generic[F]):
         """The result once its confidence is set (default: as is; grounding drops a box below
         its ``min_confidence``)."""
         return result
+
+    # ----------------------------------------------------------------------- labelled samples
+    @classmethod
+    def dataset_options(cls, samples: Sequence[Sample]) -> dict[str, Any]:
+        """The task options a dataset's own samples settle (default: none)."""
+        return {}
+
+    def from_columns(
+        self, row: Mapping[str, Any], size: tuple[int, int]
+    ) -> tuple[dict[str, Any], Any]:
+        """One folder line's (query fields, truth), checked against the (width, height) image;
+        a bad line raises :class:`~ofa_vl.tasks.samples.ColumnError`."""
+        raise OFAValueError(f"task {self.name!r} does not read folder datasets")
+
+    def examples(self, sample: Sample) -> list[Example]:
+        """The training examples of a sample, the inverse of :meth:`parse` (default: the
+        prompt of its normalised fields -> ``" " + truth``, a text)."""
+        if not isinstance(sample.truth, str):
+            raise OFAValueError(f"task {self.name!r} does not train on {sample.truth!r}")
+        fields = self.normalize(sample.fields)
+        dprompt = self.decoder_prompt(fields)
+        return [
+            Example(self.name, sample.image, self.prompt(fields), " " + sample.truth,
+                    decoder_prompt=dprompt)
+        ]  # fmt: skip
+
+    def answer(self, result: Result) -> str:
+        """The text an exact-match metric compares with a sample's truth."""
+        raise OFAValueError(f"task {self.name!r} has no exact-match answer")
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,15 @@ pieces leave between characters.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..images import Interpolation
 from ..text import clean_caption
 from ..tokenizer import join_cjk
 from .base import BilingualTask, TaskFields, register_task
 from .results import CaptionResult, Result
+from .samples import Example, Sample, caption_target, column_texts
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
 @dataclass
 class Caption(BilingualTask[TaskFields]):
     name = "caption"
-    image_size: int = 480
-    interpolation: Interpolation = Interpolation.BILINEAR
-    # decoding: the base default, mmpretrain OFA's (beam 5, 20 new tokens, no-repeat 3)
+    result_type = CaptionResult
+    metric = "caption"
+    coco_results = True
+    folder_columns = ("caption|captions",)  # one reference caption, or a list of them
+    # 480 px, bilinear; decoding: the base default, mmpretrain OFA's (beam 5, 20 tokens, no-repeat 3)
 
     def prompt(self, fields: TaskFields) -> str:
         # OFA:data/mm_data/caption_dataset.py, GPT2BPE / BertBPE
@@ -38,3 +41,13 @@ class Caption(BilingualTask[TaskFields]):
         # OFA:utils/eval_utils.py eval_caption also strips string.punctuation from Chinese ones
         caption = clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))
         return CaptionResult(join_cjk(caption) if self.language == "zh" else caption)
+
+    def from_columns(
+        self, row: Mapping[str, Any], size: tuple[int, int]
+    ) -> tuple[dict[str, Any], Any]:
+        return {}, column_texts(row, "caption", "captions")
+
+    def examples(self, sample: Sample) -> list[Example]:
+        """``" what does the image describe?"`` -> ``" {caption}"``, one example per caption."""
+        prompt = self.prompt(self.normalize(sample.fields))
+        return [Example(self.name, sample.image, prompt, caption_target(c)) for c in sample.truth]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -12,8 +12,10 @@ import torch
 
 from ..errors import OFAValueError
 from ..images import IMAGENET_MEAN, IMAGENET_STD, Interpolation
+from ..preprocess import PreprocessConfig
 from .base import TaskFields, register_task
 from .results import ClassifyResult, Result
+from .samples import Sample, column_text
 from .scored import ScoringTask
 
 
@@ -39,10 +41,10 @@ def ranked(scores: torch.Tensor, names: Sequence[str], k: int) -> list[dict[str,
 class Classify(ScoringTask[TaskFields]):
     name = "classify"
     aliases = ("image_classify", "classification")
-    image_size: int = 480
-    interpolation: Interpolation = (
-        Interpolation.BICUBIC
-    )  # OFA-NOTES 2.3: ImageNet eval at 480, bicubic
+    defaults = PreprocessConfig(480, Interpolation.BICUBIC)  # OFA-NOTES 2.3: ImageNet eval
+    result_type = ClassifyResult
+    metric = "exact"
+    folder_columns = ("label",)  # a class name
     labels: Sequence[str] | str | Path | None = None  # names, or a file of names one per line
     topk: int = 5
     # OFA-NOTES 2.1: ImageNet checkpoints use timm's mean/std (--imagenet-default-mean-and-std)
@@ -69,3 +71,17 @@ class Classify(ScoringTask[TaskFields]):
     def report(self, scores: torch.Tensor, names: Sequence[str], fields: TaskFields) -> Result:
         top = ranked(scores, names, self.topk)
         return ClassifyResult(top[0]["label"], top[0]["score"], top)
+
+    @classmethod
+    def dataset_options(cls, samples: Sequence[Sample]) -> dict[str, Any]:
+        """The label set: every label of the dataset's samples."""
+        return {"labels": sorted({s.truth for s in samples})}
+
+    def from_columns(
+        self, row: Mapping[str, Any], size: tuple[int, int]
+    ) -> tuple[dict[str, Any], Any]:
+        return {}, column_text(row, "label")
+
+    def answer(self, result: Result) -> str:
+        assert isinstance(result, ClassifyResult)
+        return result.label

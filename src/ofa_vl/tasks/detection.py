@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..generation import GenerationConfig
 from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from ..tokenizer import bins_to_box
 from .base import Task, TaskFields, register_task
 from .results import BoxesResult, Result
@@ -52,8 +53,9 @@ def parse_boxes(
 class Detection(Task[TaskFields]):
     name = "detection"
     aliases = ("detect", "object_detection")
-    image_size: int = 256  # pretraining detection: LargeScaleJitter(output_size=256)
-    interpolation: Interpolation = Interpolation.BICUBIC
+    # pretraining detection: LargeScaleJitter(output_size=256)
+    defaults = PreprocessConfig(256, Interpolation.BICUBIC)
+    result_type = BoxesResult
     generation: GenerationConfig = GenerationConfig(
         num_beams=5, max_new_tokens=200, no_repeat_ngram_size=0
     )

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import OFAValueError
 from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from ..text import TextNorm
 from .base import TaskFields, register_task
 from .results import EntailmentResult, Result
@@ -33,10 +34,8 @@ class Entailment(ScoringTask[EntailmentFields]):
     name = "snli_ve"
     aliases = ("entailment", "visual_entailment")
     Fields = EntailmentFields
-    image_size: int = 480
-    interpolation: Interpolation = (
-        Interpolation.BICUBIC
-    )  # official OFA: torchvision Resize, PIL bicubic
+    defaults = PreprocessConfig(480, Interpolation.BICUBIC)  # official OFA: PIL bicubic Resize
+    result_type = EntailmentResult
     prompt_type: PromptType = (
         "prev_output"  # OFA:run_scripts/snli_ve/*.sh --prompt-type=prev_output
     )

@@ -7,16 +7,17 @@ English (text verbatim, as mmpretrain) and Chinese (OFA-CN's RefCOCO-CN: the off
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import OFAValueError
-from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from ..text import pre_caption
 from ..tokenizer import bins_to_box
 from .base import BilingualTask, TextFields, register_task
 from .results import GroundingResult, Result
+from .samples import Example, Sample, column_box, column_text
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
@@ -29,8 +30,12 @@ class Grounding(BilingualTask[TextFields]):
     name = "refcoco"
     aliases = ("grounding", "visual_grounding")
     Fields = TextFields  # the referring expression
-    image_size: int = 512
-    interpolation: Interpolation = Interpolation.BILINEAR
+    defaults = PreprocessConfig(512)  # bilinear
+    result_type = GroundingResult
+    metric = "grounding"
+    coco_results = True
+    # box = [x1, y1, x2, y2] pixels; bbox = COCO's [x, y, w, h] pixels
+    folder_columns = ("text", "box|bbox")
     # bins -> pixels: bin/999*512 (official, default) or bin/1000*512 (mmpretrain's post_process)
     divisor: Literal["official", "mmpretrain"] = "official"
     # a box whose confidence is below this is not answered ("not in the image"); None: always
@@ -67,3 +72,13 @@ class Grounding(BilingualTask[TextFields]):
         if low and isinstance(result, GroundingResult):
             result.boxes = []
         return result
+
+    def from_columns(
+        self, row: Mapping[str, Any], size: tuple[int, int]
+    ) -> tuple[dict[str, Any], Any]:
+        return {"text": column_text(row, "text")}, column_box(row, size)
+
+    def examples(self, sample: Sample) -> list[Example]:
+        """Referring expression -> the 4 bin tokens of its box."""
+        prompt = self.prompt(self.normalize(sample.fields))
+        return [Example(self.name, sample.image, prompt, box=sample.truth)]

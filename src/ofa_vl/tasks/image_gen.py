@@ -20,6 +20,7 @@ from ..errors import OFAValueError
 from ..generation import GenerationConfig
 from ..images import Interpolation
 from ..model.vqgan import VQGANDecoder, codes_to_images, load_vqgan
+from ..preprocess import PreprocessConfig
 from .base import F, Runner, Task, TaskFields, TextFields, register_task
 from .results import CodesResult, Result
 
@@ -36,8 +37,8 @@ class CodeGeneration(Task[F]):
     """Sample a grid of image codes; decode them to pixels when a VQGAN is given."""
 
     runner = Runner.CODES
-    image_size: int = 256  # OFA pretraining: code_image_size * 2
-    interpolation: Interpolation = Interpolation.BICUBIC
+    defaults = PreprocessConfig(256, Interpolation.BICUBIC)  # OFA pretraining: code_image_size * 2
+    result_type = CodesResult
     # OFA:run_scripts/image_gen/evaluate_image_gen.sh: sampling, top-k 256, temperature 1
     generation: GenerationConfig = GenerationConfig(
         do_sample=True, top_k=256, no_repeat_ngram_size=0
@@ -97,7 +98,8 @@ class ImageGen(CodeGeneration[TextFields]):
     aliases = ("text_to_image", "text2image")
     Fields = TextFields  # the caption
     text_only = True
-    image_size: int = 64  # no image is read: the placeholder is masked out
+    # no image is read: the placeholder is masked out
+    defaults = PreprocessConfig(64, Interpolation.BICUBIC)
 
     def prompt(self, fields: TextFields) -> str:
         # OFA:data/mm_data/image_gen_dataset.py (caption words as given, at most 128)

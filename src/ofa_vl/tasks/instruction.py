@@ -3,14 +3,17 @@ boxes (``<bin>`` x4 then label words, as OFA writes regions)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..generation import GenerationConfig
 from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from .base import Task, TaskFields, register_task
 from .detection import parse_boxes
 from .results import AskResult, Result
+from .samples import column_text
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
@@ -29,10 +32,10 @@ class Ask(Task[AskFields]):
     name = "ask"
     aliases = ("instruction",)
     Fields = AskFields
-    image_size: int = 480
-    interpolation: Interpolation = (
-        Interpolation.BICUBIC
-    )  # official OFA: torchvision Resize, PIL bicubic
+    defaults = PreprocessConfig(480, Interpolation.BICUBIC)  # official OFA: PIL bicubic Resize
+    result_type = AskResult
+    metric = "exact"
+    folder_columns = ("prompt", "target")  # any instruction and its answer
     generation: GenerationConfig = GenerationConfig(
         num_beams=5, max_new_tokens=64, no_repeat_ngram_size=3
     )
@@ -49,3 +52,12 @@ class Ask(Task[AskFields]):
         if fields.boxes:  # the query asks to read the answer as regions
             out.boxes, out.labels = parse_boxes(tokens, tokenizer, info)
         return out
+
+    def from_columns(
+        self, row: Mapping[str, Any], size: tuple[int, int]
+    ) -> tuple[dict[str, Any], Any]:
+        return {"prompt": column_text(row, "prompt")}, column_text(row, "target")
+
+    def answer(self, result: Result) -> str:
+        assert isinstance(result, AskResult)
+        return result.text

@@ -3,16 +3,21 @@ image match the text? `` yes`` and `` no`` are scored by teacher forcing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from ..text import TextNorm
 from .base import TextFields, register_task
 from .results import MatchResult, Result
+from .samples import ColumnError, column_text
 from .scored import ScoringTask
+
+_YES_NO = {"yes": "yes", "true": "yes", "1": "yes", "no": "no", "false": "no", "0": "no"}
 
 
 @register_task
@@ -21,10 +26,10 @@ class Matching(ScoringTask[TextFields]):
     name = "itm"
     aliases = ("matching", "image_text_matching")
     Fields = TextFields  # the caption to match
-    image_size: int = 480
-    interpolation: Interpolation = (
-        Interpolation.BICUBIC
-    )  # official OFA: torchvision Resize, PIL bicubic
+    defaults = PreprocessConfig(480, Interpolation.BICUBIC)  # official OFA: PIL bicubic Resize
+    result_type = MatchResult
+    metric = "exact"
+    folder_columns = ("caption", "label")  # label yes/no (true/false, 1/0)
     text_norm: dict[str, TextNorm] = field(default_factory=lambda: {"text": TextNorm.PRE_CAPTION})
 
     def prompt(self, fields: TextFields) -> str:
@@ -36,3 +41,17 @@ class Matching(ScoringTask[TextFields]):
     def report(self, scores: torch.Tensor, names: Sequence[str], fields: TextFields) -> Result:
         p_yes = float(scores.softmax(0)[0])  # p(yes) / (p(yes) + p(no))
         return MatchResult(fields.text, p_yes > 0.5, p_yes)
+
+    def from_columns(
+        self, row: Mapping[str, Any], size: tuple[int, int]
+    ) -> tuple[dict[str, Any], Any]:
+        label = _YES_NO.get(column_text(row, "label").lower())
+        if label is None:
+            raise ColumnError(
+                f"matching label must be yes/no (true/false, 1/0), got {row['label']!r}"
+            )
+        return {"text": column_text(row, "caption")}, label
+
+    def answer(self, result: Result) -> str:
+        assert isinstance(result, MatchResult)
+        return "yes" if result.match else "no"

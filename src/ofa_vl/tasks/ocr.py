@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..generation import GenerationConfig
 from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from ..tokenizer import join_cjk
 from .base import BilingualTask, TaskFields, register_task
 from .results import Result, TextResult
@@ -22,10 +23,10 @@ if TYPE_CHECKING:
 class OCR(BilingualTask[TaskFields]):
     name = "ocr"
     aliases = ("text_recognition",)
-    image_size: int = 480  # OFA:tasks/ofa_task.py patch_image_size; ModelScope's OFA OCR configs
-    interpolation: Interpolation = (
-        Interpolation.OCR
-    )  # ocr_resize; "ocr_document" for document lines
+    # OFA:tasks/ofa_task.py patch_image_size, ModelScope's OFA OCR configs: 480; ocr_resize
+    # ("ocr_document" for document lines)
+    defaults = PreprocessConfig(480, Interpolation.OCR)
+    result_type = TextResult
     document: bool = False  # OFA:tasks/mm_tasks/ocr.py --is-document: a line folded into 4 rows
     # OFA:run_scripts/ocr/evaluate_ocr.sh: beam 5, max_len_b 64 (64 tokens, then </s>), no-repeat 0
     generation: GenerationConfig = GenerationConfig(

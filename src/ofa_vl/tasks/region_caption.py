@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import OFAValueError
 from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from ..text import clean_caption
 from .base import Task, TaskFields, register_task
 from .results import RegionCaptionResult, Result
+from .samples import Example, Sample, caption_target, column_box, column_texts
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
@@ -52,10 +54,10 @@ class RegionCaption(Task[RegionFields]):
     name = "region_caption"
     aliases = ("grounded_caption", "grounded_captioning")
     Fields = RegionFields
-    image_size: int = 480
-    interpolation: Interpolation = (
-        Interpolation.BICUBIC
-    )  # official OFA: torchvision Resize, PIL bicubic
+    defaults = PreprocessConfig(480, Interpolation.BICUBIC)  # official OFA: PIL bicubic Resize
+    result_type = RegionCaptionResult
+    metric = "caption"
+    folder_columns = ("caption", "box|bbox")  # describe a region
 
     def check(self, fields: Mapping[str, Any]) -> None:
         check_box(fields.get("region"))
@@ -77,3 +79,19 @@ class RegionCaption(Task[RegionFields]):
     ) -> Result:
         caption = clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))
         return RegionCaptionResult(check_box(fields.region), caption)
+
+    def from_columns(
+        self, row: Mapping[str, Any], size: tuple[int, int]
+    ) -> tuple[dict[str, Any], Any]:
+        captions = column_texts(row, "caption", "captions")
+        return {"region": list(column_box(row, size))}, captions
+
+    def examples(self, sample: Sample) -> list[Example]:
+        """``REGION_PROMPT`` + the region's 4 bin tokens -> ``" {caption}"``, one example per
+        caption (the prompt is built with the bins of the image's resize in training)."""
+        x0, y0, x1, y1 = sample.fields["region"]
+        region = (x0, y0, x1, y1)
+        return [
+            Example(self.name, sample.image, REGION_PROMPT, caption_target(c), region=region)
+            for c in sample.truth
+        ]

@@ -16,8 +16,9 @@ had one; :meth:`Result.extras` holds what was asked for beyond it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 
@@ -57,10 +58,20 @@ class Result:
     candidates: dict[str, float] = field(default_factory=dict, kw_only=True)  # scored tasks
     token_logprobs: list[TokenLogprob] | None = field(default=None, kw_only=True)
     n_best: list[Result] = field(default_factory=list, kw_only=True)  # best first
+    KEYS: ClassVar[Mapping[str, str]] = {}  # field -> its key in to_dict, where they differ
 
     def to_dict(self) -> dict[str, Any]:
         """The mmpretrain-style result dict."""
         raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Result:
+        """The result a :meth:`to_dict` (or :meth:`as_dict`, a ``predictions.jsonl`` line) holds;
+        ``token_logprobs`` and ``n_best`` are not read back."""
+        skip = {"token_logprobs", "n_best"}
+        names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in skip]
+        given = {n: record[cls.KEYS.get(n, n)] for n in names if cls.KEYS.get(n, n) in record}
+        return cls(**given)
 
     def extras(self) -> dict[str, Any]:
         """What was asked for beyond :meth:`to_dict`: ``token_logprobs``, ``n_best`` (each entry
@@ -86,6 +97,7 @@ class Result:
 @dataclass
 class CaptionResult(Result):
     caption: str
+    KEYS = {"caption": "pred_caption"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"pred_caption": self.caption}
@@ -95,6 +107,7 @@ class CaptionResult(Result):
 class RegionCaptionResult(Result):
     region: list[float]
     caption: str
+    KEYS = {"caption": "pred_caption"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"region": self.region, "pred_caption": self.caption}
@@ -104,6 +117,7 @@ class RegionCaptionResult(Result):
 class GroundingResult(Result):
     text: str
     boxes: list[list[float]]  # one box, or none when the model did not answer a box
+    KEYS = {"boxes": "pred_bboxes"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"pred_bboxes": self.boxes, "text": self.text}
@@ -115,6 +129,7 @@ class BoxesResult(Result):
 
     boxes: list[list[float]]
     labels: list[str]
+    KEYS = {"boxes": "pred_bboxes", "labels": "pred_labels"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"pred_bboxes": self.boxes, "pred_labels": self.labels}
@@ -125,6 +140,7 @@ class VQAResult(Result):
     question: str  # as the model read it (mmpretrain echoes it)
     answer: str
     with_score: bool = False  # all-candidate VQA reports the best score in its dict
+    KEYS = {"answer": "pred_answer"}
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"question": self.question, "pred_answer": self.answer}
@@ -138,6 +154,7 @@ class TextResult(Result):
     """OCR, summarization, text infilling: one text."""
 
     text: str
+    KEYS = {"text": "pred_text"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"pred_text": self.text}
@@ -149,6 +166,7 @@ class AskResult(Result):
     text: str
     boxes: list[list[float]] | None = None  # when the query asked to read regions
     labels: list[str] | None = None
+    KEYS = {"boxes": "pred_bboxes", "labels": "pred_labels"}
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"prompt": self.prompt, "text": self.text}
@@ -162,6 +180,7 @@ class ClassifyResult(Result):
     label: str
     label_score: float
     topk: list[dict[str, Any]]  # {"label", "score"}, best first
+    KEYS = {"label": "pred_label", "label_score": "pred_score"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"pred_label": self.label, "pred_score": self.label_score, "topk": self.topk}
@@ -183,6 +202,7 @@ class EntailmentResult(Result):
     answer: str  # yes / no / maybe
     label: str  # entailment / contradiction / neutral
     scores: dict[str, float]  # label -> log-probability
+    KEYS = {"answer": "pred_answer", "label": "pred_label"}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,6 +217,7 @@ class EntailmentResult(Result):
 class GlueResult(Result):
     answer: str
     scores: dict[str, float]  # answer word -> log-probability
+    KEYS = {"answer": "pred_answer"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"pred_answer": self.answer, "scores": self.scores}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from ..generation import GenerationConfig
+from ..preprocess import PreprocessConfig
 from ..text import pre_caption
 from .base import Task, TaskFields, TextFields, register_task
 from .results import GlueResult, Result, TextResult
@@ -29,7 +30,8 @@ class TextGeneration(Task[TextFields]):
 
     Fields = TextFields
     text_only = True
-    image_size: int = 64  # the placeholder image is masked out; keep its ResNet pass cheap
+    defaults = PreprocessConfig(64)  # the placeholder image is masked out; a cheap ResNet pass
+    result_type = TextResult
 
     def parse(
         self, tokens: list[int], tokenizer: OFATokenizer, info: ImageInfo, fields: TextFields
@@ -90,7 +92,8 @@ class Glue(ScoringTask[TaskFields]):
     text_only = True
     template: ClassVar[str] = ""
     answers: ClassVar[tuple[str, ...]] = ("yes", "no")
-    image_size: int = 64
+    defaults = PreprocessConfig(64)
+    result_type = GlueResult
     # OFA-NOTES 2.3: prompt_type=src; the prediction is the trie-masked argmax after </s>, which
     # equals the best candidate score (a single-token answer, then </s> is the only trie child)
     prompt_type: PromptType = "src"

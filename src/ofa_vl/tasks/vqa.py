@@ -8,15 +8,17 @@ and the decoder is forced to start with it (mmpretrain ``OFAAddObjects``). An an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..generation import GenerationConfig, Trie
 from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from ..text import TextNorm
 from .base import Task, TaskFields, register_task
 from .results import Result, VQAResult
+from .samples import Example, Sample, column_text, column_texts, most_common_answer
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
@@ -27,6 +29,14 @@ if TYPE_CHECKING:
 class VQAFields(TaskFields):
     question: str
     objects: Sequence[str] | None = None  # VinVL object tags
+
+
+@dataclass(frozen=True)
+class VQAAnswers:
+    """A question's truth: its human answers (VQAv2: 10) and VQAv2's answer type."""
+
+    answers: tuple[str, ...]
+    answer_type: str | None = None  # "yes/no", "number", "other"; None for a folder's
 
 
 def vqa_question(fields: VQAFields) -> str:
@@ -40,8 +50,10 @@ def vqa_question(fields: VQAFields) -> str:
 class VQA(Task[VQAFields]):
     name = "vqa"
     Fields = VQAFields
-    image_size: int = 480
-    interpolation: Interpolation = Interpolation.BICUBIC
+    defaults = PreprocessConfig(480, Interpolation.BICUBIC)
+    result_type = VQAResult
+    metric = "vqa"
+    folder_columns = ("question", "answer|answers")  # one answer, or the human answers
     generation: GenerationConfig = GenerationConfig(
         num_beams=5, max_new_tokens=200, no_repeat_ngram_size=3, length_penalty=0.0
     )
@@ -68,7 +80,29 @@ class VQA(Task[VQAFields]):
         # mmpretrain's inferencer echoes the question as the model read it
         return VQAResult(vqa_question(fields), answer)
 
+    def answer(self, result: Result) -> str:
+        assert isinstance(result, VQAResult)
+        return result.answer
+
     def confidence(self, logprobs: Sequence[float]) -> float:
         """The answer's probability, ``exp`` of its summed log-prob: with an answer list, its
         probability among the listed answers (the trie renormalises each step)."""
         return math.exp(sum(logprobs))
+
+    def from_columns(
+        self, row: Mapping[str, Any], size: tuple[int, int]
+    ) -> tuple[dict[str, Any], Any]:
+        question = column_text(row, "question")
+        return {"question": question}, VQAAnswers(column_texts(row, "answer", "answers"))
+
+    def examples(self, sample: Sample) -> list[Example]:
+        """``" {question}"`` -> ``" {answer}"``, the most frequent of the human answers (none
+        for a question without answers)."""
+        if sample.truth is None or not sample.truth.answers:
+            return []
+        fields = self.normalize(sample.fields)
+        answer = " " + most_common_answer(sample.truth.answers)
+        dprompt = self.decoder_prompt(fields)
+        return [
+            Example(self.name, sample.image, self.prompt(fields), answer, decoder_prompt=dprompt)
+        ]

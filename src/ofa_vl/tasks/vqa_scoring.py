@@ -11,6 +11,7 @@ import torch
 
 from ..errors import OFAValueError
 from ..images import Interpolation
+from ..preprocess import PreprocessConfig
 from ..text import TextNorm
 from .base import register_task
 from .results import Result, VQAResult
@@ -24,8 +25,9 @@ class VQAScoring(ScoringTask[VQAFields]):
     name = "vqa_allcand"
     aliases = ("vqa_scoring",)
     Fields = VQAFields
-    image_size: int = 480
-    interpolation: Interpolation = Interpolation.BICUBIC  # as vqa (OFA: torchvision Resize)
+    defaults = PreprocessConfig(480, Interpolation.BICUBIC)  # as vqa (OFA: torchvision Resize)
+    result_type = VQAResult
+    metric = "vqa"
     prompt_type: PromptType = "prev_output"  # OFA:run_scripts/vqa/evaluate_vqa_allcand*.sh
     text_norm: dict[str, TextNorm] = field(  # the official evaluation: OFA's pre_question
         default_factory=lambda: {"question": TextNorm.PRE_QUESTION}

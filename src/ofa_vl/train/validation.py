@@ -16,20 +16,21 @@ from ..api import OFAPipeline
 from ..data.common import DatasetError
 from ..data.folder import FolderData
 from ..distributed import Dist
-from ..evaluate import Benchmark, evaluate, folder_benchmark
+from ..evaluate import Benchmark, EvalConfig, evaluate, folder_benchmark
+from ..metrics.tasks import task_metric
 from ..model import OFA
+from ..tasks import TASKS
 from ..tokenizer import OFATokenizer
 from ..zoo import MODELS
 from .build import TaskFactory
 from .checkpointing import save_best
 
 VALIDATION = "validation"  # OUT/validation/step_N/<task>: each validation's ofa test run
-# the metric a validation keeps per task (higher is better): the one each task is published with
-PRIMARY = {"caption": "CIDEr", "region_caption": "CIDEr"}
 
 
 def primary_metric(task: str) -> str:
-    return PRIMARY.get(task, "Accuracy")
+    """The metric a validation keeps (higher is better): the task's primary one."""
+    return task_metric(TASKS[task]).primary
 
 
 @dataclass
@@ -89,9 +90,10 @@ class Validator:
                         shutil.rmtree(folder, ignore_errors=True)
                     if ddp.world > 1:
                         dist.barrier()
-                    result = evaluate(pipe, bench, out=folder, batch_size=self.batch_size,
-                                      workers=0, generation=self.generation, progress=False)  # fmt: skip
-                    values.append(result["metrics"][primary_metric(bench.task)])
+                    config = EvalConfig(out=folder, batch_size=self.batch_size, workers=0,
+                                        generation=self.generation, progress=False)  # fmt: skip
+                    report = evaluate(pipe, config, bench)
+                    values.append(report.metrics[primary_metric(bench.task)])
         finally:
             model.weights_file = weights
             model.train(was_training)
