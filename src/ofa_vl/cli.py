@@ -594,6 +594,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="drop a client that has not sent its whole request (headers and body) by then (408)",
     )  # fmt: skip
     p.add_argument("--max-connections", type=int, default=256, help="open connections before 503")
+    p.add_argument("--replicas", type=int, help="model replicas (one per device; default 1)")
+    p.add_argument("--devices", help="a replica per device: cuda:0,cuda:1 ... or auto (every GPU)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: Ray Serve")
+    p.add_argument("--allow-url-images", action="store_true", help="fetch http(s) image_url parts")
     _compile_arg(p)
     _backend_arg(p)
 
@@ -607,7 +611,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         args.max_batch, args.batch_wait_ms, args.max_queue, args.timeout_s, args.max_upload_mb,
         read_timeout_s=args.read_timeout_s, max_connections=args.max_connections,
+        allow_url_images=args.allow_url_images,
     )  # fmt: skip
+    if args.engine == "ray" or args.replicas or args.devices:  # issue 28: serve/replicas.py
+        from .serve.replicas import replica_devices, serve_replicas
+        from .serve.ray_engine import serve_ray
+
+        load = {"tokenizer": args.tokenizer, "compile": args.compile, "backend": args.backend}
+        where = {"host": args.host, "port": args.port, "config": config}
+        if args.engine == "ray":
+            serve_ray(args.model or [DEFAULT_MODEL], replicas=args.replicas, **where, **load)
+        else:
+            devices = replica_devices(args.devices, args.replicas)
+            serve_replicas(args.model or [DEFAULT_MODEL], devices, **where, **load)
+        return 0
     serve(
         args.model or [DEFAULT_MODEL],
         tokenizer=args.tokenizer,

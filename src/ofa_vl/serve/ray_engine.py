@@ -32,18 +32,18 @@ class OFAReplica:
         loaded: dict[str, Any] = {}
         for m in models:
             loaded[served_name(m, loaded)] = load_pipelines(m, device=device, **load)
-        self.app = create_app(loaded, config)
+        self.service = create_app(loaded, config)
         replica = serve.get_replica_context().replica_id.unique_id
-        self.app.state.prometheus.replica = replica
+        self.service.state.prometheus.replica = replica
 
-        @self.app.middleware("http")
+        @self.service.middleware("http")
         async def name_replica(request: Any, call_next: Any) -> Any:
             response = await call_next(request)
             response.headers[REPLICA_HEADER] = replica
             return response
 
     def __serve_build_asgi_app__(self) -> Any:
-        return self.app
+        return self.service
 
 
 def application(
