@@ -4,7 +4,7 @@ Each replica is a whole service (:func:`~.app.create_app`: its model on its own 
 batcher, limits and metrics); :class:`Replicated` is the ASGI app in front that hands each
 request to the replica with the fewest requests in flight (least-outstanding, like Ray Serve's
 router) and answers ``/metrics`` in the exposition format with every replica's samples, labelled
-``replica``. On GPUs the replicas' batches run at once (each batcher has its own thread, and torch
+``replica`` (the JSON report is one replica's: ``/metrics?replica=I``, 0 by default). On GPUs the replicas' batches run at once (each batcher has its own thread, and torch
 releases the GIL); on CPU they share the cores. For many machines: :mod:`.ray_engine`.
 """
 
@@ -62,6 +62,10 @@ class Replicated:
             request = Request(scope, receive)
             if wants_exposition(request):
                 await exposition(request, self.metrics)(scope, receive, send)
+                return
+            chosen = request.query_params.get("replica", "0")  # the JSON report: one replica's
+            if chosen.isdigit() and int(chosen) < len(self.apps):
+                await self.apps[int(chosen)](scope, receive, send)
                 return
         i = min(range(len(self.apps)), key=self.in_flight.__getitem__)
         self.in_flight[i] += 1
