@@ -110,7 +110,9 @@ async def load(url: str, run: Run, args: argparse.Namespace, images: list[bytes]
                 run.batch_sizes[size] = run.batch_sizes.get(size, 0) + n
 
 
-def measure(replicas: list[dict[str, OFAPipeline]], max_batch: int, args: argparse.Namespace) -> Run:
+def measure(
+    replicas: list[dict[str, OFAPipeline]], max_batch: int, args: argparse.Namespace
+) -> Run:
     config = ServeConfig(max_batch=max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=1024)
     run = Run(max_batch, len(replicas))
     images = scenes(args.clients * args.requests, args.image_px)

@@ -125,7 +125,13 @@ def test_one_user_message_with_one_image(server: str) -> None:
 def test_metrics_exposition_and_json(server: str, client: openai.OpenAI) -> None:
     ask(client, f"{DEFAULT_MODEL}:caption", "")
     text = httpx.get(f"{server}/metrics", headers={"accept": "text/plain"}).text
-    assert 'ofa_serve_request_seconds_count{path="/v1/chat/completions",replica="0",status="200"}' in text
-    assert "# TYPE ofa_serve_batch_size histogram" in text and 'ofa_serve_queue_depth{replica="0"} 0.0' in text
+    assert (
+        'ofa_serve_request_seconds_count{path="/v1/chat/completions",replica="0",status="200"}'
+        in text
+    )
+    assert (
+        "# TYPE ofa_serve_batch_size histogram" in text
+        and 'ofa_serve_queue_depth{replica="0"} 0.0' in text
+    )
     report = httpx.get(f"{server}/metrics").json()  # no Accept: the JSON report, as before
     assert report["requests"]["/v1/chat/completions"]["200"] >= 1

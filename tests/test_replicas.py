@@ -65,4 +65,9 @@ def test_cli_replica_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["serve", "--engine", "ray", "--replicas", "3", "--port", "9"]) == 0
     (engine, devices, kw), (ray_engine, models, ray_kw) = seen
     assert (engine, devices, kw["config"].allow_url_images) == ("local", ["cpu", "cpu"], True)
-    assert (ray_engine, models, ray_kw["replicas"], ray_kw["port"]) == ("ray", [DEFAULT_MODEL], 3, 9)
+    assert (ray_engine, models, ray_kw["replicas"], ray_kw["port"]) == (
+        "ray",
+        [DEFAULT_MODEL],
+        3,
+        9,
+    )

@@ -614,8 +614,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_url_images=args.allow_url_images,
     )  # fmt: skip
     if args.engine == "ray" or args.replicas or args.devices:  # issue 28: serve/replicas.py
-        from .serve.replicas import replica_devices, serve_replicas
         from .serve.ray_engine import serve_ray
+        from .serve.replicas import replica_devices, serve_replicas
 
         load = {"tokenizer": args.tokenizer, "compile": args.compile, "backend": args.backend}
         where = {"host": args.host, "port": args.port, "config": config}

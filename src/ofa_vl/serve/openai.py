@@ -215,7 +215,9 @@ def message_parts(messages: list[ChatMessage]) -> tuple[str, str]:
     return " ".join(p.text.strip() for p in parts if isinstance(p, TextPart)).strip(), urls[0]
 
 
-def task_fields(chat: ChatRequest, endpoint: str, text: str, extra: dict[str, Any]) -> dict[str, Any]:
+def task_fields(
+    chat: ChatRequest, endpoint: str, text: str, extra: dict[str, Any]
+) -> dict[str, Any]:
     """The ``/v1/<endpoint>`` params the chat request stands for (OpenAI's names mapped)."""
     fields: dict[str, Any] = {**extra}
     if endpoint in TEXT_FIELD:
@@ -266,8 +268,7 @@ def choice(index: int, result: Result, eos: str, logprobs: bool) -> Choice:
         if isinstance(result, AskResult):
             message.boxes, message.labels = result.boxes, result.labels
     content = [
-        TokenLogprob(token=t.token, logprob=t.logprob, bytes=list(t.token.encode()))
-        for t in tokens
+        TokenLogprob(token=t.token, logprob=t.logprob, bytes=list(t.token.encode())) for t in tokens
     ]
     return Choice(
         index=index, message=message, score=result.score, confidence=result.confidence,
@@ -306,7 +307,9 @@ class ChatRoute:
         service, config = self.service, self.service.config
         name, endpoint = split_model(chat)
         if endpoint not in ENDPOINTS:
-            raise ApiError(404, "unknown_model", f"no task {endpoint!r}; tasks: {', '.join(ENDPOINTS)}")
+            raise ApiError(
+                404, "unknown_model", f"no task {endpoint!r}; tasks: {', '.join(ENDPOINTS)}"
+            )
         name, pipe = service.pipeline(name, endpoint)
         text, url = message_parts(chat.messages)
         params = validate(ENDPOINTS[endpoint].params, task_fields(chat, endpoint, text, extra))
@@ -321,7 +324,9 @@ class ChatRoute:
         result = await service.batcher.submit(key, partial(predict, pipe, overrides), item)
         prompt = pipe.task.prompt(pipe.task.fields_of(fields))
         eos = pipe.tokenizer.decode([pipe.tokenizer.eos_token_id], skip_special_tokens=False)
-        choices = [choice(i, r, eos, chat.logprobs) for i, r in enumerate(result.n_best or [result])]
+        choices = [
+            choice(i, r, eos, chat.logprobs) for i, r in enumerate(result.n_best or [result])
+        ]
         completion = sum(len(r.token_logprobs or []) for r in result.n_best or [result])
         prompt_tokens = len(pipe.tokenizer.encode(prompt))
         answer = ChatCompletion(
@@ -339,7 +344,9 @@ def model_list(service: Service) -> Callable[[], Awaitable[ModelList]]:
     async def models() -> ModelList:
         own = service.model_list()
         data = [ModelCard(id=m.name, created=CREATED) for m in own.models]
-        data += [ModelCard(id=f"{m.name}:{e}", created=CREATED) for m in own.models for e in m.endpoints]
+        data += [
+            ModelCard(id=f"{m.name}:{e}", created=CREATED) for m in own.models for e in m.endpoints
+        ]
         return ModelList(**own.model_dump(), data=data)
 
     return models

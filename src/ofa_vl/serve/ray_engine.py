@@ -63,13 +63,14 @@ def application(
     if gpus is None:
         gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
     scaling: dict[str, Any] = (
-        {"autoscaling_config": dict(autoscaling)} if autoscaling else {"num_replicas": replicas or 1}
+        {"autoscaling_config": dict(autoscaling)}
+        if autoscaling
+        else {"num_replicas": replicas or 1}
     )
     deployment = serve.deployment(
-        serve.ingress()(OFAReplica), name="ofa",
-        ray_actor_options={"num_gpus": 1} if gpus else {"num_cpus": 1},
+        name="ofa", ray_actor_options={"num_gpus": 1} if gpus else {"num_cpus": 1},
         max_ongoing_requests=config.max_queue + config.max_batch, **scaling,
-    )  # fmt: skip
+    )(serve.ingress()(OFAReplica))  # fmt: skip
     return deployment.bind(list(models), config, load)
 
 
@@ -88,7 +89,9 @@ def serve_ray(
 
     ray.init()
     serve.start(http_options={"host": host, "port": port})
-    serve.run(application(models, config or ServeConfig(), replicas=replicas, **load), route_prefix="/")
+    serve.run(
+        application(models, config or ServeConfig(), replicas=replicas, **load), route_prefix="/"
+    )
     try:
         while True:
             time.sleep(3600)

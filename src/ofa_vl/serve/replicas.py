@@ -37,7 +37,9 @@ def replica_devices(devices: str | None, replicas: int | None) -> list[str]:
         return [default] * (replicas or 1)
     listed = [d.strip() for d in devices.split(",") if d.strip()]
     if not listed or (replicas is not None and replicas != len(listed)):
-        raise OFAValueError(f"--devices {devices!r}: one device per replica (--replicas {replicas})")
+        raise OFAValueError(
+            f"--devices {devices!r}: one device per replica (--replicas {replicas})"
+        )
     return listed
 
 
@@ -115,7 +117,11 @@ def serve_replicas(
     app = replicated_app(models, devices, config, **load)
     uvicorn.Server(
         uvicorn_config(
-            app, read_timeout_s=config.read_timeout_s, max_connections=config.max_connections,
-            shutdown_timeout_s=config.timeout_s, host=host, port=port,
+            app,  # type: ignore[arg-type]  # any ASGI app; uvicorn_config names FastAPI's
+            read_timeout_s=config.read_timeout_s,
+            max_connections=config.max_connections,
+            shutdown_timeout_s=config.timeout_s,
+            host=host,
+            port=port,
         )  # fmt: skip
     ).run()
