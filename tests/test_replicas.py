@@ -54,20 +54,18 @@ def test_cli_replica_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     import ofa_vl.serve.replicas
     from ofa_vl.cli import main
 
-    seen: list[tuple[str, Any, dict[str, Any]]] = []
+    seen: list[tuple[Any, ...]] = []
     monkeypatch.setattr(
-        ofa_vl.serve.replicas, "serve_replicas", lambda m, d, **kw: seen.append(("local", d, kw))
+        ofa_vl.serve.replicas, "replicated_app", lambda m, d, config, **kw: (m, d, config)
     )
     monkeypatch.setattr(
-        ofa_vl.serve.ray_engine, "serve_ray", lambda m, **kw: seen.append(("ray", m, kw))
+        ofa_vl.serve.replicas, "serve_replicas", lambda app, host, port: seen.append(app)
     )
+    monkeypatch.setattr(ofa_vl.serve.ray_engine, "serve_ray", lambda m, **kw: seen.append((m, kw)))
     assert main(["serve", "--replicas", "2", "--allow-url-images"]) == 0
+    assert main(["serve", "--devices", "cpu,cpu,cpu"]) == 0
     assert main(["serve", "--engine", "ray", "--replicas", "3", "--port", "9"]) == 0
-    (engine, devices, kw), (ray_engine, models, ray_kw) = seen
-    assert (engine, devices, kw["config"].allow_url_images) == ("local", ["cpu", "cpu"], True)
-    assert (ray_engine, models, ray_kw["replicas"], ray_kw["port"]) == (
-        "ray",
-        [DEFAULT_MODEL],
-        3,
-        9,
-    )
+    (models, devices, config), (_, three, _), (ray_models, ray_kw) = seen
+    assert (models, devices, config.allow_url_images) == ([DEFAULT_MODEL], ["cpu", "cpu"], True)
+    assert three == ["cpu"] * 3
+    assert (ray_models, ray_kw["replicas"], ray_kw["port"]) == ([DEFAULT_MODEL], 3, 9)

@@ -615,15 +615,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.engine == "ray" or args.replicas or args.devices:  # issue 28: serve/replicas.py
         from .serve.ray_engine import serve_ray
-        from .serve.replicas import replica_devices, serve_replicas
+        from .serve.replicas import replica_devices, replicated_app, serve_replicas
 
         load = {"tokenizer": args.tokenizer, "compile": args.compile, "backend": args.backend}
-        where = {"host": args.host, "port": args.port, "config": config}
+        models = args.model or [DEFAULT_MODEL]
         if args.engine == "ray":
-            serve_ray(args.model or [DEFAULT_MODEL], replicas=args.replicas, **where, **load)
+            serve_ray(models, host=args.host, port=args.port, replicas=args.replicas,
+                      config=config, **load)  # fmt: skip
         else:
             devices = replica_devices(args.devices, args.replicas)
-            serve_replicas(args.model or [DEFAULT_MODEL], devices, **where, **load)
+            serve_replicas(replicated_app(models, devices, config, **load), args.host, args.port)
         return 0
     serve(
         args.model or [DEFAULT_MODEL],

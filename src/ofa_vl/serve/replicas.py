@@ -21,8 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import OFAValueError
 from ..options import check_port
-from .app import ServeConfig, create_app, load_pipelines, served_name
-from .limits import uvicorn_config
+from .app import ServeConfig, create_app, load_pipelines, served_name, server_config
 from .prometheus import Merged, exposition, wants_exposition
 
 
@@ -100,28 +99,9 @@ def replicated_app(
     return Replicated(apps)
 
 
-def serve_replicas(
-    models: Sequence[str | Path],
-    devices: Sequence[str],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    config: ServeConfig | None = None,
-    **load: Any,
-) -> None:
-    """``ofa serve --replicas/--devices``: load a replica per device, serve until interrupted."""
+def serve_replicas(app: Replicated, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """``ofa serve --replicas/--devices``: serve :func:`replicated_app` until interrupted."""
     import uvicorn
 
     check_port(port)
-    config = config or ServeConfig()
-    app = replicated_app(models, devices, config, **load)
-    uvicorn.Server(
-        uvicorn_config(
-            app,  # type: ignore[arg-type]  # any ASGI app; uvicorn_config names FastAPI's
-            read_timeout_s=config.read_timeout_s,
-            max_connections=config.max_connections,
-            shutdown_timeout_s=config.timeout_s,
-            host=host,
-            port=port,
-        )  # fmt: skip
-    ).run()
+    uvicorn.Server(server_config(app, host=host, port=port)).run()  # type: ignore[arg-type]
