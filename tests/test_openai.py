@@ -4,7 +4,12 @@ each answer equals the pipeline's; errors come in OpenAI's shape; Prometheus' ex
 from __future__ import annotations
 
 import base64
+import io
+import threading
 from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +23,7 @@ from ofa_vl.serve import ServeConfig, create_app, load_pipelines, running
 from ofa_vl.zoo import DEFAULT_MODEL
 
 URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
-IMAGE = Image.open(__import__("io").BytesIO(PNG))
+IMAGE = Image.open(io.BytesIO(PNG))
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +140,30 @@ def test_metrics_exposition_and_json(server: str, client: openai.OpenAI) -> None
     )
     report = httpx.get(f"{server}/metrics").json()  # no Accept: the JSON report, as before
     assert report["requests"]["/v1/chat/completions"]["200"] >= 1
+
+
+def test_http_image_urls_with_allow_url_images(
+    tiny: dict[str, OFAPipeline], tmp_path: Path, client: openai.OpenAI
+) -> None:
+    """Refused by default (the parametrized case above); fetched with ``allow_url_images``."""
+    (tmp_path / "scene.png").write_bytes(PNG)
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    files = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    image_url = f"http://127.0.0.1:{files.server_address[1]}/scene.png"
+    try:
+        app = create_app({DEFAULT_MODEL: tiny}, ServeConfig(allow_url_images=True))
+        with running(app) as url:
+            allowed = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+            fetched = ask(allowed, f"{DEFAULT_MODEL}:caption", "", image_url)
+            with pytest.raises(openai.APIStatusError) as missing:
+                ask(allowed, f"{DEFAULT_MODEL}:caption", "", image_url + ".gone")
+    finally:
+        files.shutdown()
+    inline = ask(client, f"{DEFAULT_MODEL}:caption", "")
+    assert fetched.choices[0].message.content == inline.choices[0].message.content
+    assert missing.value.status_code == 400
+    assert (
+        isinstance(missing.value.body, dict)
+        and missing.value.body["code"] == "image_url_unreachable"
+    )
