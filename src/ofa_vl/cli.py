@@ -595,6 +595,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="drop a client that has not sent its whole request (headers and body) by then (408)",
     )  # fmt: skip
     p.add_argument("--max-connections", type=int, default=256, help="open connections before 503")
+    p.add_argument("--replicas", type=int, help="model replicas (one per device; default 1)")
+    p.add_argument("--devices", help="a replica per device: cuda:0,cuda:1 ... or auto (every GPU)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: Ray Serve")
+    p.add_argument("--allow-url-images", action="store_true", help="fetch http(s) image_url parts")
     _compile_arg(p)
     _backend_arg(p)
 
@@ -608,7 +612,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         args.max_batch, args.batch_wait_ms, args.max_queue, args.timeout_s, args.max_upload_mb,
         read_timeout_s=args.read_timeout_s, max_connections=args.max_connections,
+        allow_url_images=args.allow_url_images,
     )  # fmt: skip
+    if args.engine == "ray" or args.replicas or args.devices:  # issue 28: serve/replicas.py
+        from .serve.ray_engine import serve_ray
+        from .serve.replicas import replica_devices, replicated_app, serve_replicas
+
+        load = {"tokenizer": args.tokenizer, "compile": args.compile, "backend": args.backend}
+        models = args.model or [DEFAULT_MODEL]
+        if args.engine == "ray":
+            serve_ray(models, host=args.host, port=args.port, replicas=args.replicas,
+                      config=config, **load)  # fmt: skip
+        else:
+            devices = replica_devices(args.devices, args.replicas)
+            serve_replicas(replicated_app(models, devices, config, **load), args.host, args.port)
+        return 0
     serve(
         args.model or [DEFAULT_MODEL],
         tokenizer=args.tokenizer,

@@ -60,6 +60,7 @@ from ..options import (
 from ..tasks import Result
 from ..tasks.results import AskResult, CaptionResult, GroundingResult, TextResult, VQAResult
 from ..zoo import MODELS
+from . import prometheus
 from . import schemas as S
 from .batcher import Batcher, QueueFullError
 from .limits import TIMED_OUT, uvicorn_config
@@ -172,6 +173,7 @@ class ServeConfig:
     read_timeout_s: float = 30.0  # 408 when the headers and body have not all arrived by then
     max_connections: int = 256  # open connections before uvicorn answers 503
     decode_slots: int = field(default_factory=lambda: os.cpu_count() or 1)  # images decoded at once
+    allow_url_images: bool = False  # /v1/chat/completions may fetch http(s) image URLs
 
     def __post_init__(self) -> None:
         check_counts(
@@ -334,10 +336,13 @@ class Metrics:
     def __init__(self, window: int = 2048):
         self.counts: defaultdict[str, Counter[int]] = defaultdict(Counter)
         self.latencies: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
+        self.observers: list[Callable[[str, int, float], None]] = []  # (path, status, seconds)
 
     def record(self, path: str, status: int, seconds: float) -> None:
         self.counts[path][status] += 1
         self.latencies[path].append(seconds * 1000)
+        for observe in self.observers:  # the Prometheus histograms (prometheus.instrument)
+            observe(path, status, seconds)
 
     def latency_stats(self) -> dict[str, S.LatencyStats]:
         out = {}
@@ -543,16 +548,19 @@ def create_app(
             description=(spec.params.__doc__ or "").strip(),
             openapi_extra={"requestBody": _request_body(spec.params)},
         )
-    app.add_api_route(
-        "/v1/models", service.model_list, response_model=S.ModelsResponse, summary="Loaded models"
-    )
+    from . import openai  # it builds on this module's request handling
+
+    openai.register(app, service)  # /v1/chat/completions, and /v1/models in OpenAI's shape too
     app.add_api_route(
         "/healthz", service.health, response_model=S.HealthResponse,
         responses=_error_docs([503]), summary="Liveness",
     )  # fmt: skip
+    app.state.prometheus = prometheus.instrument(service)  # GET /metrics: exposition or JSON
     app.add_api_route(
-        "/metrics", service.metrics_report, response_model=S.MetricsResponse, summary="Counters"
-    )
+        "/metrics", prometheus.metrics_route(service, app.state.prometheus),
+        response_model=S.MetricsResponse, summary="Counters (JSON), or Prometheus' text format",
+        responses={200: {"content": {"text/plain": {}}}},
+    )  # fmt: skip
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

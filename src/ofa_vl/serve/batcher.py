@@ -51,6 +51,7 @@ class Batcher:
         self.batch_sizes: Counter[int] = Counter()
         self.retried = 0  # batches that failed and were run again request by request
         self.running = 0
+        self.observers: list[Callable[[int, float], None]] = []  # (batch size, seconds) per batch
         self._queue: deque[_Job] = deque()
         self._wakeup: asyncio.Event | None = None
         self._batch_s = 0.0  # moving average of a batch's duration, for Retry-After
@@ -161,4 +162,6 @@ class Batcher:
         finally:
             self.running = 0
             elapsed = time.perf_counter() - start
+            for observe in self.observers:
+                observe(len(batch), elapsed)
             self._batch_s = elapsed if not self._batch_s else 0.8 * self._batch_s + 0.2 * elapsed
