@@ -21,6 +21,7 @@ import torch
 from bench_generate import random_base
 
 from ofa_vl import OFA
+from ofa_vl.checkpoints import load_model
 from ofa_vl.model.compile import compile_decoder
 from ofa_vl.model.precision import cast_weights
 
@@ -95,7 +96,7 @@ def main() -> None:
         device = torch.device("cuda")
         print(torch.cuda.get_device_name(device), f"torch {torch.__version__}")
     base = (
-        OFA.from_pretrained(args.checkpoint).eval()
+        load_model(args.checkpoint).eval()
         if args.checkpoint
         else random_base("fp32", "tiny" if args.dry_run else "base")
     )

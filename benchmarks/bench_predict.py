@@ -31,7 +31,7 @@ import torch
 
 from ofa_vl import OFA, OFAConfig, save_pretrained
 from ofa_vl.cli import main
-from ofa_vl.data.shapes import generate_scene, render_scene
+from ofa_vl.shapes.world import generate_scene, render_scene
 
 BUNDLED = "ofa-tiny_shapes"
 

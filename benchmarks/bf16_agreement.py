@@ -20,7 +20,7 @@ import torch
 from bench_generate import random_base
 from bench_gpu import agreement, decode
 
-from ofa_vl import OFA
+from ofa_vl.checkpoints import load_model
 from ofa_vl.model.precision import apply_precision
 
 
@@ -38,9 +38,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     fp32 = (
-        OFA.from_pretrained(args.checkpoint).eval()
-        if args.checkpoint
-        else random_base("fp32", args.preset)
+        load_model(args.checkpoint).eval() if args.checkpoint else random_base("fp32", args.preset)
     )
     bf16 = apply_precision(copy.deepcopy(fp32), "bf16")
     torch.manual_seed(1)

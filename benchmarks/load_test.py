@@ -26,9 +26,9 @@ import httpx
 import torch
 
 from ofa_vl.api import OFAPipeline
-from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.serve import ServeConfig, create_app, load_pipelines, running
 from ofa_vl.serve.replicas import Replicated, replica_devices
+from ofa_vl.shapes.world import generate_scene, render_scene
 from ofa_vl.zoo import DEFAULT_MODEL
 
 FIELDS: dict[str, dict[str, Any]] = {

@@ -23,9 +23,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def fixture_model():
     """The golden-fixture OFA, loaded once."""
-    from ofa_vl import OFA
+    from ofa_vl.checkpoints import load_model
 
-    return OFA.from_pretrained(MMP_CKPT)
+    return load_model(MMP_CKPT)
 
 
 # The network goldens as the reference computed them on two kinds of CPU (goldens/avx512/README.md).

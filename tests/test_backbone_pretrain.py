@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ofa_vl.data.shapes import write_shapes_dataset
-from ofa_vl.data.shapes_text import COLOURS, SHAPES, SIZES
 from ofa_vl.model.resnet import ResNet3
+from ofa_vl.shapes.text import COLOURS, SHAPES, SIZES
+from ofa_vl.shapes.world import write_shapes_dataset
 from ofa_vl.train.backbone import patch_labels, pretrain_backbone
 
 # tier: the whole module runs processes or trains (pyproject markers)

@@ -23,12 +23,12 @@ from tolerance import assert_close_to
 
 from ofa_vl import generation
 from ofa_vl.api import OFAPipeline, get_model
-from ofa_vl.data.shapes import shapes_vocabulary, write_shapes_dataset
+from ofa_vl.checkpoints import load_model
 from ofa_vl.evaluate import EvalConfig, evaluate
 from ofa_vl.generation import generate
 from ofa_vl.images import preprocess_batch
-from ofa_vl.model import OFA
 from ofa_vl.model.precision import apply_precision
+from ofa_vl.shapes.world import shapes_vocabulary, write_shapes_dataset
 from ofa_vl.tokenizer import OFATokenizer
 from ofa_vl.zoo import DEFAULT_MODEL, PACKAGE_ASSETS
 
@@ -87,7 +87,7 @@ def test_bundled_files_and_size() -> None:
         assert (BUNDLED / name).is_file(), name
     assert sum(p.stat().st_size for p in BUNDLED.iterdir()) < 25 * 2**20
     assert json.loads((BUNDLED / "pipeline.json").read_text())["interpolation"] == "bilinear"
-    model = OFA.from_pretrained(BUNDLED)
+    model = load_model(BUNDLED)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # stored fp16, upcast
     assert model.cfg.vocab_size == len(OFATokenizer.from_pretrained(BUNDLED))
 

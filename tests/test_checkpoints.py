@@ -11,7 +11,8 @@ import torch
 from conftest import MMP_CKPT
 from tolerance import assert_matches_reference
 
-from ofa_vl import OFA, CheckpointError, convert
+from ofa_vl import CheckpointError, convert
+from ofa_vl.checkpoints import load_model
 
 # mmpretrain name -> fairseq name, per OFA-NOTES 3.3 read backwards (module after the prefix)
 TOP = {"embed_type": "type_embedding", "embedding_ln": "layernorm_embedding",
@@ -82,9 +83,9 @@ def test_fairseq_checkpoint_with_config_objects_and_ema(tmp_path, mmp_sd, golden
     torch.save(ckpt, path)
     with pytest.raises(pickle.UnpicklingError):  # the Namespace needs more than weights_only
         torch.load(path, weights_only=True)
-    check_same(OFA.from_pretrained(path), golden)  # EMA weights by default
+    check_same(load_model(path), golden)  # EMA weights by default
     assert not torch.allclose(
-        logits_of(OFA.from_pretrained(path, use_ema=False), golden),
+        logits_of(load_model(path, use_ema=False), golden),
         golden["decoder"]["logits"],
         atol=1e-2,
     )
@@ -94,7 +95,7 @@ def test_fairseq_checkpoint_with_config_objects_and_ema(tmp_path, mmp_sd, golden
 def test_fairseq_checkpoint_without_ema(tmp_path, mmp_sd, golden):
     path = tmp_path / "ofa.pt"
     torch.save({"model": fairseq_checkpoint(mmp_sd, with_buffers=False), "extra_state": {}}, path)
-    check_same(OFA.from_pretrained(path), golden)
+    check_same(load_model(path), golden)
 
 
 @pytest.mark.parametrize("kind", ["bin", "safetensors"])
@@ -112,7 +113,7 @@ def test_hf_port_directory(tmp_path, mmp_sd, golden, kind):
         save_file(
             {k: v.clone().contiguous() for k, v in sd.items()}, str(tmp_path / "model.safetensors")
         )
-    model = OFA.from_pretrained(tmp_path)
+    model = load_model(tmp_path)
     assert model.cfg.code_image_size == 128
     check_same(model, golden)
 
@@ -122,7 +123,7 @@ def test_mmpretrain_checkpoint_with_index_buffers(tmp_path, mmp_sd, golden):
     sd["model.encoder.token_rp_bucket"] = torch.zeros(1024, 1024, dtype=torch.long)
     sd["model.decoder.image_rp_bucket"] = torch.zeros(3, 3, dtype=torch.long)
     torch.save(sd, tmp_path / "m.pth")
-    check_same(OFA.from_pretrained(tmp_path / "m.pth"), golden)
+    check_same(load_model(tmp_path / "m.pth"), golden)
 
 
 @pytest.mark.slow
@@ -133,7 +134,7 @@ def test_convert_round_trip(tmp_path, golden):
     with safe_open(str(out), "pt") as f:
         assert f.metadata()["format"] == "ofa-vl"
         assert json.loads(f.metadata()["config"])["embed_dim"] == 64
-    check_same(OFA.from_pretrained(out), golden)
+    check_same(load_model(out), golden)
 
 
 def test_malicious_pickle_is_refused_and_not_run(tmp_path):
@@ -146,7 +147,7 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": {"w": torch.zeros(1)}, "cfg": Evil()}, path)
     with pytest.raises(CheckpointError, match="refusing to load.*system"):
-        OFA.from_pretrained(path)
+        load_model(path)
     assert not marker.exists()
 
 
@@ -155,7 +156,7 @@ def test_truncated_file(tmp_path):
     path = tmp_path / "cut.pth"
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="cut.pth: not a readable checkpoint"):
-        OFA.from_pretrained(path)
+        load_model(path)
 
 
 def test_missing_and_unexpected_keys(tmp_path, mmp_sd):
@@ -167,7 +168,7 @@ def test_missing_and_unexpected_keys(tmp_path, mmp_sd):
         CheckpointError,
         match=r"m.pth: .*1 missing keys \(e.g. decoder.final_ln.weight\).*1 unexpected keys",
     ):
-        OFA.from_pretrained(tmp_path / "m.pth")
+        load_model(tmp_path / "m.pth")
 
 
 def test_wrong_shape(tmp_path, mmp_sd):
@@ -177,21 +178,21 @@ def test_wrong_shape(tmp_path, mmp_sd):
     with pytest.raises(
         CheckpointError, match=r"decoder.final_ln.weight has shape \(65,\), expected \(64,\)"
     ):
-        OFA.from_pretrained(tmp_path / "m.pth")
+        load_model(tmp_path / "m.pth")
 
 
 def test_directory_without_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="directory holds no weights"):
-        OFA.from_pretrained(tmp_path)
+        load_model(tmp_path)
 
 
 def test_not_a_state_dict(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="holds no OFA state dict"):
-        OFA.from_pretrained(tmp_path / "list.pt")
+        load_model(tmp_path / "list.pt")
 
 
 def test_missing_path_is_clear():
     with pytest.raises(CheckpointError, match="no such file"):
-        OFA.from_pretrained(Path("/nonexistent/dir/model.pth"))
+        load_model(Path("/nonexistent/dir/model.pth"))

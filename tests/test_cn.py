@@ -81,7 +81,7 @@ def test_caption_grounding_ocr_through_the_zoo(cn_zoo):
     assert cap.model.cfg.vocab_size == 30325 and len(cap.tokenizer) == 30325
     assert cap.tokenizer.language == "zh" and (cn_zoo / "checkpoints" / FILES["caption"]).is_file()
     # generate_caption_cn.sh: beam 8, max_len_b 128, no-repeat 3; caption_dataset.py: 480 bicubic
-    assert cap.generation == {"num_beams": 8, "fairseq": True, "max_new_tokens": 129,
+    assert cap.generation.to_dict() == {"num_beams": 8, "fairseq": True, "max_new_tokens": 129,
                               "no_repeat_ngram_size": 3}  # fmt: skip
     assert (cap.task.image_size, cap.task.interpolation) == (480, "bicubic")
     image, short = picture(200, 150), {"max_new_tokens": 12}  # a random net never stops: cut it
@@ -161,7 +161,7 @@ def test_unnamed_chinese_checkpoint_cli_and_service(tmp_path):
 
 def test_zoo_has_the_twelve_official_chinese_checkpoints(capsys):
     from ofa_vl import cli
-    from ofa_vl.api import _tokenizer_source
+    from ofa_vl.model_folder import tokenizer_source
     from ofa_vl.tokenizer import CHINESE_VOCAB
 
     names = zoo.list_models("ofa-cn*")
@@ -180,7 +180,7 @@ def test_zoo_has_the_twelve_official_chinese_checkpoints(capsys):
     }
     cards = [zoo.MODELS[n] for n in names]
     assert all(c.tokenizer == "chinese" and c.task_options["language"] == "zh" for c in cards)
-    assert {_tokenizer_source(c, c.name) for c in cards} == {CHINESE_VOCAB}
+    assert {tokenizer_source(c, c.name) for c in cards} == {CHINESE_VOCAB}
     assert sorted(c.task for c in cards).count("ocr") == 2 and zoo.list_models(
         "*ocr*", task="ocr"
     ) == [

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from ofa_vl.api import OFAPipeline, get_model
-from ofa_vl.data.shapes import generate_scene, grounding_rejection_set, render_scene
-from ofa_vl.data.shapes_text import absent_expressions, answer_vocabulary
 from ofa_vl.errors import OFAValueError
 from ofa_vl.generation import GenerationConfig
 from ofa_vl.generation.scoring import CandidateSet, score_candidates
 from ofa_vl.metrics.grounding import best_threshold, rejection_metrics
+from ofa_vl.shapes.text import absent_expressions, answer_vocabulary
+from ofa_vl.shapes.world import generate_scene, grounding_rejection_set, render_scene
 from ofa_vl.tasks.results import CaptionResult, GroundingResult, VQAResult
 from ofa_vl.zoo import DEFAULT_MODEL
 

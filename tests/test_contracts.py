@@ -179,9 +179,9 @@ def test_training_batches_use_the_init_models_mean_and_std(tiny: Path, tmp_path:
     normalised with them (as its inference reads them), and its own pipeline.json keeps them."""
     import shutil
 
-    from ofa_vl.data.shapes import write_shapes_dataset
     from ofa_vl.distributed import Dist
     from ofa_vl.images import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN
+    from ofa_vl.shapes.world import write_shapes_dataset
     from ofa_vl.train import TrainConfig
     from ofa_vl.train.loop import setup
 

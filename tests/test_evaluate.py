@@ -23,7 +23,6 @@ from conftest import MMP_CKPT
 
 from ofa_vl.api import OFAPipeline, load_answers
 from ofa_vl.cli import main
-from ofa_vl.data.shapes import write_shapes_dataset
 from ofa_vl.evaluate import (
     METRICS,
     MMPRETRAIN_VQA,
@@ -41,6 +40,7 @@ from ofa_vl.metrics import (
     load_caption_references,
     normalize_answer,
 )
+from ofa_vl.shapes.world import write_shapes_dataset
 from ofa_vl.tasks import get_task
 from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
 

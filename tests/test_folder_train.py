@@ -17,16 +17,18 @@ import numpy as np
 import pytest
 import torch
 
+from ofa_vl.checkpoints import load_model
 from ofa_vl.cli import main as cli_main
 from ofa_vl.config import OFAConfig
 from ofa_vl.data.folder import read_folder, training_examples
-from ofa_vl.data.shapes import generate_scene, render_scene, write_shapes_folder
-from ofa_vl.data.shapes_text import COLOURS, scene_questions
 from ofa_vl.data.training import build_word_tokenizer, example_texts
 from ofa_vl.evaluate import METRICS, PREDICTIONS, EvalConfig, evaluate, read_predictions
-from ofa_vl.lora import ADAPTER_FILE, load_adapter, lora_parameters, merge_adapter_files
+from ofa_vl.lora import ADAPTER_FILE, load_adapter, lora_parameters
 from ofa_vl.metrics import grounding_metrics, normalize_answer
 from ofa_vl.model import OFA
+from ofa_vl.model_folder import merge_adapter_files
+from ofa_vl.shapes.text import COLOURS, scene_questions
+from ofa_vl.shapes.world import generate_scene, render_scene, write_shapes_folder
 from ofa_vl.train import BEST, BEST_FILE, STATE_FILE, add_train_args, read_metrics, train
 
 pytestmark = [pytest.mark.slow]
@@ -131,7 +133,7 @@ def test_the_bundled_model_learns_with_lora(tmp_path: Path) -> None:
     out = _learn(tmp_path, "--lora-rank", "8", "--lora-alpha", "32", "--lr", "5e-3",
                  "--activation-checkpointing")  # fmt: skip
     assert (out / ADAPTER_FILE).is_file() and not (out / "model.safetensors").exists()
-    model = load_adapter(OFA.from_pretrained(BUNDLED), out)
+    model = load_adapter(load_model(BUNDLED), out)
     trainable, total = lora_parameters(model)
     print(f"LoRA adapter: {trainable:,} of {total:,} parameters ({100 * trainable / total:.1f} %)")
     assert trainable < 0.2 * total
@@ -198,8 +200,8 @@ def test_resume_with_validation_gives_the_uninterrupted_weights(
     shutil.copytree(straight, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step_0000006")
     train(_parse(_tiny_args(vqa_folder, tiny, resumed, *extra, "--resume")))
-    a = OFA.from_pretrained(straight / "model.safetensors").state_dict()
-    b = OFA.from_pretrained(resumed / "model.safetensors").state_dict()
+    a = load_model(straight / "model.safetensors").state_dict()
+    b = load_model(resumed / "model.safetensors").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     keep = ("step", "loss", "lr", "val_metric")
     rows_a, rows_b = (

@@ -12,9 +12,9 @@ from pycocotools.cocoeval import COCOeval
 
 from ofa_vl.api import get_model
 from ofa_vl.cli import main
-from ofa_vl.data.shapes import write_shapes_dataset
 from ofa_vl.errors import OFAValueError
 from ofa_vl.formats import to_coco, to_detections
+from ofa_vl.shapes.world import write_shapes_dataset
 from ofa_vl.tasks.results import BoxesResult, GroundingResult, VQAResult
 from ofa_vl.zoo import DEFAULT_MODEL
 

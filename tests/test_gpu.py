@@ -20,9 +20,9 @@ from test_train import (  # noqa: F401 (fixtures)
 from tolerance import assert_close_to
 
 from ofa_vl.api import get_model
-from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.images import preprocess
 from ofa_vl.metrics import box_iou
+from ofa_vl.shapes.world import generate_scene, render_scene
 from ofa_vl.tasks import TextFields
 from ofa_vl.train import read_metrics, train
 from ofa_vl.zoo import DEFAULT_MODEL

@@ -21,12 +21,13 @@ from tolerance import assert_close_to
 
 from ofa_vl import OFA, OFAConfig
 from ofa_vl.api import OFAPipeline, get_model
+from ofa_vl.checkpoints import load_model
 from ofa_vl.cli import main
-from ofa_vl.data.shapes import write_shapes_dataset
 from ofa_vl.evaluate import PREDICTIONS, EvalConfig, evaluate
 from ofa_vl.generation import GenerationConfig, generate
 from ofa_vl.onnx.export import export_onnx, quantize_graphs
 from ofa_vl.onnx.graphs import DECODER_FILE, ENCODER_FILE, FORMAT
+from ofa_vl.shapes.world import write_shapes_dataset
 from ofa_vl.tasks import get_task
 from ofa_vl.tokenizer import CHINESE_VOCAB, CHINESE_VOCAB_SIZE, OFATokenizer
 from ofa_vl.zoo import DEFAULT_MODEL, PACKAGE_ASSETS
@@ -83,7 +84,7 @@ def test_the_folder_is_a_complete_model(bundled_onnx: Path) -> None:
     text = " a small red circle and a large blue square"
     tok, ours = OFATokenizer.from_pretrained(bundled), OFATokenizer.from_pretrained(bundled_onnx)
     assert tok.encode(text) == ours.encode(text) and len(tok) == len(ours)
-    cfg = OFA.from_pretrained(bundled).cfg
+    cfg = load_model(bundled).cfg
     for graph in (ENCODER_FILE, DECODER_FILE):
         proto = onnx.load(str(bundled_onnx / graph))
         onnx.checker.check_model(proto, full_check=True)

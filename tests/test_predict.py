@@ -27,8 +27,8 @@ import torch
 from ofa_vl import get_model, predict
 from ofa_vl.bulk.inputs import expand_braces, read_inputs
 from ofa_vl.cli import main
-from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.errors import OFAValueError
+from ofa_vl.shapes.world import generate_scene, render_scene
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MODEL = "ofa-tiny_shapes"

@@ -19,9 +19,9 @@ from test_tokenizer import COMMIT, FakeHub, _HubHandler
 
 from ofa_vl.api import get_model
 from ofa_vl.cli import main
-from ofa_vl.data.shapes import Scene, generate_scene, render_scene
 from ofa_vl.errors import OFAFileNotFoundError, OFAValueError
 from ofa_vl.publish import model_card, push_folder
+from ofa_vl.shapes.world import Scene, generate_scene, render_scene
 from ofa_vl.zoo import DEFAULT_MODEL, PACKAGE_ASSETS
 
 pytestmark = [pytest.mark.slow]

@@ -103,7 +103,7 @@ def test_a_run_folder_takes_one_run_at_a_time(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ofa_vl.data.shapes import write_shapes_dataset
+    from ofa_vl.shapes.world import write_shapes_dataset
 
     root = tmp_path_factory.mktemp("coco")
     write_shapes_dataset(root, 1, 4, seed=0, size=64)

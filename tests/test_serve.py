@@ -28,10 +28,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ofa_vl.api import OFAPipeline
-from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.metrics import box_iou
 from ofa_vl.serve import Batcher, QueueFullError, ServeConfig, create_app, load_pipelines, running
 from ofa_vl.serve.schemas import ErrorResponse
+from ofa_vl.shapes.world import generate_scene, render_scene
 from ofa_vl.tokenizer import ENGLISH_BPE
 from ofa_vl.zoo import DEFAULT_MODEL
 

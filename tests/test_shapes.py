@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ofa_vl.data.shapes import (
+from ofa_vl.shapes.text import COLOURS, RELATION_MARGIN, SHAPES, SIZES, words
+from ofa_vl.shapes.world import (
     AREA_FACTOR,
     COLOUR_RGB,
     Scene,
@@ -25,7 +26,6 @@ from ofa_vl.data.shapes import (
     shapes_vocabulary,
     write_shapes_dataset,
 )
-from ofa_vl.data.shapes_text import COLOURS, RELATION_MARGIN, SHAPES, SIZES, words
 
 N_TRAIN, N_VAL, SIZE = 60, 24, 256
 ATTRIBUTE_OF = {

@@ -24,10 +24,10 @@ import torch
 import ofa_vl.generation as gen
 from ofa_vl.api import OFAPipeline, get_model
 from ofa_vl.config import OFAConfig
-from ofa_vl.data.shapes import generate_scene, render_scene
 from ofa_vl.images import ImageInfo, preprocess
 from ofa_vl.model import OFA
 from ofa_vl.model.vqgan import VQGANDecoder, codes_to_images
+from ofa_vl.shapes.world import generate_scene, render_scene
 from ofa_vl.tasks import TaskFields, TextFields, get_task
 from ofa_vl.tasks.caption import clean_caption
 from ofa_vl.tasks.detection import parse_boxes

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from ofa_vl.checkpoints import save_pretrained
+from ofa_vl.checkpoints import load_model, save_pretrained
 from ofa_vl.config import OFAConfig
-from ofa_vl.data.shapes import write_shapes_dataset
 from ofa_vl.data.training import (
     IGNORE_INDEX,
     TrainingDataset,
@@ -27,6 +26,7 @@ from ofa_vl.data.training import (
     load_examples,
 )
 from ofa_vl.model import OFA
+from ofa_vl.shapes.world import write_shapes_dataset
 from ofa_vl.train import (
     STATE_FILE,
     StepSampler,
@@ -89,7 +89,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return OFA.from_pretrained(out / "model.safetensors").state_dict()
+    return load_model(out / "model.safetensors").state_dict()
 
 
 def test_label_smoothed_loss_matches_hand_computation() -> None:
@@ -234,8 +234,8 @@ def test_resume_is_bit_for_bit(data: Path, tiny_model: Path, tmp_path: Path) -> 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ckpt = latest_checkpoint(resumed)
     assert ckpt is not None and ckpt.name == "step_0000006"
-    raw_a = OFA.from_pretrained(straight / "checkpoints/step_0000006").state_dict()
-    raw_b = OFA.from_pretrained(ckpt).state_dict()
+    raw_a = load_model(straight / "checkpoints/step_0000006").state_dict()
+    raw_b = load_model(ckpt).state_dict()
     assert all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a)
     assert [r["step"] for r in read_metrics(resumed / "metrics.csv")] == list(range(1, 7))
 
@@ -263,8 +263,8 @@ def test_two_process_ddp_matches_one_process(data: Path, tiny_model: Path, tmp_p
     losses_2 = [r["loss"] for r in read_metrics(ddp / "metrics.csv")]
     assert losses_1 == pytest.approx(losses_2, rel=1e-4)
     # parameters only: BatchNorm running statistics follow rank 0's micro-batches under DDP
-    a = dict(OFA.from_pretrained(single / "model.safetensors").named_parameters())
-    b = dict(OFA.from_pretrained(ddp / "model.safetensors").named_parameters())
+    a = dict(load_model(single / "model.safetensors").named_parameters())
+    b = dict(load_model(ddp / "model.safetensors").named_parameters())
     diff = {k: (a[k] - b[k]).abs().max().item() for k in a}
     assert all(d <= 1e-5 for d in diff.values()), {k: d for k, d in diff.items() if d > 1e-5}
 

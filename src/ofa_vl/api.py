@@ -7,6 +7,7 @@ decoding defaults, parsing). ``inference_model`` batches any number of inputs th
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, cast
 
 import torch
 
-from .checkpoints import load_model, save_pretrained
+from .checkpoints import load_model
 from .errors import OFAValueError
 from .generation import GenerationConfig
 from .generation.config import unknown_options
@@ -22,15 +23,15 @@ from .images import ImageInfo, ImageSource
 from .model import OFA
 from .model.compile import compile_decoder
 from .model.precision import apply_precision, check_precision, model_dtype
+from .model_folder import ModelFolder, fetch_folder, tokenizer_source
 from .options import check_compile
+from .overlay import Overlay
+from .publish import push_folder
 from .tasks import TASKS, BoundTask, Query, Result, Task, get_task
 from .tasks.runners import run
-from .tokenizer import CHINESE_VOCAB, CHINESE_VOCAB_SIZE, ENGLISH_BPE, OFATokenizer
-from .zoo import MODELS, PACKAGE_ASSETS, ModelCard, download, list_models, resolve_checkpoint
+from .tokenizer import OFATokenizer
+from .zoo import MODELS, ModelCard, download, list_models
 
-PIPELINE_FILE = "pipeline.json"  # a model folder's preprocessing (open_clip style)
-# what a pipeline.json may set: the task's PreprocessConfig fields and its decoding defaults
-PIPELINE_KEYS = ("image_size", "interpolation", "mean", "std", "text_norm", "generation")
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: an `ofa export --format onnx` folder
 
 __all__ = ["OFAPipeline", "get_model", "inference_model", "list_models", "load_answers"]
@@ -51,11 +52,14 @@ class OFAPipeline:
     tokenizer: OFATokenizer
     task: Task
     name: str = ""
-    generation: dict[str, Any] = field(default_factory=dict)  # the card's / pipeline.json's
+    # the model's decoding defaults for this task (its card's, its folder's), over the task's
+    generation: Overlay[GenerationConfig] = field(
+        default_factory=lambda: Overlay.of(GenerationConfig())
+    )
     precision: str = "fp32"  # of the model's weights: ofa_vl.model.precision.PRECISIONS
     backend: str = "torch"  # BACKENDS
     card: ModelCard | None = field(default=None, repr=False)
-    preprocessing: dict[str, Any] = field(default_factory=dict, repr=False)  # from pipeline.json
+    folder: ModelFolder = field(default_factory=ModelFolder, repr=False)  # its pipeline.json
     # the task bound to the tokenizer (trie, candidates); rebuilt when either is replaced
     bound: BoundTask | None = field(default=None, repr=False, compare=False)
 
@@ -73,14 +77,14 @@ class OFAPipeline:
         """The same network and tokenizer (not reloaded) for another task."""
         return replace(
             self,
-            task=_task_for(self.card, task, task_options, self.preprocessing),
-            generation=_card_generation(self.card, task),
+            task=_task_for(self.card, self.folder, task, task_options),
+            generation=_own_generation(self.card, self.folder, task),
         )
 
     def decoding(self, **overrides: Any) -> GenerationConfig:
         """The task's decoding defaults, overlaid by the model's (card, ``pipeline.json``), then
         by ``overrides``; an unknown option is one clear error."""
-        return self.task.generation.overlay(self.generation, overrides)
+        return self.task.generation.overlay(self.generation.values(), overrides)
 
     @property
     def device(self) -> torch.device:
@@ -130,28 +134,16 @@ class OFAPipeline:
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
         """Save this pipeline (weights, tokenizer, ``pipeline.json``) and push it to the hub with a
         generated model card (:func:`ofa_vl.publish.push_folder` ``options``); the commit URL."""
-        import json
-        import tempfile
-
-        from .publish import push_folder
-
         if self.precision != "fp32":
             raise OFAValueError(f"push an fp32 pipeline, not a {self.precision} one")
         with tempfile.TemporaryDirectory(prefix="ofa-pipeline-") as tmp:
-            folder = Path(tmp)
-            save_pretrained(self.model, folder / "model.safetensors")
-            self.tokenizer.save_pretrained(folder)
-            pre = self.task.preprocessing  # what this pipeline's task reads, as pipeline.json
-            settings = {
-                "image_size": pre.image_size,
-                "interpolation": pre.interpolation.value,
-                "mean": list(pre.mean),
-                "std": list(pre.std),
-                "text_norm": {k: v.value for k, v in pre.text_norm.items()},
-                "generation": self.generation,
-            }
-            (folder / PIPELINE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+            folder = self.settings().write(Path(tmp), self.model, self.tokenizer)
             return push_folder(folder, repo_id, task=self.task.name, **options)
+
+    def settings(self) -> ModelFolder:
+        """This pipeline's ``pipeline.json``: its task, the task's preprocessing, its decoding
+        defaults (what a model folder of it says)."""
+        return ModelFolder.describing(self.task.name, self.task.preprocessing, self.generation)
 
     def __call__(
         self,
@@ -196,12 +188,21 @@ def _queries(images: list[Any], fields: dict[str, Any]) -> Iterator[Query]:
         yield Query(img, {k: v[i] if _per_image(k, v) else v for k, v in fields.items()})
 
 
+def _own_task(card: ModelCard | None, folder: ModelFolder) -> str:
+    """The task a model runs unless told: its card's, its folder's, else captioning."""
+    return card.task if card else folder.task or "caption"
+
+
 def _task_for(
-    card: ModelCard | None, task: str | None, options: dict[str, Any], preprocessing: dict[str, Any]
+    card: ModelCard | None, folder: ModelFolder, task: str | None, options: dict[str, Any]
 ) -> Task:
-    name = task or (card.task if card else "caption")
-    opts = dict(card.task_options) if card and name == card.task else {}
-    opts.update(preprocessing)
+    """The task ``task`` (default: the model's own) with the card's options for its own task,
+    the folder's preprocessing, then ``options``."""
+    name = task or _own_task(card, folder)
+    opts = (
+        {**card.task_options, **card.preprocessing.values()} if card and name == card.task else {}
+    )
+    opts.update(folder.preprocessing.values())
     opts.update(options)
     answers_url = opts.pop("answers_url", None)
     if "answers" in opts and isinstance(opts["answers"], (str, Path)):
@@ -236,13 +237,14 @@ def get_model(
     card = MODELS.get(str(name_or_path))
     weights = pretrained or (name_or_path if card is None else card.name)
     if str(weights).startswith("hf-hub:"):  # the repo's snapshot: a model folder (ofa push)
-        weights = resolve_checkpoint(str(weights))
+        weights = fetch_folder(str(weights))
+    folder = ModelFolder.find(card, weights)
     model, precision = _load_backend(weights, device, precision, compile, backend)
     tok = (
         tokenizer
         if isinstance(tokenizer, OFATokenizer)
         else OFATokenizer.from_pretrained(
-            tokenizer or _tokenizer_source(card, weights, model.cfg.vocab_size)
+            tokenizer or tokenizer_source(card, weights, model.cfg.vocab_size)
         )
     )
     if len(tok) != model.cfg.vocab_size:
@@ -250,23 +252,17 @@ def get_model(
             f"the tokenizer has {len(tok)} tokens but the model's vocabulary has "
             f"{model.cfg.vocab_size}; pass the model's own tokenizer with tokenizer="
         )
-    preprocessing = pipeline_options(card, weights)
-    # pipeline.json's decoding options, as the card's, belong to the model's own task
-    folder_generation = preprocessing.pop("generation", {})
-    folder_generation = folder_generation if task is None else {}
-    pipe = OFAPipeline(
+    return OFAPipeline(
         model=model,
         tokenizer=tok,
-        task=_task_for(card, task, task_options, preprocessing),
+        task=_task_for(card, folder, task, task_options),
         name=str(name_or_path),
-        generation={**_card_generation(card, task), **folder_generation},
+        generation=_own_generation(card, folder, task),
         precision=precision,
         backend=backend,
         card=card,
-        preprocessing=preprocessing,
+        folder=folder,
     )
-    pipe.decoding()  # an unknown option in the card or pipeline.json fails here, not per call
-    return pipe
 
 
 def _load_backend(
@@ -293,47 +289,18 @@ def _load_backend(
     return model, precision
 
 
-def _card_generation(card: ModelCard | None, task: str | None) -> dict[str, Any]:
-    """A card's decoding defaults belong to its own task, not to others run on its weights."""
-    return dict(card.generation) if card and (task is None or task == card.task) else {}
-
-
-def _model_dir(card: ModelCard | None, weights: str | Path) -> Path | None:
-    """The local folder a model's files are in, when there is one."""
-    if card is not None and card.tokenizer == "bundled":
-        return PACKAGE_ASSETS / card.weights
-    path = Path(weights)
-    if not path.exists():
-        return None
-    return path if path.is_dir() else path.parent
-
-
-def pipeline_options(card: ModelCard | None, weights: str | Path) -> dict[str, Any]:
-    """A model folder's ``pipeline.json``: its preprocessing (``image_size``, ``interpolation``,
-    ``mean``, ``std``, ``text_norm``) and decoding defaults (``generation``)."""
-    folder = _model_dir(card, weights)
-    if folder is None or not (folder / PIPELINE_FILE).is_file():
-        return {}
-    import json
-
-    cfg = json.loads((folder / PIPELINE_FILE).read_text())
-    return {k: cfg[k] for k in PIPELINE_KEYS if k in cfg}
-
-
-def _tokenizer_source(
-    card: ModelCard | None, weights: str | Path, vocab_size: int | None = None
-) -> str | Path:
-    """A tokenizer beside the weights (bundled models, local dirs), else the card's; for an
-    unnamed checkpoint, OFA-CN's vocabulary when the model has its 30,325 tokens, else English."""
-    folder = _model_dir(card, weights)
-    beside = ("tokenizer.json", "vocab.json", "dict.txt")
-    if folder is not None and any((folder / f).is_file() for f in beside):
-        return folder
-    if card is not None:
-        source = card.tokenizer
-    else:
-        source = "chinese" if vocab_size == CHINESE_VOCAB_SIZE else "english"
-    return {"english": ENGLISH_BPE, "chinese": CHINESE_VOCAB}.get(source, source)
+def _own_generation(
+    card: ModelCard | None, folder: ModelFolder, task: str | None
+) -> Overlay[GenerationConfig]:
+    """The card's decoding defaults, then the folder's: each belongs to the model's own task,
+    not to others run on its weights (the folder's to the task it records, else to none)."""
+    layers = [card.generation] if card and (task is None or task == card.task) else []
+    if task is None or (folder.task is not None and task == folder.task):
+        layers.append(folder.generation)
+    out = Overlay.of(GenerationConfig())
+    for layer in layers:
+        out = out.then(layer)
+    return out
 
 
 _BUILDER_KEYS = ("pretrained", "device", "tokenizer", "task", "precision", "compile", "backend")

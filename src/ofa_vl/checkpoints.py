@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import shutil
 from pathlib import Path
 
 import torch
@@ -251,7 +250,7 @@ def load_model(
     config: OFAConfig | None = None,
     device: str | torch.device | None = None,
 ) -> OFA:
-    """``OFA.from_pretrained``: a file, a directory, a hub id (``OFA-Sys/OFA-base``) or a zoo name."""
+    """Any OFA weights: a file, a directory, a hub id (``OFA-Sys/OFA-base``) or a zoo name."""
     path = Path(path_or_name)
     if isinstance(path_or_name, str) and path_or_name.startswith(("http://", "https://")):
         from .zoo import download
@@ -297,33 +296,6 @@ def save_pretrained(model: OFA, path: str | Path) -> Path:
     return path
 
 
-# a model folder's files besides its weights (tokenizer, preprocessing)
-MODEL_SIDE_FILES = (
-    "pipeline.json",
-    "tokenizer.json",
-    "ofa_tokenizer.json",
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",  # with dict.txt: OFA-CN's vocabulary (tokenizer._FILE_CHOICES)
-    "dict.txt",
-)
-
-
-def copy_side_files(
-    sources: list[Path], dst: Path, names: tuple[str, ...] = MODEL_SIDE_FILES
-) -> list[str]:
-    """Copy each of ``names`` from the first of ``sources`` holding it into ``dst``; the names
-    copied."""
-    copied = []
-    for name in names:
-        for source in sources:
-            if (source / name).is_file():
-                shutil.copyfile(source / name, dst / name)
-                copied.append(name)
-                break
-    return copied
-
-
 def convert(src: str | Path, dst: str | Path, *, use_ema: bool = True) -> Path:
     """``ofa convert``: any supported checkpoint -> this project's safetensors format."""
     return save_pretrained(load_model(src, use_ema=use_ema), dst)
@@ -334,7 +306,6 @@ __all__ = [
     "build_from_state_dict",
     "canonical_state_dict",
     "convert",
-    "copy_side_files",
     "infer_config",
     "load_model",
     "read_state_dict",

@@ -390,7 +390,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoints import convert
 
     if args.merge_adapter is not None:
-        from .lora import merge_adapter_files
+        from .model_folder import merge_adapter_files
 
         merged = merge_adapter_files(
             args.src, Path(args.merge_adapter), Path(args.dst), use_ema=not args.no_ema
@@ -446,7 +446,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 @command("data", _data_args)
 def cmd_data(args: argparse.Namespace) -> int:
     """Generate datasets (the synthetic shapes world)."""
-    from .data.shapes import shapes_command, write_shapes_folder
+    from .shapes.world import shapes_command, write_shapes_folder
 
     if args.dataset == "shapes-folder":
         counts = (args.train, args.val, args.test)
@@ -670,8 +670,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .api import get_model
-    from .data.shapes import generate_scene, render_scene
-    from .data.shapes_text import referring_expressions
+    from .shapes.text import referring_expressions
+    from .shapes.world import generate_scene, render_scene
     from .visualize import draw_boxes
 
     rng = np.random.default_rng(args.seed)

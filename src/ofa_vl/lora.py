@@ -291,23 +291,6 @@ def merge_adapter(model: OFA) -> OFA:
     return model
 
 
-def merge_adapter_files(base: str | Path, adapter: Path, dst: Path, use_ema: bool = True) -> Path:
-    """``ofa convert BASE DST --merge-adapter ADAPTER``: the merged weights as a ``.safetensors``
-    file, or a model folder (``model.safetensors`` with the tokenizer and ``pipeline.json`` of
-    the adapter's folder, else of the base model's)."""
-    from .checkpoints import copy_side_files, load_model, save_pretrained
-
-    model = merge_adapter(load_adapter(load_model(base, use_ema=use_ema), Path(adapter)))
-    dst = Path(dst)
-    if dst.suffix == ".safetensors":
-        return save_pretrained(model, dst)
-    weights = save_pretrained(model, dst / "model.safetensors")
-    base_path = Path(base)
-    base_dir = base_path if base_path.is_dir() else base_path.parent  # a local model's folder
-    copy_side_files([Path(adapter), base_dir], dst)
-    return weights.parent
-
-
 __all__ = [
     "ADAPTER_CONFIG",
     "ADAPTER_FILE",
@@ -320,7 +303,6 @@ __all__ = [
     "lora_options",
     "lora_parameters",
     "merge_adapter",
-    "merge_adapter_files",
     "save_adapter",
     "target_modules",
 ]

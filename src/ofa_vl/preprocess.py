@@ -10,12 +10,14 @@ into tensors through :meth:`PreprocessConfig.image` (open_clip's ``PreprocessCfg
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .errors import OFAValueError
 from .images import (
     OFA_MEAN,
     OFA_STD,
@@ -39,6 +41,33 @@ class PreprocessConfig:
     mean: tuple[float, ...] = OFA_MEAN  # in [0, 1] units: x' = (x - 255 mean) / (255 std)
     std: tuple[float, ...] = OFA_STD
     text_norm: Mapping[str, TextNorm] = field(default_factory=dict)  # field -> normalisation
+
+    def replace(self, **options: Any) -> PreprocessConfig:
+        """This config with ``options`` (JSON values parsed: names, lists); an unknown name is
+        one :class:`OFAValueError`."""
+        names = [f.name for f in dataclasses.fields(self)]
+        if unknown := ", ".join(sorted(set(options) - set(names))):
+            raise OFAValueError(
+                f"unknown preprocessing option {unknown}; valid ones: {', '.join(names)}"
+            )
+        if "interpolation" in options:
+            options["interpolation"] = Interpolation.parse(options["interpolation"])
+        for key in ("mean", "std"):
+            if key in options:
+                options[key] = tuple(float(v) for v in options[key])
+        if "text_norm" in options:
+            options["text_norm"] = {k: TextNorm.parse(v) for k, v in options["text_norm"].items()}
+        return dataclasses.replace(self, **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (``pipeline.json``'s spelling)."""
+        return {
+            "image_size": self.image_size,
+            "interpolation": self.interpolation.value,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "text_norm": {k: v.value for k, v in self.text_norm.items()},
+        }
 
     def resized(self, image: ImageSource) -> tuple[torch.Tensor, ImageInfo]:
         """Load and resize: (3, S, S) uint8 pixels (what training caches) and the resize info."""

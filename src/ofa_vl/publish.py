@@ -20,19 +20,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .api import PIPELINE_FILE, get_model
+from .checkpoints import load_model
 from .errors import OFAFileNotFoundError, OFAValueError
 from .hub import OFAHubError
+from .lora import ADAPTER_CONFIG
+from .model_folder import ADAPTER_FILES, SIDE_FILES, WEIGHTS_FILE, ModelFolder
+from .tasks import get_task
 
 __all__ = ["check_repo_id", "model_card", "push_folder"]
 
-ADAPTER_FILES = ("adapter.safetensors", "adapter.json")  # ofa_vl.lora's adapter folder
-# what a model folder holds that a user of the hub repo needs; anything else stays home
-UPLOADED = (
-    "model.safetensors", *ADAPTER_FILES, "tokenizer.json", "ofa_tokenizer.json", "vocab.json",
-    "merges.txt", "vocab.txt", "dict.txt", PIPELINE_FILE, "validation.json", "MODEL_CARD.md",
-)  # fmt: skip
 VALIDATION_FILE = "validation.json"  # ofa_vl.train.checkpointing.BEST_FILE: step, metric, value
+# what a model folder holds that a user of the hub repo needs; anything else stays home
+UPLOADED = (WEIGHTS_FILE, *ADAPTER_FILES, *SIDE_FILES, VALIDATION_FILE, "MODEL_CARD.md")
 SETTINGS_FILE = "settings.json"  # a training run's options, beside its best/ folder
 
 
@@ -73,17 +72,17 @@ def model_card(
     folder = Path(folder)
     adapter = all((folder / f).is_file() for f in ADAPTER_FILES)
     settings = _run_settings(folder)
-    task = task or settings.get("task") or "caption"
+    spec = ModelFolder.read(folder) or ModelFolder()
+    task = task or spec.task or settings.get("task") or "caption"
     base = base_model or settings.get("init")
-    pipeline = _read_json(folder / PIPELINE_FILE)
     validation = _read_json(folder / VALIDATION_FILE)
     if adapter:
-        decoding = pipeline.get("generation", {})
-        kind = f"LoRA adapter (rank {_read_json(folder / 'adapter.json')['options'].get('rank')})"
-    else:
-        pipe = get_model(folder, task=task)
-        decoding = {**pipe.decoding().to_dict(), **pipeline.get("generation", {})}
-        kind = f"full model ({sum(p.numel() for p in pipe.model.parameters()):,} parameters)"
+        decoding = spec.generation.to_dict()
+        kind = f"LoRA adapter (rank {_read_json(folder / ADAPTER_CONFIG)['options'].get('rank')})"
+    else:  # the task's decoding defaults, then the folder's
+        decoding = spec.generation.over(get_task(task).generation).to_dict()
+        count = sum(p.numel() for p in load_model(folder).parameters())
+        kind = f"full model ({count:,} parameters)"
     front = ["---", "library_name: ofa-vl", f"license: {license}", "tags: [ofa, vision-language]"]
     if base:
         front.append(f"base_model: {base}")
@@ -93,7 +92,7 @@ def model_card(
         if validation
         else "none recorded (no validation.json)"
     )
-    pre = {k: pipeline[k] for k in ("image_size", "interpolation", "mean", "std") if k in pipeline}
+    pre = {k: v for k, v in spec.preprocessing.to_dict().items() if k != "text_norm"}
     if adapter:  # the base network, then the adapter (ofa_vl.lora; pip install 'ofa-vl[lora]')
         code = [
             "from pathlib import Path",
@@ -152,11 +151,11 @@ def push_folder(
 
     folder = Path(folder)
     check_repo_id(repo_id)
-    if not (folder / "model.safetensors").is_file() and not all(
+    if not (folder / WEIGHTS_FILE).is_file() and not all(
         (folder / f).is_file() for f in ADAPTER_FILES
     ):
         raise OFAFileNotFoundError(
-            f"{folder} is not a model folder: it needs model.safetensors, or "
+            f"{folder} is not a model folder: it needs {WEIGHTS_FILE}, or "
             f"{' + '.join(ADAPTER_FILES)} (a LoRA adapter)"
         )
     card = model_card(folder, repo_id, task=task, base_model=base_model, license=license)

@@ -26,6 +26,11 @@ LOCK_FILE = ".lock"
 FINGERPRINTS = "fingerprints.json"  # in the cache folder: path -> size, mtime, sha256
 
 
+def cache_dir() -> Path:
+    """``$OFA_VL_HOME`` or ``~/.cache/ofa_vl``: downloads and the weights' fingerprints."""
+    return Path(os.environ.get("OFA_VL_HOME", Path.home() / ".cache" / "ofa_vl"))
+
+
 def run_folder(path: Path, option: str = "--out") -> Path:
     """``path`` created as a folder; a file there is a one-line error."""
     if path.exists() and not path.is_dir():
@@ -111,8 +116,6 @@ def sha256_file(path: Path) -> str:
 
 def weights_fingerprint(path: Path) -> str:
     """``sha256:<hex>`` of a weights file; rehashed only when its path, size or mtime change."""
-    from .zoo import cache_dir
-
     path = path.resolve()
     stat = path.stat()
     key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

@@ -62,7 +62,7 @@ BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
 # transformers BertTokenizer's special tokens: never split, never lower-cased (plain words to fairseq)
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The OFA/BART or OFA-CN files first (exact reference behaviour), else a full tokenizer.json.
-_FILE_CHOICES = (("vocab.json", "merges.txt"), ("vocab.txt", "dict.txt"), ("tokenizer.json",))
+FILE_CHOICES = (("vocab.json", "merges.txt"), ("vocab.txt", "dict.txt"), ("tokenizer.json",))
 
 Ids = Sequence[int] | torch.Tensor
 
@@ -316,7 +316,7 @@ class OFATokenizer:
         files, else 8192 / 1000. Hub files are cached by ``huggingface_hub``; failures raise
         :class:`OFAHubError`.
         """
-        files = resolve_files(name_or_path, _FILE_CHOICES, optional=(SIDE_FILE,), revision=revision)
+        files = resolve_files(name_or_path, FILE_CHOICES, optional=(SIDE_FILE,), revision=revision)
         side = json.loads(files[SIDE_FILE].read_text()) if SIDE_FILE in files else {}
         if "vocab.json" in files:
             base = _bart_bpe(files["vocab.json"], files["merges.txt"])

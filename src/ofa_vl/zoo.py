@@ -16,8 +16,11 @@ from typing import Any
 from tqdm import tqdm
 
 from .errors import OFARuntimeError, OFAValueError
+from .generation.config import GenerationConfig
 from .hub import is_hub_id, resolve_files
-from .runs import publish, sha256_file
+from .overlay import Overlay
+from .preprocess import PreprocessConfig
+from .runs import cache_dir, publish, sha256_file
 
 MMP = "https://download.openmmlab.com/mmclassification/v1/ofa/"
 OFA_OSS = "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/checkpoints/"
@@ -39,8 +42,9 @@ class ModelCard:
     # "english" = the packaged English BPE (every English OFA); "chinese" = the packaged OFA-CN
     # vocabulary; "bundled" = beside the weights; else a hub id or directory
     tokenizer: str = "english"
-    task_options: dict[str, Any] = field(default_factory=dict)
-    generation: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)  # the task's own (answers, ...)
+    generation: Overlay[GenerationConfig] = field(default_factory=lambda: decoding())
+    preprocessing: Overlay[PreprocessConfig] = field(default_factory=lambda: inputs())
     metrics: dict[str, float] = field(default_factory=dict)  # published reference numbers
     notes: str = ""
 
@@ -48,6 +52,16 @@ class ModelCard:
     def language(self) -> str:
         """``"zh"`` for the OFA-CN models, else ``"en"``."""
         return "zh" if self.tokenizer == "chinese" else "en"
+
+
+def decoding(**options: Any) -> Overlay[GenerationConfig]:
+    """A card's decoding defaults (over its task's)."""
+    return Overlay.of(GenerationConfig(), options)
+
+
+def inputs(**options: Any) -> Overlay[PreprocessConfig]:
+    """A card's preprocessing (over its task's): interpolation, text normalisation, ..."""
+    return Overlay.of(PreprocessConfig(), options)
 
 
 MODELS: dict[str, ModelCard] = {}
@@ -62,7 +76,7 @@ def register(card: ModelCard) -> ModelCard:
 # mmpretrain 1.2.0 configs/ofa/metafile.yml (converted from the official fairseq checkpoints); each
 # card takes its config's whole test pipeline (docs/pipelines.md): zero-shot VQA cleans the question
 # (_base_/datasets/coco_vqa.py CleanCaption), refcoco boxes are bin / 1000 * 512 (OFA.post_process)
-MMP_ZEROSHOT_VQA = {"text_norm": {"question": "clean"}}
+MMP_ZEROSHOT_VQA = inputs(text_norm={"question": "clean"})
 register(ModelCard(
     "ofa-base_3rdparty-finetuned_caption", "caption",
     MMP + "ofa-base_3rdparty_coco-caption_20230418-de18914e.pth",
@@ -78,20 +92,20 @@ register(ModelCard(
     "ofa-base_3rdparty-finetuned_vqa", "vqa",
     MMP + "ofa-base_3rdparty_coco-vqa_20230418-f38539a5.pth",
     task_options={"answers_url": ANS2LABEL},
-    generation={"num_beams": 5, "max_new_tokens": 200, "length_penalty": 0.0},
+    generation=decoding(num_beams=5, max_new_tokens=200, length_penalty=0.0),
     metrics={"Accuracy": 78.00},
 ))  # fmt: skip
 register(ModelCard(
     "ofa-base_3rdparty-zeroshot_vqa", "vqa",
     MMP + "ofa-base_3rdparty_pretrain_20230418-dccfc07f.pth",
-    task_options=MMP_ZEROSHOT_VQA,
-    generation={"num_beams": 20, "max_new_tokens": 200, "length_penalty": 0.0},
+    preprocessing=MMP_ZEROSHOT_VQA,
+    generation=decoding(num_beams=20, max_new_tokens=200, length_penalty=0.0),
     metrics={"Accuracy": 58.32},
 ))  # fmt: skip
 register(ModelCard(
     "ofa-large_3rdparty-zeroshot_vqa", "vqa", OFA_OSS + "ofa_large.pt",
-    task_options=MMP_ZEROSHOT_VQA,
-    generation={"num_beams": 20, "max_new_tokens": 200, "length_penalty": 0.0},
+    preprocessing=MMP_ZEROSHOT_VQA,
+    generation=decoding(num_beams=20, max_new_tokens=200, length_penalty=0.0),
     notes="mmpretrain's config converts the official ofa_large.pt; loaded here directly",
 ))  # fmt: skip
 
@@ -105,35 +119,35 @@ register(ModelCard(
 # the official code's: every dataset resizes with Pillow bicubic (caption_dataset.py,
 # vqa_gen_dataset.py transforms.Resize; refcoco_dataset.py utils/transforms.py resize), and text
 # goes through OFA:data/ofa_dataset.py pre_caption / pre_question (docs/pipelines.md).
-OFFICIAL: dict[str, Any] = {"interpolation": "bicubic"}
-OFFICIAL_REFCOCO = {**OFFICIAL, "text_norm": {"text": "pre_caption"}}
-OFFICIAL_VQA = {**OFFICIAL, "answers_url": ANS2LABEL, "text_norm": {"question": "pre_question"}}
+OFFICIAL = inputs(interpolation="bicubic")
+OFFICIAL_REFCOCO = inputs(interpolation="bicubic", text_norm={"text": "pre_caption"})
+OFFICIAL_VQA = inputs(interpolation="bicubic", text_norm={"question": "pre_question"})
 for size in ("tiny", "medium", "base", "large", "huge"):
     register(ModelCard(f"ofa-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_{size}.pt",
-                       task_options=OFFICIAL))  # fmt: skip
+                       preprocessing=OFFICIAL))  # fmt: skip
     register(
         ModelCard(
             f"ofa-{size}_hf-pretrain",
             "caption",
             f"hf-hub:OFA-Sys/OFA-{size}",
-            task_options=OFFICIAL,
+            preprocessing=OFFICIAL,
         )
     )  # fmt: skip  (the HF port's README: BICUBIC)
 for size in ("base", "large"):
-    for task, file, opts in (
-        ("caption", "caption_{}_best.pt", OFFICIAL),
-        ("refcoco", "refcoco_{}_best.pt", OFFICIAL_REFCOCO),
-        ("refcoco", "refcocoplus_{}_best.pt", OFFICIAL_REFCOCO),
-        ("refcoco", "refcocog_{}_best.pt", OFFICIAL_REFCOCO),
-        ("vqa", "vqa_{}_best.pt", OFFICIAL_VQA),
+    for task, file, pre, opts in (
+        ("caption", "caption_{}_best.pt", OFFICIAL, {}),
+        ("refcoco", "refcoco_{}_best.pt", OFFICIAL_REFCOCO, {}),
+        ("refcoco", "refcocoplus_{}_best.pt", OFFICIAL_REFCOCO, {}),
+        ("refcoco", "refcocog_{}_best.pt", OFFICIAL_REFCOCO, {}),
+        ("vqa", "vqa_{}_best.pt", OFFICIAL_VQA, {"answers_url": ANS2LABEL}),
     ):
         fname = file.format(size)
         tag = fname.split("_")[0]
         register(ModelCard(f"ofa-{size}_official-finetuned_{tag}", task, OFA_OSS + fname,
-                           task_options=opts))  # fmt: skip
+                           task_options=opts, preprocessing=pre))  # fmt: skip
 register(ModelCard(
     "ofa-large_official-finetuned_caption_clean", "caption", OFA_OSS + "caption_large_best_clean.pt",
-    task_options=OFFICIAL, notes="after CIDEr optimisation (SCST)",
+    preprocessing=OFFICIAL, notes="after CIDEr optimisation (SCST)",
 ))  # fmt: skip
 
 
@@ -141,21 +155,22 @@ register(ModelCard(
 # the official preprocessing (no mmpretrain configs exist) and the official run scripts' decoding.
 # fairseq's max_len_b counts the tokens before the forced </s> step: max_new_tokens = max_len_b + 1.
 _ZH: dict[str, Any] = {"language": "zh"}
-_ZH_BICUBIC: dict[str, Any] = {"language": "zh", "interpolation": "bicubic"}  # torchvision Resize
-_CN_CAPTION_GEN: dict[str, Any] = {  # OFA:run_scripts/caption/generate_caption_cn.sh
-    "num_beams": 8, "fairseq": True, "max_new_tokens": 129, "no_repeat_ngram_size": 3,
-}  # fmt: skip
-_CN_REFCOCO_GEN: dict[str, Any] = {  # OFA:run_scripts/refcoco/evaluate_refcoco_cn.sh
-    "num_beams": 5, "fairseq": True, "min_new_tokens": 4, "max_new_tokens": 5,
-    "no_repeat_ngram_size": 3,
-}  # fmt: skip
-# task, file, task options, decoding (ocr: the task's own = evaluate_ocr.sh), notes
-_CN_FINETUNED: tuple[tuple[str, str, dict[str, Any], dict[str, Any], str], ...] = (
-    ("caption", "caption_cn_{}.pt", _ZH_BICUBIC, _CN_CAPTION_GEN, "MUGE caption (stage 1)"),
-    ("refcoco", "refcoco_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCO-CN (translated)"),
-    ("refcoco", "refcocoplus_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCO+-CN (translated)"),
-    ("refcoco", "refcocog_cn_{}.pt", _ZH_BICUBIC, _CN_REFCOCO_GEN, "RefCOCOg-CN (translated)"),
-    ("ocr", "ofa_cn_ocr_{}.pt", _ZH, {}, "Chinese OCR, multitask fine-tuned"),
+_BICUBIC = inputs(interpolation="bicubic")  # torchvision Resize
+_CN_CAPTION_GEN = decoding(  # OFA:run_scripts/caption/generate_caption_cn.sh
+    num_beams=8, fairseq=True, max_new_tokens=129, no_repeat_ngram_size=3,
+)  # fmt: skip
+_CN_REFCOCO_GEN = decoding(  # OFA:run_scripts/refcoco/evaluate_refcoco_cn.sh
+    num_beams=5, fairseq=True, min_new_tokens=4, max_new_tokens=5, no_repeat_ngram_size=3,
+)  # fmt: skip
+# task, file, preprocessing, decoding (ocr: the task's own = evaluate_ocr.sh), notes
+_CN_FINETUNED: tuple[
+    tuple[str, str, Overlay[PreprocessConfig], Overlay[GenerationConfig], str], ...
+] = (
+    ("caption", "caption_cn_{}.pt", _BICUBIC, _CN_CAPTION_GEN, "MUGE caption (stage 1)"),
+    ("refcoco", "refcoco_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN, "RefCOCO-CN (translated)"),
+    ("refcoco", "refcocoplus_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN, "RefCOCO+-CN (translated)"),
+    ("refcoco", "refcocog_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN, "RefCOCOg-CN (translated)"),
+    ("ocr", "ofa_cn_ocr_{}.pt", inputs(), decoding(), "Chinese OCR, multitask fine-tuned"),
 )
 _CN_METRICS: dict[str, dict[str, float]] = {  # OFA:checkpoints_cn.md results tables
     "caption_cn_base.pt": {"BLEU-4": 26.23, "ROUGE-L": 58.95, "CIDEr-D": 50.70},
@@ -173,13 +188,15 @@ _CN_METRICS: dict[str, dict[str, float]] = {  # OFA:checkpoints_cn.md results ta
 }  # fmt: skip
 for size in ("base", "large"):
     register(ModelCard(f"ofa-cn-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_cn_{size}.pt",
-                       tokenizer="chinese", task_options=_ZH_BICUBIC, notes="OFA-CN pretrained"))  # fmt: skip
-    for task, file, options, generation, notes in _CN_FINETUNED:
+                       tokenizer="chinese", task_options=_ZH, preprocessing=_BICUBIC,
+                       notes="OFA-CN pretrained"))  # fmt: skip
+    for task, file, pre, generation, notes in _CN_FINETUNED:
         fname = file.format(size)
         tag = "ocr" if task == "ocr" else fname.split("_")[0]
         register(ModelCard(
             f"ofa-cn-{size}_official-finetuned_{tag}", task, OFA_OSS + fname, tokenizer="chinese",
-            task_options=options, generation=generation, metrics=_CN_METRICS.get(fname, {}),
+            task_options=_ZH, preprocessing=pre, generation=generation,
+            metrics=_CN_METRICS.get(fname, {}),
             notes=f"OFA-CN: {notes}",
         ))  # fmt: skip
 
@@ -204,11 +221,6 @@ def get_card(name: str) -> ModelCard:
 
 
 # --------------------------------------------------------------------------- downloads
-def cache_dir() -> Path:
-    """``$OFA_VL_HOME`` or ``~/.cache/ofa_vl``."""
-    return Path(os.environ.get("OFA_VL_HOME", Path.home() / ".cache" / "ofa_vl"))
-
-
 def _hash_prefix(filename: str) -> str | None:
     """The sha256 prefix in names like ``..._20230418-2797d3ab.pth`` (timm / mmcv convention)."""
     m = re.search(r"-([0-9a-f]{8,64})\.[a-z]+$", filename)
@@ -267,18 +279,15 @@ class _Quiet(tqdm):
         super().__init__(*args, **{**kwargs, "disable": True})
 
 
-HUB_FOLDER_FILES = ("tokenizer.json", "ofa_tokenizer.json", "pipeline.json")
-
-
-def resolve_checkpoint(name_or_ref: str) -> Path:
-    """A zoo name, ``hf-hub:org/name``, bare ``org/name`` or URL -> a local weights path."""
+def resolve_checkpoint(name_or_ref: str, beside: tuple[str, ...] = ()) -> Path:
+    """A zoo name, ``hf-hub:org/name``, bare ``org/name`` or URL -> a local weights path; from
+    the hub, with the files of ``beside`` the repository has (a model folder's)."""
     ref = MODELS[name_or_ref].weights if name_or_ref in MODELS else name_or_ref
     if ref.startswith("hf-hub:") or is_hub_id(ref):
         files = resolve_files(
             ref.removeprefix("hf-hub:"),
             [("model.safetensors",), ("pytorch_model.bin",)],
-            # an ofa-vl folder pushed to the hub (ofa push) also has its tokenizer and pipeline
-            optional=("config.json", *HUB_FOLDER_FILES),
+            optional=("config.json", *beside),
         )
         return next(iter(files.values())).parent
     if ref.startswith(("http://", "https://")):

@@ -5,17 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import OFAConfig
+from ..generation import Constraints, GenerateOutput, GenerationConfig, Trie, generate
 from .decoder import Decoder
 from .encoder import Encoder, EncoderOutput
-
-if TYPE_CHECKING:
-    from ..generation import GenerateOutput, GenerationConfig, Trie
 
 
 @dataclass
@@ -34,13 +32,6 @@ class OFA(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, cfg.pad_token_id)
         self.encoder = Encoder(cfg, self.embed_tokens)
         self.decoder = Decoder(cfg, self.embed_tokens)
-
-    @classmethod
-    def from_pretrained(cls, path_or_name: str | Path, **kwargs: Any) -> OFA:
-        """Load any released OFA checkpoint (mmpretrain, fairseq, HF) or this project's format."""
-        from ..checkpoints import load_model
-
-        return load_model(path_or_name, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -122,8 +113,6 @@ class OFA(nn.Module):
         """Decode (greedy, beam search or sampling): :func:`ofa_vl.generation.generate` with
         ``options`` (:class:`~ofa_vl.generation.GenerationConfig` names) over ``config``; the
         sequences, or with ``return_scores`` the :class:`~ofa_vl.generation.GenerateOutput`."""
-        from ..generation import Constraints, GenerationConfig, generate
-
         config = (config or GenerationConfig()).replace(**options)
         constraints = Constraints(decoder_prompts, constraint_trie)
         out = generate(

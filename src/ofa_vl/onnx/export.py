@@ -18,13 +18,11 @@ from typing import Any
 import torch
 from torch.export import Dim
 
-from ..api import PIPELINE_FILE, OFAPipeline, get_model
-from ..api import _model_dir as model_dir
-from ..checkpoints import copy_side_files
+from ..api import OFAPipeline, get_model
 from ..config import OFAConfig
 from ..errors import OFAValueError
 from ..model import OFA
-from ..preprocess import OFA_MEAN, OFA_STD
+from ..model_folder import ModelFolder, model_dir
 from ..runs import publish
 from .graphs import DECODER_FILE, ENCODER_FILE, FORMAT, DecoderStepGraph, EncoderGraph, GraphNames
 
@@ -125,20 +123,6 @@ def quantize_graphs(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _pipeline_json(pipe: OFAPipeline) -> dict[str, Any]:
-    """What ``pipeline.json`` says for a model without a folder (a zoo card): its task's
-    preprocessing and the card's decoding defaults (``api.PIPELINE_KEYS``)."""
-    pre = pipe.task.preprocessing
-    out: dict[str, Any] = {"image_size": pre.image_size, "interpolation": pre.interpolation.value}
-    if (pre.mean, pre.std) != (OFA_MEAN, OFA_STD):
-        out |= {"mean": list(pre.mean), "std": list(pre.std)}
-    if pre.text_norm:
-        out["text_norm"] = {k: v.value for k, v in pre.text_norm.items()}
-    if pipe.generation:
-        out["generation"] = dict(pipe.generation)
-    return out
-
-
 def _card(pipe: OFAPipeline, source: Path | None, quantize: str | None) -> str:
     """The source's model card (or the zoo card's notes) and what the export holds."""
     head = f"# {pipe.name}\n\n{pipe.card.notes if pipe.card else ''}\n"
@@ -184,10 +168,9 @@ def export_onnx(
         _export_graph(module, args, dyn, io, {**meta, "graph": file}, out / file)
     if quantize:
         quantize_graphs(out)
-    pipe.tokenizer.save_pretrained(out)  # tokenizer.json: the same ids (OFATokenizer's contract)
     source = model_dir(pipe.card, pipe.name) if pipe.name else None  # a built pipeline: none
-    if not copy_side_files([source] if source else [], out, (PIPELINE_FILE,)):
-        (out / PIPELINE_FILE).write_text(json.dumps(_pipeline_json(pipe), indent=2) + "\n")
+    # the source folder's pipeline.json, else the pipeline's; tokenizer.json: the same ids
+    (ModelFolder.read(source) or pipe.settings()).write(out, tokenizer=pipe.tokenizer)
     (out / CARD_FILE).write_text(_card(pipe, source, quantize))
     return out
 

@@ -5,7 +5,7 @@ OFA never trains its ResNet from scratch: pretraining loads ImageNet weights
 world has no such weights, so ``ofa train --backbone-steps N`` first teaches the ResNet, for every cell
 of its (h, w) output grid, the colour, shape and size of the object covering the cell (or "none")
 and that object's box relative to the cell centre. The labels come from ``scenes.json``
-(:mod:`ofa_vl.data.shapes`); the 1x1 prediction head is thrown away afterwards.
+(:mod:`ofa_vl.shapes.world`); the 1x1 prediction head is thrown away afterwards.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.shapes_text import COLOURS, SHAPES, SIZES
 from ..images import Interpolation, preprocess
+from ..shapes.text import COLOURS, SHAPES, SIZES
 
 ATTRIBUTES = (COLOURS, SHAPES, SIZES)  # class 0 of each = no object in the cell
 MIN_COVER = 0.2  # a cell belongs to the object whose box covers most of it, if >= this share

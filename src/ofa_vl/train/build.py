@@ -5,7 +5,6 @@ normalisation, image size and interpolation), so that training and inference see
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..api import PIPELINE_FILE, get_model, pipeline_options
+from ..api import get_model
 from ..checkpoints import load_model
 from ..config import PRESETS, OFAConfig
 from ..data.common import DatasetError
@@ -21,8 +20,8 @@ from ..data.folder import FolderData, is_folder_dataset, read_folder, training_e
 from ..data.training import MIXTURES, Example, build_word_tokenizer, example_texts, load_examples
 from ..distributed import Dist
 from ..errors import OFAValueError
-from ..images import OFA_MEAN, OFA_STD
 from ..model import OFA
+from ..model_folder import ModelFolder
 from ..options import check_image_size
 from ..preprocess import PreprocessConfig
 from ..tasks import TASKS, Task, get_task
@@ -32,7 +31,6 @@ from .config import TrainConfig
 from .objective import repeat_tasks
 
 TaskFactory = Callable[..., Task]  # task name (+ options) -> the model's task
-IMAGE_KEYS = ("image_size", "interpolation", "mean", "std")  # a run's image preprocessing
 
 
 @dataclass
@@ -52,11 +50,12 @@ def task_factory(init: str, images: Mapping[str, Any] | None = None) -> TaskFact
     ``pipeline.json``), with the image preprocessing ``images`` sets (``image_size``,
     ``interpolation``, ``mean``, ``std``: None keeps the task's); a preset's are the defaults."""
     card = MODELS.get(init)
-    folder_options = {} if init in PRESETS else pipeline_options(card, init)
+    folder_options = {} if init in PRESETS else ModelFolder.find(card, init).preprocessing.values()
     given = {k: v for k, v in (images or {}).items() if v is not None}
 
     def make(name: str, **extra: Any) -> Task:
-        opts = dict(card.task_options) if card and name == card.task else {}
+        own = card is not None and name == card.task
+        opts = {**card.task_options, **card.preprocessing.values()} if card and own else {}
         opts.pop("answers_url", None)  # a folder's answers are what is learned, not VQAv2's list
         opts.update(folder_options)
         return get_task(name, **(opts | given | extra))
@@ -64,12 +63,10 @@ def task_factory(init: str, images: Mapping[str, Any] | None = None) -> TaskFact
     return make
 
 
-def image_options(pre: PreprocessConfig) -> dict[str, Any]:
-    """The image preprocessing of a run, as ``pipeline.json`` keys (mean / std when not OFA's)."""
-    out: dict[str, Any] = {"image_size": pre.image_size, "interpolation": pre.interpolation.value}
-    if (pre.mean, pre.std) != (OFA_MEAN, OFA_STD):  # e.g. an ImageNet-normalised classifier
-        out |= {"mean": list(pre.mean), "std": list(pre.std)}
-    return out
+def run_settings(pre: PreprocessConfig) -> ModelFolder:
+    """A run's ``pipeline.json``: its image preprocessing (the tasks keep their own text
+    normalisation and decoding)."""
+    return ModelFolder.describing(None, pre, text=False)
 
 
 def read_data(cfg: TrainConfig, ddp: Dist) -> FolderData | None:
@@ -107,11 +104,12 @@ def build(cfg: TrainConfig, folder: FolderData | None, resume_from: Path | None)
     """The model to train (fresh from ``--init`` or from the checkpoint resumed) and its data."""
     main = main_task(cfg, folder)
     if resume_from is not None:
-        saved = json.loads((cfg.out / PIPELINE_FILE).read_text())
-        images = {k: saved.get(k) for k in IMAGE_KEYS}
+        images = (ModelFolder.read(cfg.out) or ModelFolder()).preprocessing.values()
     else:  # the main task's preprocessing, for every task of the run
         given = {"image_size": cfg.image_size, "interpolation": cfg.interpolation}
-        images = image_options(task_factory(cfg.init, given)(main).preprocessing)
+        images = run_settings(
+            task_factory(cfg.init, given)(main).preprocessing
+        ).preprocessing.values()
     tasks = task_factory(cfg.init, images)
     preprocessing = tasks(main).preprocessing
     examples = load_examples_for(cfg, folder, tasks)

@@ -16,11 +16,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..api import PIPELINE_FILE
-from ..checkpoints import save_pretrained
 from ..distributed import Dist
 from ..errors import OFAValueError
 from ..model import OFA
+from ..model_folder import ModelFolder, write_weights
 from ..runs import weights_fingerprint, write_atomic
 from ..tokenizer import OFATokenizer
 from .objective import EMA
@@ -69,17 +68,6 @@ def _atomic_dir(final: Path) -> Path:
     return tmp
 
 
-def save_weights(model: OFA, folder: Path) -> None:
-    """A model folder's weights: ``model.safetensors``, or with LoRA only the adapter
-    (``adapter.safetensors`` + ``adapter.json``; ``ofa convert --merge-adapter`` folds it in)."""
-    from ..lora import has_adapter, save_adapter
-
-    if has_adapter(model):
-        save_adapter(model, folder)
-    else:
-        save_pretrained(model, folder / "model.safetensors")
-
-
 def save_checkpoint(
     out: Path,
     step: int,
@@ -101,7 +89,7 @@ def save_checkpoint(
         return
     final = out / CHECKPOINTS / f"step_{step:07d}"
     tmp = _atomic_dir(final)
-    save_weights(model, tmp)
+    write_weights(model, tmp)
     state = {
         "step": step,
         "optimizer": optimizer.state_dict(),
@@ -113,7 +101,7 @@ def save_checkpoint(
     torch.save(state, tmp / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    save_weights(ema.model if ema is not None else model, out)
+    write_weights(ema.model if ema is not None else model, out)
     for old in sorted((out / CHECKPOINTS).glob("step_*[0-9]"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old)
 
@@ -130,9 +118,7 @@ def save_best(out: Path, model: OFA, tokenizer: OFATokenizer, record: dict[str, 
     """``OUT/best/``: a model folder of the weights that scored ``record`` (step, metric, value)."""
     final = out / BEST
     tmp = _atomic_dir(final)
-    save_weights(model, tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.copy(out / PIPELINE_FILE, tmp / PIPELINE_FILE)
+    (ModelFolder.read(out) or ModelFolder()).write(tmp, model, tokenizer)  # the run's settings
     (tmp / BEST_FILE).write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import sys
 import time
@@ -19,7 +18,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..api import PIPELINE_FILE
 from ..data.training import IGNORE_INDEX, TrainingDataset, collate
 from ..distributed import Dist, init_distributed, resolve_device
 from ..errors import OFAValueError
@@ -28,7 +26,7 @@ from ..preprocess import PreprocessConfig
 from ..runs import RunLock
 from ..tokenizer import OFATokenizer
 from .backbone import pretrain_backbone
-from .build import Start, build, image_options, read_data
+from .build import Start, build, read_data, run_settings
 from .checkpointing import (
     CHECKPOINTS,
     check_settings,
@@ -276,9 +274,7 @@ def _loader(cfg: TrainConfig, start: Start, ddp: Dist, step: int) -> tuple[StepS
 
 
 def _new_run_folder(cfg: TrainConfig, tok: OFATokenizer, pre: PreprocessConfig) -> None:
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(cfg.out)
-    (cfg.out / PIPELINE_FILE).write_text(json.dumps(image_options(pre), indent=2) + "\n")
+    run_settings(pre).write(cfg.out, tokenizer=tok)
     (cfg.out / METRICS_FILE).unlink(missing_ok=True)
 
 

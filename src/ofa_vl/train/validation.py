@@ -83,8 +83,9 @@ class Validator:
             ):
                 for bench in self.benches:
                     task = self.tasks(bench.task, **bench.task_options)
-                    own = dict(card.generation) if card and card.task == bench.task else {}
-                    pipe = OFAPipeline(model, tokenizer, task, f"step {step}", generation=own)
+                    pipe = OFAPipeline(model, tokenizer, task, f"step {step}")
+                    if card and card.task == bench.task:  # the card's decoding, for its task
+                        pipe.generation = card.generation
                     folder = out / VALIDATION / f"step_{step:07d}" / bench.task
                     if ddp.main:  # a resumed run validates this step again
                         shutil.rmtree(folder, ignore_errors=True)

@@ -4,7 +4,7 @@ A scene holds 1-3 circles, squares or triangles (5 colours, 2 sizes, disjoint bo
 16% of the image so they stay visible at 1/16 resolution) on a light background with an optional
 gradient and pixel noise. Scene ``k`` of a split is drawn from ``np.random.default_rng([seed, split,
 k])`` alone, so the held-out scenes do not change with the number of training scenes. The texts come
-from :mod:`ofa_vl.data.shapes_text`.
+from :mod:`ofa_vl.shapes.text`.
 
 :func:`write_shapes_dataset` writes, under ``out`` (the ``data_root`` of mmpretrain 1.2.0's configs
 ``_base_/datasets/{coco_caption,coco_vqa,refcoco}.py``)::
@@ -39,14 +39,13 @@ exclusive. Same arguments give byte-identical files.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import json
 import math
 import pickle
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,8 @@ from PIL import Image, ImageDraw
 
 from ..errors import OFAValueError
 from ..options import at_least, check_counts
-from .shapes_text import (
+from .scene import Background, Scene, ShapeObject, as_rgb
+from .text import (
     COLOURS,
     MAX_OBJECTS,
     SHAPES,
@@ -116,63 +116,6 @@ _PLACEMENT_TRIES = 100
 assert set(COLOUR_RGB) == set(COLOURS) and set(SIDE_RANGE) == set(SIZES)
 
 
-@dataclass(frozen=True)
-class ShapeObject:
-    """One shape: its attributes and its box ``(x0, y0, x1, y1)`` in pixels (x1, y1 exclusive)."""
-
-    shape: str
-    colour: str
-    size: str
-    box: tuple[int, int, int, int]
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        x0, y0, x1, y1 = self.box
-        return (x0 + x1) / 2, (y0 + y1) / 2
-
-
-@dataclass(frozen=True)
-class Background:
-    """A light colour plus ``gradient`` added linearly along ``direction``, plus Gaussian noise."""
-
-    colour: tuple[int, int, int]
-    gradient: tuple[int, int, int]
-    direction: str
-    noise: float
-    seed: int
-
-
-@dataclass(frozen=True)
-class Scene:
-    """A square image of ``image_size`` pixels and the shapes on it."""
-
-    image_size: int
-    objects: tuple[ShapeObject, ...]
-    background: Background
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able description (objects also carry their centre)."""
-        data = dataclasses.asdict(self)
-        for obj, entry in zip(self.objects, data["objects"], strict=True):
-            entry["centre"] = list(obj.centre)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Scene:
-        """Inverse of :meth:`to_dict` (extra keys such as ids are ignored)."""
-        bg = data["background"]
-        return cls(
-            image_size=data["image_size"],
-            objects=tuple(
-                ShapeObject(o["shape"], o["colour"], o["size"], _box(o["box"]))
-                for o in data["objects"]
-            ),
-            background=Background(
-                _rgb(bg["colour"]), _rgb(bg["gradient"]), bg["direction"], bg["noise"], bg["seed"]
-            ),
-        )
-
-
 def generate_scene(rng: random.Random | np.random.Generator, size: int = 256) -> Scene:
     """Draw a scene of 1-3 non-overlapping shapes on a ``size`` x ``size`` image.
 
@@ -196,8 +139,8 @@ def generate_scene(rng: random.Random | np.random.Generator, size: int = 256) ->
                 objects.append(ShapeObject(shape, colour, size_name, box))
                 break
     background = Background(
-        colour=_rgb(gen.integers(BACKGROUND_LEVELS[0], BACKGROUND_LEVELS[1] + 1, size=3)),
-        gradient=_rgb(gen.integers(-GRADIENT_SPAN, GRADIENT_SPAN + 1, size=3)),
+        colour=as_rgb(gen.integers(BACKGROUND_LEVELS[0], BACKGROUND_LEVELS[1] + 1, size=3)),
+        gradient=as_rgb(gen.integers(-GRADIENT_SPAN, GRADIENT_SPAN + 1, size=3)),
         direction=str(gen.choice(list(GRADIENTS))),
         noise=round(float(gen.uniform(*NOISE_STD)), 2) if gen.random() < 0.5 else 0.0,
         seed=int(gen.integers(2**31)),
@@ -373,7 +316,7 @@ REJECTION_STREAM = 20  # rng stream of the rejection sets, apart from the COCO l
 
 def grounding_rejection_set(n_scenes: int, seed: int, size: int = 256) -> list[GroundingQuery]:
     """Two queries per scene: a referring expression of one of its objects and one naming an
-    object the scene lacks (:func:`~ofa_vl.data.shapes_text.absent_expressions`), for choosing
+    object the scene lacks (:func:`~ofa_vl.shapes.text.absent_expressions`), for choosing
     and measuring a grounding model's "not in the image" threshold. Scene ``k`` is drawn from
     ``default_rng([seed, 20, k])`` alone."""
     at_least("scenes", n_scenes)
@@ -431,16 +374,6 @@ def _scene(
     rng = np.random.default_rng([seed, SPLITS.index(split), k])
     scene = generate_scene(rng, size)
     return scene, describe_scene(scene, rng, captions_per_image), rng
-
-
-def _rgb(values: Iterable[Any]) -> tuple[int, int, int]:
-    r, g, b = (int(v) for v in values)
-    return r, g, b
-
-
-def _box(values: Iterable[Any]) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = (int(v) for v in values)
-    return x0, y0, x1, y1
 
 
 def _apart(a: tuple[int, ...], b: tuple[int, ...], gap: int) -> bool:

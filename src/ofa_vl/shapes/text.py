@@ -19,12 +19,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .shapes import Scene, ShapeObject
+from .scene import Scene, ShapeObject
 
 T = TypeVar("T")
 
