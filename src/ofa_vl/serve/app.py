@@ -129,6 +129,9 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+ErrorRenderer = Callable[[int, str, str, Mapping[str, str] | None], Response]  # an error body
+
+
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -438,49 +441,69 @@ class Service:
 
     def route(self, endpoint: str) -> Callable[[Request], Awaitable[Response]]:
         """The handler of ``POST /v1/<endpoint>``."""
-        spec = ENDPOINTS[endpoint]
 
         async def handler(request: Request) -> Response:
-            try:
-                body = await read_body(request, self.config.max_upload_bytes)
-                data, fields = await parse_request(request, body)
-                params = validate(spec.params, fields)
-                name, pipe = self.pipeline(params.model, endpoint)
-                return await asyncio.wait_for(
-                    self._answer(endpoint, name, pipe, data, params), self.config.timeout_s
-                )
-            except ApiError as err:
-                return error_response(err.status, err.code, err.message)
-            except OFAError as err:  # found when the request ran alone (the batcher's retry)
-                return error_response(422, "invalid_request", str(err))
-            except ClientDisconnect:  # nobody reads this; the metrics count it as the client's
-                return Response(status_code=408 if request.scope.get(TIMED_OUT) else CLIENT_CLOSED)
-            except QueueFullError as err:
-                return error_response(
-                    503, "queue_full", str(err), {"Retry-After": str(err.retry_after)}
-                )
-            except asyncio.TimeoutError:  # noqa: UP041  (not the builtin on Python 3.10)
-                return error_response(
-                    504, "timeout", f"not answered within {self.config.timeout_s:g} s"
-                )
+            return await self.respond(request, self._handle(endpoint, request), error_response)
 
         handler.__name__ = endpoint
         return handler
 
+    async def respond(
+        self, request: Request, answer: Awaitable[Response], render: ErrorRenderer
+    ) -> Response:
+        """``answer``, or the error it raised answered with its status, in ``render``'s shape
+        (this API's, or OpenAI's for the chat route)."""
+        try:
+            return await answer
+        except ApiError as err:
+            return render(err.status, err.code, err.message, None)
+        except OFAError as err:  # found when the request ran alone (the batcher's retry)
+            return render(422, "invalid_request", str(err), None)
+        except ClientDisconnect:  # nobody reads this; the metrics count it as the client's
+            return Response(status_code=408 if request.scope.get(TIMED_OUT) else CLIENT_CLOSED)
+        except QueueFullError as err:
+            return render(503, "queue_full", str(err), {"Retry-After": str(err.retry_after)})
+        except asyncio.TimeoutError:  # noqa: UP041  (not the builtin on Python 3.10)
+            return render(504, "timeout", f"not answered within {self.config.timeout_s:g} s", None)
+
+    async def _handle(self, endpoint: str, request: Request) -> Response:
+        body = await read_body(request, self.config.max_upload_bytes)
+        data, fields = await parse_request(request, body)
+        params = validate(ENDPOINTS[endpoint].params, fields)
+        name, pipe = self.pipeline(params.model, endpoint)
+        return await asyncio.wait_for(
+            self._answer(endpoint, name, pipe, data, params), self.config.timeout_s
+        )
+
     async def _answer(
         self, endpoint: str, name: str, pipe: OFAPipeline, data: bytes, params: S.CaptionParams
     ) -> Response:
-        spec = ENDPOINTS[endpoint]
-        overrides = params.decoding()
+        result, (width, height) = await self.decode(
+            name, endpoint, pipe, data, params.task_fields(), params.decoding()
+        )
+        answer = ENDPOINTS[endpoint].response(
+            model=name, width=width, height=height, **ENDPOINTS[endpoint].render(result)
+        )
+        return JSONResponse(answer.model_dump())
+
+    async def decode(
+        self,
+        name: str,
+        endpoint: str,
+        pipe: OFAPipeline,
+        data: bytes,
+        fields: dict[str, Any],
+        overrides: dict[str, Any],
+    ) -> tuple[Result, tuple[int, int]]:
+        """One upload checked and preprocessed (within the decode slots), then decoded in the
+        batcher with the requests sharing its model, endpoint and options: its result, (w, h)."""
         async with self.decode_slots:
-            await asyncio.to_thread(check_request, pipe, params.task_fields(), overrides)
-            item, (width, height) = await asyncio.to_thread(
-                prepare, data, pipe, self.config.max_pixels, params.task_fields()
+            await asyncio.to_thread(check_request, pipe, fields, overrides)
+            item, size = await asyncio.to_thread(
+                prepare, data, pipe, self.config.max_pixels, fields
             )
         key = (name, endpoint, tuple(sorted(overrides.items())))
-        result = await self.batcher.submit(key, partial(predict, pipe, overrides), item)
-        answer = spec.response(model=name, width=width, height=height, **spec.render(result))
-        return JSONResponse(answer.model_dump())
+        return await self.batcher.submit(key, partial(predict, pipe, overrides), item), size
 
     def health(self) -> Response:
         if not self.batcher.alive:
@@ -595,13 +618,20 @@ def serve(
 
     check_port(port)
     config = config or ServeConfig()
-    loaded: dict[str, dict[str, OFAPipeline]] = {}
-    for m in models:
-        loaded[served_name(m, loaded)] = load_pipelines(
-            m, tokenizer=tokenizer, device=device, compile=compile, backend=backend
-        )
+    loaded = load_models(
+        models, tokenizer=tokenizer, device=device, compile=compile, backend=backend
+    )
     app = create_app(loaded, config)
     uvicorn.Server(server_config(app, host=host, port=port)).run()
+
+
+def load_models(models: Sequence[str | Path], **load: Any) -> dict[str, dict[str, OFAPipeline]]:
+    """Every model of ``models`` under its :func:`served_name` (``load``: :func:`load_pipelines`'s
+    keywords)."""
+    loaded: dict[str, dict[str, OFAPipeline]] = {}
+    for m in models:
+        loaded[served_name(m, loaded)] = load_pipelines(m, **load)
+    return loaded
 
 
 def served_name(ref: str | Path, taken: Collection[str] = ()) -> str:

@@ -18,32 +18,23 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.requests import ClientDisconnect
 
-from ..errors import OFAError
 from ..tasks import Result
 from ..tasks.results import AskResult, CaptionResult, GroundingResult, TextResult, VQAResult
 from .app import (
-    CLIENT_CLOSED,
     ENDPOINTS,
     ERRORS,
     ApiError,
     Service,
-    check_request,
     decode_base64,
-    predict,
-    prepare,
     read_body,
     validate,
 )
-from .batcher import QueueFullError
-from .limits import TIMED_OUT
 from .openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -181,23 +172,15 @@ class ChatRoute:
         self.service = service
 
     async def __call__(self, request: Request) -> Response:
-        config = self.service.config
-        try:
-            body = await read_body(request, config.max_upload_bytes)
-            data = parse_json(request, body)
-            own = {k: data.pop(k) for k in list(data) if k in ChatRequest.model_fields}
-            chat = validate(ChatRequest, own)
-            return await asyncio.wait_for(self.answer(chat, data), config.timeout_s)
-        except ApiError as err:
-            return openai_error(err.status, err.code, err.message)
-        except OFAError as err:  # found when the request ran alone (the batcher's retry)
-            return openai_error(422, "invalid_request", str(err))
-        except ClientDisconnect:
-            return Response(status_code=408 if request.scope.get(TIMED_OUT) else CLIENT_CLOSED)
-        except QueueFullError as err:
-            return openai_error(503, "queue_full", str(err), {"Retry-After": str(err.retry_after)})
-        except asyncio.TimeoutError:  # noqa: UP041  (not the builtin on Python 3.10)
-            return openai_error(504, "timeout", f"not answered within {config.timeout_s:g} s")
+        return await self.service.respond(request, self.handle(request), openai_error)
+
+    async def handle(self, request: Request) -> Response:
+        """Read and validate the chat request, then answer it within the service's deadline."""
+        body = await read_body(request, self.service.config.max_upload_bytes)
+        data = parse_json(request, body)
+        own = {k: data.pop(k) for k in list(data) if k in ChatRequest.model_fields}
+        chat = validate(ChatRequest, own)
+        return await asyncio.wait_for(self.answer(chat, data), self.service.config.timeout_s)
 
     async def answer(self, chat: ChatRequest, extra: dict[str, Any]) -> Response:
         """Parse, check, decode in the service's batcher, answer (within the route's deadline)."""
@@ -214,11 +197,7 @@ class ChatRoute:
         image = await fetch_image(
             url, config.allow_url_images, config.max_upload_bytes, config.read_timeout_s
         )
-        async with service.decode_slots:
-            await asyncio.to_thread(check_request, pipe, fields, overrides)
-            item, _ = await asyncio.to_thread(prepare, image, pipe, config.max_pixels, fields)
-        key = (name, endpoint, tuple(sorted(overrides.items())))
-        result = await service.batcher.submit(key, partial(predict, pipe, overrides), item)
+        result, _ = await service.decode(name, endpoint, pipe, image, fields, overrides)
         prompt = pipe.task.prompt(pipe.task.fields_of(fields))
         eos = pipe.tokenizer.decode([pipe.tokenizer.eos_token_id], skip_special_tokens=False)
         choices = [

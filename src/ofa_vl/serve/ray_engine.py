@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .app import ServeConfig, create_app, load_pipelines, served_name
+from .app import ServeConfig, create_app, load_models
 
 REPLICA_HEADER = "x-ofa-replica"  # which replica answered (its Ray Serve replica id)
 
@@ -29,10 +29,7 @@ class OFAReplica:
         from ray import serve
 
         device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
-        loaded: dict[str, Any] = {}
-        for m in models:
-            loaded[served_name(m, loaded)] = load_pipelines(m, device=device, **load)
-        self.service = create_app(loaded, config)
+        self.service = create_app(load_models(models, device=device, **load), config)
         replica = serve.get_replica_context().replica_id.unique_id
         self.service.state.prometheus.replica = replica
 

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import OFAValueError
 from ..options import check_port
-from .app import ServeConfig, create_app, load_pipelines, served_name, server_config
+from .app import ServeConfig, create_app, load_models, server_config
 from .prometheus import Merged, exposition, wants_exposition
 
 
@@ -90,13 +90,7 @@ def replicated_app(
     models: Sequence[str | Path], devices: Sequence[str], config: ServeConfig, **load: Any
 ) -> Replicated:
     """One service per device, each with every model of ``models`` loaded there."""
-    apps = []
-    for device in devices:
-        loaded: dict[str, Any] = {}
-        for m in models:
-            loaded[served_name(m, loaded)] = load_pipelines(m, device=device, **load)
-        apps.append(create_app(loaded, config))
-    return Replicated(apps)
+    return Replicated([create_app(load_models(models, device=d, **load), config) for d in devices])
 
 
 def serve_replicas(app: Replicated, host: str = "127.0.0.1", port: int = 8000) -> None:
