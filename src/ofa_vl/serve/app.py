@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import math
-import os
 import socket
 import sys
 import threading
@@ -30,7 +29,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from io import BytesIO
 from pathlib import Path
@@ -49,13 +48,11 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..api import OFAPipeline, get_model
-from ..errors import OFAError, OFAValueError
-from ..images import MAX_IMAGE_PIXELS, ImageError, ImageInfo, load_image
+from ..errors import OFAError
+from ..images import ImageError, ImageInfo, load_image
 from ..options import (
-    check_counts,
     check_port,
     check_source_length,
-    max_image_pixels,
 )
 from ..tasks import Result
 from ..tasks.results import AskResult, CaptionResult, GroundingResult, TextResult, VQAResult
@@ -63,6 +60,7 @@ from ..zoo import MODELS
 from . import prometheus
 from . import schemas as S
 from .batcher import Batcher, QueueFullError
+from .config import ServeConfig
 from .limits import TIMED_OUT, uvicorn_config
 
 if TYPE_CHECKING:
@@ -160,40 +158,6 @@ def load_pipelines(
     )  # fmt: skip
     # one network; each task keeps the zoo card's options for it
     return {e: first.with_task(spec.task, **task_options) for e, spec in ENDPOINTS.items()}
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """The service's limits (``ofa serve`` flags)."""
-
-    max_batch: int = 8
-    batch_wait_ms: float = 10.0
-    max_queue: int = 64
-    timeout_s: float = 60.0  # answer 504 when a request is not answered this long after its body
-    max_upload_mb: float = 20.0
-    # an image's decoded size, bounded by what decoding it costs (options.BYTES_PER_PIXEL)
-    max_pixels: int = min(MAX_IMAGE_PIXELS, max_image_pixels())
-    read_timeout_s: float = 30.0  # 408 when the headers and body have not all arrived by then
-    max_connections: int = 256  # open connections before uvicorn answers 503
-    decode_slots: int = field(default_factory=lambda: os.cpu_count() or 1)  # images decoded at once
-    allow_url_images: bool = False  # /v1/chat/completions may fetch http(s) image URLs
-
-    def __post_init__(self) -> None:
-        check_counts(
-            max_batch=self.max_batch, max_queue=self.max_queue, max_pixels=self.max_pixels,
-            max_connections=self.max_connections, decode_slots=self.decode_slots,
-        )  # fmt: skip
-        if not self.batch_wait_ms >= 0:
-            raise OFAValueError(f"batch-wait-ms must be at least 0, got {self.batch_wait_ms}")
-        for name in ("timeout_s", "max_upload_mb", "read_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise OFAValueError(
-                    f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
-                )
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 2**20)
 
 
 # --------------------------------------------------------------------------- request parsing

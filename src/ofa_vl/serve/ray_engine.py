@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from .app import ServeConfig, create_app, load_models
+from .app import create_app, load_models
+from .config import ServeConfig
 
 REPLICA_HEADER = "x-ofa-replica"  # which replica answered (its Ray Serve replica id)
 

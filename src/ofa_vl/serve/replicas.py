@@ -21,7 +21,8 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import OFAValueError
 from ..options import check_port
-from .app import ServeConfig, create_app, load_models, server_config
+from .app import create_app, load_models, server_config
+from .config import ServeConfig
 from .prometheus import Merged, exposition, wants_exposition
 
 
