@@ -175,8 +175,8 @@ class Decoder(PositionalStack):
         if self.logits_fp32 is None:
             return self.project(x)
         state.hidden = x[:, -1]
-        weight = self.output_projection.weight
-        return weight_stationary(x.to(weight.dtype), weight).float()
+        dtype = self.embed_tokens.weight.dtype  # bf16 layers; int8 ones take fp32 inputs
+        return linear(self.output_projection, x.to(dtype), any_rows=True).float()
 
     def refine(self, state: DecoderState, tokens: torch.Tensor) -> torch.Tensor:
         """(N, K) token ids -> (N, K) exact fp32 logits of the last step at those ids."""

@@ -22,8 +22,9 @@ def weight_stationary(
 
 
 def linear(layer: nn.Module, x: torch.Tensor, any_rows: bool = False) -> torch.Tensor:
-    """``layer(x)``; a float ``nn.Linear`` runs weight-stationary on at most ``SKINNY_ROWS`` rows
-    (on any number with ``any_rows``)."""
+    """``layer(x)``; an fp32 ``nn.Linear`` runs weight-stationary on at most ``SKINNY_ROWS`` rows
+    (on any number with ``any_rows``). bf16 weights stay ``F.linear``: on 5 rows oneDNN's bf16
+    kernel is 1.4-1.8x faster that way (AVX512-BF16, benchmarks/README.md)."""
     if torch.compiler.is_exporting():  # a graph (ofa_vl.export) leaves the kernel to its runtime
         return layer(x)
     many = not any_rows and x.numel() > SKINNY_ROWS * x.shape[-1]
@@ -31,4 +32,6 @@ def linear(layer: nn.Module, x: torch.Tensor, any_rows: bool = False) -> torch.T
         return layer(x)  # many rows, or a quantized (int8-legacy) module with its own kernel
     if type(layer.weight) is not nn.Parameter:
         return layer(x)  # torchao int8 weights: their own kernel
+    if layer.weight.dtype != torch.float32:  # bf16 kernels read W fastest as F.linear (issue #30)
+        return layer(x)
     return weight_stationary(x, layer.weight, layer.bias)

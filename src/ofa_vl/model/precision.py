@@ -9,11 +9,18 @@
   scores off by up to 4.4e-3), this none (8.1e-4). LayerNorm statistics
   and the attention softmax accumulate in fp32 inside PyTorch's bf16 kernels. Autocast stays for
   training only: it re-casts every fp32 weight at every op of every decoding step.
-- ``int8``: torchao's int8 weight-only Linears (activations stay float): on the bundled model the
-  fp32 captions exactly, and faster than dynamic int8 on CPU (benchmarks/README.md).
-- ``int8-dynamic``: torchao's dynamic int8 activations x int8 weights on every Linear.
-- ``int8-legacy``: ``torch.ao.quantization.quantize_dynamic`` (deprecated in torch 2.13; CPU),
-  kept to compare against (benchmarks/README.md).
+- ``int8``: the output projection's 59,457 x 768 table, half of what a batch-1 decoding step reads
+  in fp32, as int8 (fbgemm's dynamic int8 kernel on the CPU, VNNI where the CPU has it; torchao's
+  int8 weight-only on a GPU) giving approximate logits, with the candidates the search may keep
+  recomputed exactly from the fp32 table, as in bf16; the rest of the network stays fp32. On the
+  bundled model's 40 held-out captions it changes none (benchmarks/README.md).
+- ``int8-legacy``: every Linear int8 (``torch.ao.quantization.quantize_dynamic``, a weight scale
+  per row, activations quantized per call; CPU), the logits refined the same way: the fastest CPU
+  path, and a lossy one (it changes 4 of those 40 captions: 8-bit weights move the scores by up to
+  5e-3, more than the near-ties between two of the model's templates).
+Measured slower than fp32 on every CPU tried (AVX2 and AVX-512 with VNNI), so no longer offered:
+torchao's weight-only int8 of every Linear (the old ``int8``: it dequantizes per call) and its
+dynamic int8 activations (``int8-dynamic``, which also changed 4 of the 40 captions).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from .layers import StreamNorm
 if TYPE_CHECKING:
     from .ofa import OFA
 
-PRECISIONS = ("fp32", "bf16", "int8", "int8-dynamic", "int8-legacy")
+PRECISIONS = ("fp32", "bf16", "int8", "int8-legacy")
 
 
 def check_precision(precision: str) -> None:
@@ -46,10 +53,10 @@ def apply_precision(model: OFA, precision: str) -> OFA:
     check_precision(precision)
     if precision == "bf16":
         return cast_weights(model, torch.bfloat16)
+    if precision == "int8":
+        return quantize_int8(model, {"decoder.output_projection"})
     if precision == "int8-legacy":
-        return quantize_dynamic_legacy(model)
-    if precision in ("int8", "int8-dynamic"):
-        return quantize_torchao(model, weight_only=precision == "int8")
+        return quantize_int8(model, {n for n, m in model.named_modules() if type(m) is nn.Linear})
     return model
 
 
@@ -89,33 +96,34 @@ def quiet_torchao_import() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def quantize_torchao(model: OFA, weight_only: bool = False) -> OFA:
-    """Every Linear to torchao int8 (in place): weight-only, or with dynamic int8 activations."""
+def quantize_int8(model: OFA, names: set[str]) -> OFA:
+    """The Linears ``names`` of ``model`` as int8 (in place); when the output projection is one,
+    its logits become approximate and ``Decoder.refine`` recomputes the kept ones from the fp32
+    table (the token embedding's, which stays fp32)."""
+    if "decoder.output_projection" in names:
+        model.decoder.logits_fp32 = model.decoder.embed_tokens.weight.detach()
+    if model.device.type == "cpu":
+        with warnings.catch_warnings():  # torch 2.13 flags its own quantized-tensor API deprecated
+            warnings.simplefilter("ignore")
+            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig  # weights: a scale per row
+            return torch.ao.quantization.quantize_dynamic(
+                model, {n: qconfig for n in names}, inplace=True
+            )
+    if names != {"decoder.output_projection"}:
+        raise OFAValueError("int8-legacy runs on the CPU only; use int8 or bf16")
+    return quantize_torchao_projection(model)
+
+
+def quantize_torchao_projection(model: OFA) -> OFA:
+    """The output projection as torchao int8 weight-only (a GPU's int8 kernel), in place."""
     try:
         with quiet_torchao_import():
-            from torchao.quantization import (
-                Int8DynamicActivationInt8WeightConfig,
-                Int8WeightOnlyConfig,
-                quantize_,
-            )
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
     except ImportError as e:
-        raise OFAValueError(
-            "int8 needs torchao: pip install 'ofa-vl[int8]' (or --precision int8-legacy)"
-        ) from e
-    config = Int8WeightOnlyConfig() if weight_only else Int8DynamicActivationInt8WeightConfig()
-    # the output projection shares its weight with the token embedding: quantize a copy of it
-    decoder = model.decoder
+        raise OFAValueError("int8 on a GPU needs torchao: pip install 'ofa-vl[int8]'") from e
+    decoder = model.decoder  # tied to the token embedding: quantize a copy of it
     decoder.output_projection.weight = nn.Parameter(
         decoder.output_projection.weight.detach().clone(), requires_grad=False
     )
-    quantize_(model, config)
+    quantize_(decoder.output_projection, Int8WeightOnlyConfig())
     return model
-
-
-def quantize_dynamic_legacy(model: OFA) -> OFA:
-    """``torch.ao.quantization.quantize_dynamic`` of every Linear (weights int8); CPU only."""
-    if model.device.type != "cpu":
-        raise OFAValueError("int8-legacy runs on the CPU only; use int8 (torchao) or bf16")
-    with warnings.catch_warnings():  # torch 2.13 flags its own quantized-tensor API as deprecated
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
