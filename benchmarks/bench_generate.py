@@ -7,8 +7,8 @@ and achieved GFLOP/s against this machine's measured matmul peak.
 
 Every case decodes exactly ``--new-tokens`` tokens (``min_new_tokens`` forces the length), so the
 work is the same for every implementation. Precisions are those of ``--precision`` in the CLI
-(``ofa_vl.model.precision``): bf16 = weights cast once; int8 / int8-dynamic = torchao;
-int8-legacy = ``quantize_dynamic``. bf16 is skipped on CPUs without native bf16 (flags printed).
+(``ofa_vl.model.precision``): bf16 = weights cast once; int8 = the output projection int8;
+int8-legacy = every Linear int8 (``quantize_dynamic``). bf16 is skipped on CPUs without native bf16 (flags printed).
 The naive path (no KV cache, the whole prefix recomputed every step, as mmpretrain 1.2.0
 effectively does) is timed in the same run at fp32 batch 1, with a check that both give the same
 token ids (``--no-compare`` skips it). ``--compile`` adds caption rows with the compiled decoding

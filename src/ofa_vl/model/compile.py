@@ -26,6 +26,7 @@ def compile_decoder(model: OFA, mode: str | None = None) -> None:
     Image-code rows (text-to-image) and multi-token steps keep the eager :meth:`Decoder.step`.
     ``mode`` is ``torch.compile``'s (``"reduce-overhead"``: CUDA graphs on a GPU).
     """
-    legacy = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    layers = model.decoder.layers.modules()  # the step compiled (the logits are computed outside)
+    legacy = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in layers)
     check_compile(True, model.device, "int8-legacy" if legacy else "fp32")
     model.decoder.compiled_step = torch.compile(Decoder.one_step, fullgraph=True, mode=mode)

@@ -169,13 +169,15 @@ class Decoder(PositionalStack):
         return linear(self.output_projection, x, any_rows=True)  # faster at any row count here
 
     def _step_logits(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
-        """A step's (N, T', V) logits. In a bf16 model they come from the bf16 table, half the
-        bytes of the fp32 one (the batch-1 step reads its weights once: issue #30); the search
-        then asks :meth:`refine` for the exact logits of the candidates it may keep."""
+        """A step's (N, T', V) logits. In a bf16 or int8 model they come from a bf16 or int8
+        table, a half or a quarter of the fp32 one's bytes (the batch-1 step reads its weights
+        once: issue #30); the search then asks :meth:`refine` for the exact logits of the
+        candidates it may keep."""
         if self.logits_fp32 is None:
             return self.project(x)
         state.hidden = x[:, -1]
-        dtype = self.embed_tokens.weight.dtype  # bf16 layers; int8 ones take fp32 inputs
+        weight = self.output_projection.weight  # an int8 module's is a method: it takes fp32
+        dtype = weight.dtype if isinstance(weight, torch.Tensor) else torch.float32
         return linear(self.output_projection, x.to(dtype), any_rows=True).float()
 
     def refine(self, state: DecoderState, tokens: torch.Tensor) -> torch.Tensor:
