@@ -39,10 +39,12 @@ def test_compiled_step_gives_the_eager_ids(fixture_model):
 
 
 @pytest.mark.slow
-def test_compiled_step_in_bf16(fixture_model):
-    """A bf16 model (fp32 residual stream and logits, bf16 KV cache) compiles to its eager ids."""
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_compiled_step_in_reduced_precision(fixture_model, precision):
+    """A bf16 model (fp32 residual stream and logits, bf16 KV cache) and an int8 one (its int8
+    projection outside the compiled step) compile to their eager ids."""
     ids, images, kw = golden_case("beam5")
-    eager = apply_precision(copy.deepcopy(fixture_model), "bf16")
+    eager = apply_precision(copy.deepcopy(fixture_model), precision)
     images = images.to(model_dtype(eager))
     expected = eager.generate(ids, images, **kw)
     compile_decoder(eager)
