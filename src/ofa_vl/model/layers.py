@@ -87,6 +87,14 @@ class StreamNorm(nn.LayerNorm):
         return y if self.into_stream or self.compute_dtype is None else y.to(self.compute_dtype)
 
 
+def _attention(cfg: OFAConfig) -> tuple[Attention, StreamNorm, nn.LayerNorm]:
+    """An attention sublayer: the attention, the LayerNorm before it, the one after it
+    (NormFormer's mid LayerNorm)."""
+    dim = cfg.embed_dim
+    attn = Attention(dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout)
+    return attn, StreamNorm(dim), nn.LayerNorm(dim)
+
+
 class _Block(nn.Module):
     """Shared residual/FFN plumbing of both layer kinds."""
 
@@ -117,10 +125,7 @@ class _Block(nn.Module):
 class EncoderLayer(_Block):
     def __init__(self, cfg: OFAConfig, drop_path_rate: float = 0.0):
         super().__init__()
-        dim = cfg.embed_dim
-        self.attn = Attention(dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout)
-        self.attn_ln = StreamNorm(dim)
-        self.attn_mid_ln = nn.LayerNorm(dim)
+        self.attn, self.attn_ln, self.attn_mid_ln = _attention(cfg)
         self._init_ffn(cfg, drop_path_rate)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -131,15 +136,8 @@ class EncoderLayer(_Block):
 class DecoderLayer(_Block):
     def __init__(self, cfg: OFAConfig, drop_path_rate: float = 0.0):
         super().__init__()
-        dim = cfg.embed_dim
-        self.self_attn = Attention(dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout)
-        self.self_attn_ln = StreamNorm(dim)
-        self.self_attn_mid_ln = nn.LayerNorm(dim)
-        self.cross_attn = Attention(
-            dim, cfg.num_heads, cfg.attn_scale_factor, cfg.attention_dropout
-        )
-        self.cross_attn_ln = StreamNorm(dim)
-        self.cross_attn_mid_ln = nn.LayerNorm(dim)
+        self.self_attn, self.self_attn_ln, self.self_attn_mid_ln = _attention(cfg)
+        self.cross_attn, self.cross_attn_ln, self.cross_attn_mid_ln = _attention(cfg)
         self._init_ffn(cfg, drop_path_rate)
 
     def forward(
