@@ -8,7 +8,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import schemas as S
+from .reports import ModelsResponse
+
+Box = Annotated[
+    list[float],
+    Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in original-image pixels"),
+]
 
 
 # --------------------------------------------------------------------------- requests
@@ -75,8 +80,8 @@ class ChoiceLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
-    boxes: list[S.Box] | None = Field(default=None, description="grounding, generate: regions")
-    labels: list[str] | None = Field(default=None, description="generate with as_boxes")
+    boxes: list[Box] | None = Field(default=None, description="grounding, generate: regions")
+    labels: list[str] | None = Field(default=None, description="generate with boxes")
 
 
 class Choice(BaseModel):
@@ -121,7 +126,7 @@ class ModelCard(BaseModel):
     owned_by: str = "ofa-vl"
 
 
-class ModelList(S.ModelsResponse):
+class ModelList(ModelsResponse):
     """The service's model list with OpenAI's fields beside it (``object``, ``data``)."""
 
     object: Literal["list"] = "list"
