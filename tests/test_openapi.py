@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from test_serve import B64, client, pipelines  # noqa: F401  (the module's fixtures)
+from test_serve import B64
+from test_serve import client as client_fixture  # noqa: F401  (registers fixture `client`)
+from test_serve import pipelines as pipelines_fixture  # noqa: F401  (its dependency)
 
 from ofa_vl.errors import OFAValueError
 from ofa_vl.generation import GenerationConfig
@@ -19,8 +21,11 @@ from ofa_vl.tasks import TASKS
 from ofa_vl.tokenizer import OFATokenizer
 
 OPTIONS = {f.name: f for f in dataclasses.fields(GenerationConfig)}
-SERVED = {name: f.metadata["service"].get("alias", name) for name, f in OPTIONS.items()
-          if "service" in f.metadata}  # fmt: skip  (option -> its HTTP name)
+SERVED = {
+    name: f.metadata["service"].get("alias", name)
+    for name, f in OPTIONS.items()
+    if "service" in f.metadata
+}  # fmt: skip  (option -> its HTTP name)
 
 
 def request_schema(client: TestClient, endpoint: str) -> dict[str, Any]:

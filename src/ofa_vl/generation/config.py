@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["Constraints", "GenerationConfig", "unknown_options"]
 
 
-def _option(default: Any, help: str, service: Mapping[str, Any] | None = None, **bounds: float) -> Any:
+def _option(
+    default: Any, help: str, service: Mapping[str, Any] | None = None, **bounds: float
+) -> Any:
     """A decoding option: its one-line ``help`` (CLI, OpenAPI), its bounds (``ge``, ``gt``,
     ``le``: what the library accepts) and, when the HTTP service accepts it, ``service``: that
     service's own caps and name (``le``, ``ge``, ``alias``; limits of a shared server, not of
@@ -60,7 +62,9 @@ class GenerationConfig:
     do_sample: bool = _option(False, "sample instead of searching", {})
     top_k: int = _option(50, "sample among the k most likely tokens (0: off)", {}, ge=0)
     top_p: float = _option(1.0, "sample within this probability mass (nucleus)", {}, gt=0, le=1)
-    temperature: float = _option(1.0, "divide the logits by this before sampling", {"le": 100}, gt=0)
+    temperature: float = _option(
+        1.0, "divide the logits by this before sampling", {"le": 100}, gt=0
+    )
     suppress_tokens: tuple[int, ...] = _option((), "token ids never generated (HF)")
     constraint_range: tuple[int, int] | None = _option(
         None, "fairseq --constraint-range: only token ids in [lo, hi) are generated"

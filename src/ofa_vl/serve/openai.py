@@ -26,8 +26,6 @@ from fastapi.responses import JSONResponse, Response
 
 from ..tasks import Result
 from ..tasks.results import AskResult, CaptionResult, GroundingResult, TextResult, VQAResult
-from .requests import ERRORS, ApiError, decode_base64, read_body, validate
-from .service import ENDPOINTS, Service
 from .openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -44,6 +42,8 @@ from .openai_schemas import (
     TokenLogprob,
     Usage,
 )
+from .requests import ERRORS, ApiError, decode_base64, read_body, validate
+from .service import ENDPOINTS, Service
 
 CHAT = "/v1/chat/completions"
 DEFAULT_TASK = "generate"  # a bare model name: the message's text is the free instruction

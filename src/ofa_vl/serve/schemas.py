@@ -25,7 +25,7 @@ MODEL = "a name from GET /v1/models (default: the first)"
 
 def _decoding_field(f: dataclasses.Field[Any], kind: Any) -> tuple[Any, FieldInfo]:
     """An optional HTTP field of a decoding option: its bounds tightened by the service's caps."""
-    limits = bounds_of(f.metadata)
+    limits: dict[str, Any] = bounds_of(f.metadata)
     for key, cap in bounds_of(f.metadata["service"]).items():  # the tighter of the two
         limits[key] = min(cap, limits[key]) if key == "le" and key in limits else cap
     alias = f.metadata["service"].get("alias")
@@ -40,22 +40,24 @@ DECODING: dict[str, tuple[Any, FieldInfo]] = {
 }  # option -> its HTTP field: the options the service accepts
 
 
+def definitions(cls: type, skip: Collection[str] = (), text: Any = str) -> dict[str, Any]:
+    """pydantic's (type, default) of each field of dataclass ``cls`` (a ``str`` as ``text``)."""
+    hints = get_type_hints(cls)
+    return {
+        f.name: (text if hints[f.name] is str else hints[f.name],
+                 ... if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(cls) if f.name not in skip
+    }  # fmt: skip
+
+
 def request_model(
     name: str, fields: type[TaskFields], decoding: Collection[str], doc: str
 ) -> type[BaseModel]:
     """``model``, the task's ``fields`` (a ``str`` as :data:`Text`) and the ``decoding`` options."""
-    hints = get_type_hints(fields)
-    own: dict[str, Any] = {
-        f.name: (
-            Text if hints[f.name] is str else hints[f.name],
-            ... if f.default is dataclasses.MISSING else f.default,
-        )
-        for f in dataclasses.fields(fields)
-    }
     model: Any = (Union[str, None], Field(default=None, description=MODEL))  # noqa: UP007
     return create_model(  # type: ignore[no-any-return, call-overload]
-        name, __config__=ConfigDict(extra="forbid", populate_by_name=False), __doc__=doc,
-        model=model, **own, **{k: DECODING[k] for k in decoding},
+        name, __config__=ConfigDict(extra="forbid"), __doc__=doc, model=model,
+        **definitions(fields, text=Text), **{k: DECODING[k] for k in decoding},
     )  # fmt: skip
 
 
@@ -70,15 +72,8 @@ class Prediction(BaseModel):
     )
 
 
-BASE = {f.name for f in dataclasses.fields(Result)}
-
-
 def response_model(result: type[Result], hidden: Collection[str] = ()) -> type[Prediction]:
     """A :class:`Prediction` with the fields of ``result`` (less ``hidden`` flags)."""
-    hints = get_type_hints(result)
-    own: dict[str, Any] = {
-        f.name: (hints[f.name], ... if f.default is dataclasses.MISSING else f.default)
-        for f in dataclasses.fields(result)
-        if f.name not in BASE and f.name not in hidden
-    }
-    return create_model(result.__name__.replace("Result", "Response"), __base__=Prediction, **own)
+    skip = {*hidden, *(f.name for f in dataclasses.fields(Result))}
+    name = result.__name__.replace("Result", "Response")
+    return create_model(name, __base__=Prediction, **definitions(result, skip))

@@ -208,7 +208,9 @@ class Service:
         self, endpoint: str, name: str, pipe: OFAPipeline, data: bytes, params: BaseModel
     ) -> Response:
         spec = ENDPOINTS[endpoint]
-        result, (width, height), _ = await self.decode(name, endpoint, pipe, data, *spec.split(params))
+        result, (width, height), _ = await self.decode(
+            name, endpoint, pipe, data, *spec.split(params)
+        )
         answer = spec.response(model=name, width=width, height=height, **spec.render(result))
         return JSONResponse(answer.model_dump())
 
