@@ -9,10 +9,9 @@ import dataclasses
 from typing import Any
 
 import pytest
+import test_serve
 from fastapi.testclient import TestClient
 from test_serve import B64
-from test_serve import client as client_fixture  # noqa: F401  (registers fixture `client`)
-from test_serve import pipelines as pipelines_fixture  # noqa: F401  (its dependency)
 
 from ofa_vl.errors import OFAValueError
 from ofa_vl.generation import GenerationConfig
@@ -20,6 +19,7 @@ from ofa_vl.serve.service import ENDPOINTS
 from ofa_vl.tasks import TASKS
 from ofa_vl.tokenizer import OFATokenizer
 
+pipelines, client = test_serve.pipelines, test_serve.client  # its module fixtures, shared
 OPTIONS = {f.name: f for f in dataclasses.fields(GenerationConfig)}
 SERVED = {
     name: f.metadata["service"].get("alias", name)
