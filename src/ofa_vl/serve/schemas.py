@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection
-from typing import Annotated, Any, Union, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from pydantic.fields import FieldInfo
@@ -54,7 +54,7 @@ def request_model(
     name: str, fields: type[TaskFields], decoding: Collection[str], doc: str
 ) -> type[BaseModel]:
     """``model``, the task's ``fields`` (a ``str`` as :data:`Text`) and the ``decoding`` options."""
-    model: Any = (Union[str, None], Field(default=None, description=MODEL))  # noqa: UP007
+    model: Any = (str | None, Field(default=None, description=MODEL))
     return create_model(  # type: ignore[no-any-return, call-overload]
         name, __config__=ConfigDict(extra="forbid"), __doc__=doc, model=model,
         **definitions(fields, text=Text), **{k: DECODING[k] for k in decoding},
