@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .reports import ModelsResponse
+from .schemas import limits
 
 Box = Annotated[
     list[float],
@@ -32,6 +33,10 @@ class ImagePart(BaseModel):
     image_url: ImageURL
 
 
+# the bounds of the options these stand for, as /v1/<task> declares them (GenerationConfig's)
+NBest = Annotated[int, Field(**limits("num_return_sequences"))]
+NewTokens = Annotated[int, Field(**limits("max_new_tokens"))]
+TopP = Annotated[float, Field(**limits("top_p"))]
 Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
@@ -49,15 +54,15 @@ class ChatRequest(BaseModel):
     model: str = Field(description="NAME (the free instruction) or NAME:TASK, see GET /v1/models")
     messages: list[ChatMessage] = Field(min_length=1)
     task: str | None = Field(default=None, description="the task, instead of NAME:TASK")
-    n: int = Field(default=1, ge=1, le=16, description="the n best beams (at most the beams)")
+    n: NBest = Field(default=1, description="the n best beams (at most the beams)")
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=0, description="only 0")
-    max_tokens: int | None = Field(default=None, ge=1, le=256, description="generate only")
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=256)
+    max_tokens: NewTokens | None = Field(default=None, description="generate only")
+    max_completion_tokens: NewTokens | None = None
     temperature: float | None = Field(
         default=None, ge=0, le=2, description="generate only: > 0 samples, 0 keeps the search"
     )
-    top_p: float | None = Field(default=None, gt=0, le=1, description="generate only: samples")
+    top_p: TopP | None = Field(default=None, description="generate only: samples")
     stream: Literal[False] | None = Field(default=None, description="not supported")
     user: str | None = None
 

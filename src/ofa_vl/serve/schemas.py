@@ -1,9 +1,9 @@
 """The task routes' request and response models, generated from the declarations they stand for.
 
-A ``POST /v1/<endpoint>`` request is an image plus its params: the task's ``Fields`` dataclass
-(texts stripped, 1 to 1000 characters), the decoding options the endpoint accepts, each declared
-with its bounds and the service's caps on :class:`~ofa_vl.generation.GenerationConfig`'s fields,
-and ``model``. A response is the image's size, the model's name and the task's ``Result`` fields.
+A ``POST /v1/<endpoint>`` request is an image plus ``model``, the task's ``Fields`` (texts
+stripped, 1 to 1000 characters) and the decoding options it accepts, bounded as declared on
+:class:`~ofa_vl.generation.GenerationConfig`'s fields; a response is the model, the image's size
+and the task's ``Result`` fields.
 """
 
 from __future__ import annotations
@@ -20,24 +20,26 @@ from ..options import bounds_of
 from ..tasks import Result, TaskFields
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
-MODEL = "a name from GET /v1/models (default: the first)"
+SERVED = {f.name: f for f in dataclasses.fields(GenerationConfig) if "service" in f.metadata}
 
 
-def _decoding_field(f: dataclasses.Field[Any], kind: Any) -> tuple[Any, FieldInfo]:
-    """An optional HTTP field of a decoding option: its bounds tightened by the service's caps."""
-    limits: dict[str, Any] = bounds_of(f.metadata)
-    for key, cap in bounds_of(f.metadata["service"]).items():  # the tighter of the two
-        limits[key] = min(cap, limits[key]) if key == "le" and key in limits else cap
-    alias = f.metadata["service"].get("alias")
-    return kind | None, Field(default=None, description=f.metadata["help"], alias=alias, **limits)
+def limits(option: str) -> dict[str, Any]:
+    """A served option's declared bounds tightened by the service's caps (``ge``, ``gt``, ``le``)."""
+    meta = SERVED[option].metadata
+    out: dict[str, Any] = bounds_of(meta)
+    for key, cap in bounds_of(meta["service"]).items():
+        out[key] = min(cap, out[key]) if key == "le" and key in out else cap
+    return out
 
 
-_HINTS = get_type_hints(GenerationConfig)
-DECODING: dict[str, tuple[Any, FieldInfo]] = {
-    f.name: _decoding_field(f, _HINTS[f.name])
-    for f in dataclasses.fields(GenerationConfig)
-    if "service" in f.metadata
-}  # option -> its HTTP field: the options the service accepts
+def _http_field(option: str) -> tuple[Any, FieldInfo]:
+    """A served option's optional HTTP field: its help, its HTTP name, its :func:`limits`."""
+    meta, alias = SERVED[option].metadata, SERVED[option].metadata["service"].get("alias")
+    info = Field(default=None, description=meta["help"], alias=alias, **limits(option))
+    return get_type_hints(GenerationConfig)[option] | None, info
+
+
+DECODING = {name: _http_field(name) for name in SERVED}  # option -> its HTTP field
 
 
 def definitions(cls: type, skip: Collection[str] = (), text: Any = str) -> dict[str, Any]:
@@ -54,7 +56,7 @@ def request_model(
     name: str, fields: type[TaskFields], decoding: Collection[str], doc: str
 ) -> type[BaseModel]:
     """``model``, the task's ``fields`` (a ``str`` as :data:`Text`) and the ``decoding`` options."""
-    model: Any = (str | None, Field(default=None, description=MODEL))
+    model = (str | None, Field(default=None, description="a name from GET /v1/models"))
     return create_model(  # type: ignore[no-any-return, call-overload]
         name, __config__=ConfigDict(extra="forbid"), __doc__=doc, model=model,
         **definitions(fields, text=Text), **{k: DECODING[k] for k in decoding},
@@ -67,9 +69,7 @@ class Prediction(BaseModel):
     height: int
     score: float | None = Field(default=None, description="the model's own score of its answer")
     confidence: float | None = Field(default=None, ge=0, le=1, description="in [0, 1]")
-    n_best: list[dict[str, Any]] | None = Field(
-        default=None, description="with n_best: the n best answers, best first, with these fields"
-    )
+    n_best: list[dict[str, Any]] | None = Field(default=None, description="the n best, best first")
 
 
 def response_model(result: type[Result], hidden: Collection[str] = ()) -> type[Prediction]:
