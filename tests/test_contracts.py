@@ -144,7 +144,7 @@ def test_an_imagenet_task_gets_the_same_tensors_from_all_four_entry_points(
     from ofa_vl.data.training import Example, TrainingDataset
     from ofa_vl.evaluate import _Images
     from ofa_vl.images import IMAGENET_MEAN, IMAGENET_STD, load_resized
-    from ofa_vl.serve.app import prepare
+    from ofa_vl.serve.service import prepare
     from ofa_vl.tasks.results import CaptionResult
 
     rng = np.random.default_rng(0)

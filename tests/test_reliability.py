@@ -313,10 +313,10 @@ def test_a_question_too_long_in_tokens_is_422_and_its_batch_neighbours_are_answe
 
 def test_the_batcher_retry_answers_neighbours_of_a_request_failing_in_the_model(pipes) -> None:
     class Picky(type(pipes["vqa"])):  # type: ignore[misc]
-        def predict_batch(self, images, infos, fields, **kw):  # type: ignore[no-untyped-def]
-            if any(f["question"].startswith("poison") for f in fields):
+        def predict_prepared(self, images, items, config):  # type: ignore[no-untyped-def]
+            if any(it.fields.question.startswith("poison") for it in items):
                 raise OFAValueError("this question cannot be answered")
-            return super().predict_batch(images, infos, fields, **kw)
+            return super().predict_prepared(images, items, config)
 
     from concurrent.futures import ThreadPoolExecutor
 

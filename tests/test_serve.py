@@ -30,7 +30,7 @@ from PIL import Image
 from ofa_vl.api import OFAPipeline
 from ofa_vl.metrics import box_iou
 from ofa_vl.serve import Batcher, QueueFullError, ServeConfig, create_app, load_pipelines, running
-from ofa_vl.serve.schemas import ErrorResponse
+from ofa_vl.serve.reports import ErrorResponse
 from ofa_vl.shapes.world import generate_scene, render_scene
 from ofa_vl.tokenizer import ENGLISH_BPE
 from ofa_vl.zoo import DEFAULT_MODEL
@@ -113,10 +113,10 @@ class GatedPipeline(OFAPipeline):
     gate: threading.Event = field(default_factory=threading.Event)
     entered: threading.Event = field(default_factory=threading.Event)
 
-    def predict_batch(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def predict_prepared(self, *args: Any, **kwargs: Any) -> list[Any]:
         self.entered.set()
         assert self.gate.wait(30), "the test never opened the gate"
-        return super().predict_batch(*args, **kwargs)
+        return super().predict_prepared(*args, **kwargs)
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_endpoint(client: TestClient, endpoint: str, encoding: str) -> None:
 def test_generate_reads_boxes_and_data_urls(client: TestClient) -> None:
     r = client.post(
         "/v1/generate",
-        json={"image": f"data:image/png;base64,{B64}", "prompt": "which region?", "as_boxes": True},
+        json={"image": f"data:image/png;base64,{B64}", "prompt": "which region?", "boxes": True},
     )
     assert r.status_code == 200, r.text
     assert isinstance(r.json()["boxes"], list) and isinstance(r.json()["labels"], list)
@@ -189,11 +189,13 @@ def test_n_best_over_http(client: TestClient) -> None:
 
 
 def test_generate_params_split_into_task_fields_and_decoding_options() -> None:
-    from ofa_vl.serve.schemas import GenerateParams
+    from ofa_vl.serve.service import ENDPOINTS
 
-    params = GenerateParams(prompt=" a ", num_beams=1, max_new_tokens=3, as_boxes=True)
-    assert params.decoding() == {"num_beams": 1, "max_new_tokens": 3}
-    assert params.task_fields() == {"prompt": "a", "boxes": True}
+    spec = ENDPOINTS["generate"]
+    given = {"prompt": " a ", "num_beams": 1, "max_new_tokens": 3, "boxes": True, "n_best": 1}
+    fields, decoding = spec.split(spec.params.model_validate(given))
+    assert decoding == {"num_beams": 1, "max_new_tokens": 3, "num_return_sequences": 1}
+    assert fields == {"prompt": "a", "boxes": True}
 
 
 def test_info_endpoints(client: TestClient) -> None:
@@ -263,7 +265,7 @@ def test_error(client: TestClient, case: str) -> None:
 
 def test_a_failing_model_answers_500_with_a_json_error(pipelines: dict[str, OFAPipeline]) -> None:
     class Failing(OFAPipeline):
-        def predict_batch(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        def predict_prepared(self, *args: Any, **kwargs: Any) -> list[Any]:
             raise RuntimeError("a bug")
 
     app = create_app({"fixture": {**pipelines, "caption": Failing(**vars(pipelines["caption"]))}})
@@ -543,7 +545,7 @@ def test_every_endpoint_answers_what_the_pipeline_answers(bundled: dict[str, OFA
         *[("grounding", {"text": t}, {"text": t}) for t in texts],
         ("vqa", {"question": "how many shapes are there?"}, {"question": "how many shapes are there?"}),
         ("generate", {"prompt": f'which region does the text " {texts[0]} " describe?',
-                      "as_boxes": True, "num_beams": 2, "max_new_tokens": 6},
+                      "boxes": True, "num_beams": 2, "max_new_tokens": 6},
          {"prompt": f'which region does the text " {texts[0]} " describe?', "boxes": True,
           "num_beams": 2, "max_new_tokens": 6}),
     ]  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +28,8 @@ from .options import check_compile
 from .overlay import Overlay
 from .publish import push_folder
 from .tasks import TASKS, BoundTask, Query, Result, Task, get_task
-from .tasks.runners import run
+from .tasks.runners import Prepared, run
+from .tasks.runners import prepare as prepare_query
 from .tokenizer import OFATokenizer
 from .zoo import MODELS, ModelCard, download, list_models
 
@@ -97,16 +98,25 @@ class OFAPipeline:
         fields: Sequence[dict[str, Any]],
         **overrides: Any,
     ) -> list[Result]:
-        """Preprocessed images (B, 3, S, S) + their infos and text fields -> one typed result each.
+        """Preprocessed images (B, 3, S, S) + their infos and text fields -> one typed result each
+        (each query through :meth:`prepare`, then :meth:`predict_prepared`)."""
+        items = [self.prepare(f, info) for f, info in zip(fields, infos, strict=True)]
+        return self.predict_prepared(images, items, self.decoding(**overrides))
 
-        Text fields are checked, then normalised as the model's pipeline says (``task.text_norm``)
-        into the task's typed ``Fields``.
-        """
-        typed = [self.task.normalize(f) for f in fields]
-        config = self.decoding(**overrides)
+    def prepare(self, fields: Mapping[str, Any], info: ImageInfo) -> Prepared:
+        """One query's text fields checked, normalised as the model's pipeline says
+        (``task.text_norm``) into the task's typed ``Fields``, placed on its image (``info``),
+        tokenized once and its length checked (``ofa serve`` does this as a request arrives)."""
+        return prepare_query(self.bind(), self.task.normalize(fields), info, self.model.cfg)
+
+    def predict_prepared(
+        self, images: torch.Tensor, items: Sequence[Prepared], config: GenerationConfig
+    ) -> list[Result]:
+        """Preprocessed images (B, 3, S, S) + their queries from :meth:`prepare`, decoded as
+        ``config`` says (see :meth:`decoding`) -> one typed result each."""
         dtype = model_dtype(self.model) if self.backend == "torch" else torch.float32
         images = images.to(self.device, dtype)  # bf16 models take bf16 images
-        return run(self.bind(), self.model, images, list(infos), typed, config)
+        return run(self.bind(), self.model, images, list(items), config)
 
     def preprocess(self, image: ImageSource) -> tuple[torch.Tensor, ImageInfo]:
         """One image as this model reads it: (3, S, S) float32 and its resize info (the task's

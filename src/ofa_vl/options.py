@@ -34,6 +34,32 @@ def at_least(name: str, value: int | None, low: int = 1) -> int | None:
     return value
 
 
+RANGE_KEYS = ("ge", "gt", "le")  # pydantic's names for a declared numeric bound
+
+
+def bounds_of(metadata: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric bounds (``ge``, ``gt``, ``le``) a field's metadata declares."""
+    return {k: metadata[k] for k in RANGE_KEYS if k in metadata}
+
+
+def check_range(
+    name: str, value: Any, ge: float | None = None, gt: float | None = None, le: float | None = None
+) -> None:
+    """``value`` (None: not given) within the declared bounds, else one line naming the range."""
+    if value is None or (ge is None and gt is None and le is None):
+        return
+    low_ok = (ge is None or value >= ge) and (gt is None or value > gt)
+    if low_ok and (le is None or value <= le):
+        return
+    if le is None:
+        rule = f"at least {ge}" if ge is not None else "positive" if gt == 0 else f"above {gt}"
+    elif ge is None and gt is None:
+        rule = f"at most {le}"
+    else:
+        rule = f"in [{ge}, {le}]" if ge is not None else f"in ({gt}, {le}]"
+    raise OFAValueError(f"{name} must be {rule}, got {value}")
+
+
 def check_counts(**values: int | None) -> None:
     """Every given count (``batch_size=8``, ``steps=100``, ...) is at least 1."""
     for name, value in values.items():
@@ -153,19 +179,14 @@ def check_decoding(
     source_len: int = 0,
     device: torch.device | None = None,
 ) -> None:
-    """Decoding options (``num_beams``, ``max_new_tokens``, ...) against the model and the machine.
+    """Decoding options against the model and the machine (each option's own bounds are declared
+    on :class:`~ofa_vl.generation.GenerationConfig`'s fields, which checks them when built).
 
     ``source_len`` is the encoder's length (text + image patches); with ``device``, the beams'
     caches (:func:`decode_cache_bytes`) of ``batch`` inputs must fit in a share of its memory.
     """
     beams = options.get("num_beams", 1)
     new = options.get("max_new_tokens")
-    at_least("num_beams", beams)
-    at_least("max_new_tokens", new)
-    at_least("min_new_tokens", options.get("min_new_tokens"), 0)
-    at_least("num_return_sequences", options.get("num_return_sequences"))
-    at_least("top_k", options.get("top_k"), 0)  # 0 = off
-    at_least("no_repeat_ngram_size", options.get("no_repeat_ngram_size"), 0)
     if new is not None and new >= cfg.max_positions:
         raise OFAValueError(
             f"max_new_tokens must be below the model's {cfg.max_positions} decoder positions, got {new}"
@@ -173,11 +194,6 @@ def check_decoding(
     low = options.get("min_new_tokens")
     if low is not None and new is not None and low > new:
         raise OFAValueError(f"min_new_tokens ({low}) must not exceed max_new_tokens ({new})")
-    top_p, temperature = options.get("top_p"), options.get("temperature")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise OFAValueError(f"top_p must be in (0, 1], got {top_p}")
-    if temperature is not None and not temperature > 0:
-        raise OFAValueError(f"temperature must be positive, got {temperature}")
     if device is None or options.get("do_sample"):
         return
     per_beam = decode_cache_bytes(cfg, source_len, (new or cfg.max_positions) + 1)

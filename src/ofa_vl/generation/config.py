@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OFAValueError
-from ..options import check_decoding
+from ..options import bounds_of, check_decoding, check_range
 
 if TYPE_CHECKING:
     import torch
@@ -29,31 +29,69 @@ if TYPE_CHECKING:
 __all__ = ["Constraints", "GenerationConfig", "unknown_options"]
 
 
+def _option(
+    default: Any, help: str, service: Mapping[str, Any] | None = None, **bounds: float
+) -> Any:
+    """A decoding option: its one-line ``help`` (CLI, OpenAPI), its bounds (``ge``, ``gt``,
+    ``le``: what the library accepts) and, when the HTTP service accepts it, ``service``: that
+    service's own caps and name (``le``, ``ge``, ``alias``; limits of a shared server, not of
+    the model)."""
+    meta: dict[str, Any] = {"help": help, **bounds}
+    if service is not None:
+        meta["service"] = dict(service)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
-    """How to decode. Defaults are mmpretrain's OFA ones (beam 5, 20 new tokens, no-repeat 3)."""
+    """How to decode. Defaults are mmpretrain's OFA ones (beam 5, 20 new tokens, no-repeat 3).
 
-    num_beams: int = 5
-    max_new_tokens: int = 20
-    min_new_tokens: int = 0
-    no_repeat_ngram_size: int = 3
-    length_penalty: float = 1.0
-    do_sample: bool = False
-    top_k: int = 50
-    top_p: float = 1.0
-    temperature: float = 1.0
-    suppress_tokens: tuple[int, ...] = ()  # HF: token ids never generated
-    constraint_range: tuple[int, int] | None = None  # fairseq --constraint-range: [lo, hi) allowed
+    Each field's bounds are declared once, in its metadata: the config checks them when built
+    (:meth:`check_bounds`), and the HTTP service's request model is generated from them.
+    """
+
+    num_beams: int = _option(5, "beam width (1: greedy)", {"le": 16}, ge=1)
+    max_new_tokens: int = _option(20, "most tokens generated after <s>", {"le": 256}, ge=1)
+    min_new_tokens: int = _option(0, "fewest tokens generated before </s>", {"le": 256}, ge=0)
+    no_repeat_ngram_size: int = _option(
+        3, "never repeat an n-gram of this size (0: off)", {"le": 16}, ge=0
+    )
+    length_penalty: float = _option(
+        1.0, "beam scores over length ** length_penalty", {"ge": -10, "le": 10}
+    )
+    do_sample: bool = _option(False, "sample instead of searching", {})
+    top_k: int = _option(50, "sample among the k most likely tokens (0: off)", {}, ge=0)
+    top_p: float = _option(1.0, "sample within this probability mass (nucleus)", {}, gt=0, le=1)
+    temperature: float = _option(
+        1.0, "divide the logits by this before sampling", {"le": 100}, gt=0
+    )
+    suppress_tokens: tuple[int, ...] = _option((), "token ids never generated (HF)")
+    constraint_range: tuple[int, int] | None = _option(
+        None, "fairseq --constraint-range: only token ids in [lo, hi) are generated"
+    )
     # True masks logits before log_softmax (OFA fine-tuned mode, mmpretrain); False masks the
     # log-probs after it (OFA --zero-shot)
-    constrain_before_softmax: bool = True
-    fairseq: bool = False  # the official SequenceGenerator's stopping and scoring
-    max_len_a: float = 0.0  # fairseq: int(max_len_a * src_len + max_len_b) tokens, then </s>
-    max_len_b: int | None = None
-    normalize_scores: bool = True  # False = fairseq --unnormalized
-    use_cache: bool = True  # False: recompute the prefix every step (reference / benchmark)
-    num_return_sequences: int = 1  # HF: the n best beams per input (n <= num_beams)
-    output_scores: bool = False  # results carry each generated token's log-probability
+    constrain_before_softmax: bool = _option(
+        True, "mask disallowed tokens before log_softmax (False: after, OFA --zero-shot)"
+    )
+    fairseq: bool = _option(False, "the official SequenceGenerator's stopping and scoring")
+    max_len_a: float = _option(0.0, "fairseq: int(max_len_a * src_len + max_len_b) tokens")
+    max_len_b: int | None = _option(None, "fairseq: see max_len_a (None: max_new_tokens)")
+    normalize_scores: bool = _option(True, "length-normalise beam scores (False: --unnormalized)")
+    use_cache: bool = _option(True, "reuse the decoder's keys and values (False: recompute)")
+    num_return_sequences: int = _option(
+        1, "answer the n best beams per input (n <= num_beams)", {"le": 16, "alias": "n_best"},
+        ge=1,
+    )  # fmt: skip
+    output_scores: bool = _option(False, "results carry each generated token's log-probability")
+
+    def __post_init__(self) -> None:
+        self.check_bounds()
+
+    def check_bounds(self) -> None:
+        """Every option within its declared bounds (one line naming option, value and range)."""
+        for f in dataclasses.fields(self):
+            check_range(f.name, getattr(self, f.name), **bounds_of(f.metadata))
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ only with ``--allow-url-images``). ``model`` picks the model and the task: ``NAM
 message's text as the free instruction (the ``ask`` task, ``/v1/generate``), ``NAME:TASK`` (or
 ``NAME`` with an extra ``"task"`` field) one of ``caption``, ``grounding``, ``ocr``, ``vqa``,
 ``generate``, the text being its question or referring expression. Each request goes through the
-service's own limits and batcher (:class:`~.app.Service`), as ``/v1/<task>`` requests do; errors
+service's own limits and batcher (:class:`~.service.Service`), as ``/v1/<task>`` requests do; errors
 keep their statuses and come in OpenAI's error shape.
 """
 
@@ -26,15 +26,6 @@ from fastapi.responses import JSONResponse, Response
 
 from ..tasks import Result
 from ..tasks.results import AskResult, CaptionResult, GroundingResult, TextResult, VQAResult
-from .app import (
-    ENDPOINTS,
-    ERRORS,
-    ApiError,
-    Service,
-    decode_base64,
-    read_body,
-    validate,
-)
 from .openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -51,6 +42,8 @@ from .openai_schemas import (
     TokenLogprob,
     Usage,
 )
+from .requests import ERRORS, ApiError, decode_base64, read_body, validate
+from .service import ENDPOINTS, Service
 
 CHAT = "/v1/chat/completions"
 DEFAULT_TASK = "generate"  # a bare model name: the message's text is the free instruction
@@ -166,7 +159,7 @@ def choice(index: int, result: Result, eos: str, logprobs: bool) -> Choice:
 
 
 class ChatRoute:
-    """``POST /v1/chat/completions`` over a :class:`~.app.Service`."""
+    """``POST /v1/chat/completions`` over a :class:`~.service.Service`."""
 
     def __init__(self, service: Service):
         self.service = service
@@ -192,19 +185,20 @@ class ChatRoute:
             )
         name, pipe = service.pipeline(name, endpoint)
         text, url = message_parts(chat.messages)
-        params = validate(ENDPOINTS[endpoint].params, task_fields(chat, endpoint, text, extra))
-        fields, overrides = params.task_fields(), {**params.decoding(), "output_scores": True}
+        spec = ENDPOINTS[endpoint]
+        params = validate(spec.params, task_fields(chat, endpoint, text, extra))
+        fields, overrides = spec.split(params)
         image = await fetch_image(
             url, config.allow_url_images, config.max_upload_bytes, config.read_timeout_s
         )
-        result, _ = await service.decode(name, endpoint, pipe, image, fields, overrides)
-        prompt = pipe.task.prompt(pipe.task.fields_of(fields))
+        result, _, prompt_tokens = await service.decode(
+            name, endpoint, pipe, image, fields, {**overrides, "output_scores": True}
+        )
         eos = pipe.tokenizer.decode([pipe.tokenizer.eos_token_id], skip_special_tokens=False)
         choices = [
             choice(i, r, eos, chat.logprobs) for i, r in enumerate(result.n_best or [result])
         ]
         completion = sum(len(r.token_logprobs or []) for r in result.n_best or [result])
-        prompt_tokens = len(pipe.tokenizer.encode(prompt))
         answer = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=chat.model,
             choices=choices,

@@ -8,7 +8,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import schemas as S
+from .reports import ModelsResponse
+from .schemas import limits
+
+Box = Annotated[
+    list[float],
+    Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in original-image pixels"),
+]
 
 
 # --------------------------------------------------------------------------- requests
@@ -27,6 +33,10 @@ class ImagePart(BaseModel):
     image_url: ImageURL
 
 
+# the bounds of the options these stand for, as /v1/<task> declares them (GenerationConfig's)
+NBest = Annotated[int, Field(**limits("num_return_sequences"))]
+NewTokens = Annotated[int, Field(**limits("max_new_tokens"))]
+TopP = Annotated[float, Field(**limits("top_p"))]
 Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
@@ -44,15 +54,15 @@ class ChatRequest(BaseModel):
     model: str = Field(description="NAME (the free instruction) or NAME:TASK, see GET /v1/models")
     messages: list[ChatMessage] = Field(min_length=1)
     task: str | None = Field(default=None, description="the task, instead of NAME:TASK")
-    n: int = Field(default=1, ge=1, le=16, description="the n best beams (at most the beams)")
+    n: NBest = Field(default=1, description="the n best beams (at most the beams)")
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=0, description="only 0")
-    max_tokens: int | None = Field(default=None, ge=1, le=256, description="generate only")
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=256)
+    max_tokens: NewTokens | None = Field(default=None, description="generate only")
+    max_completion_tokens: NewTokens | None = None
     temperature: float | None = Field(
         default=None, ge=0, le=2, description="generate only: > 0 samples, 0 keeps the search"
     )
-    top_p: float | None = Field(default=None, gt=0, le=1, description="generate only: samples")
+    top_p: TopP | None = Field(default=None, description="generate only: samples")
     stream: Literal[False] | None = Field(default=None, description="not supported")
     user: str | None = None
 
@@ -75,8 +85,8 @@ class ChoiceLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
-    boxes: list[S.Box] | None = Field(default=None, description="grounding, generate: regions")
-    labels: list[str] | None = Field(default=None, description="generate with as_boxes")
+    boxes: list[Box] | None = Field(default=None, description="grounding, generate: regions")
+    labels: list[str] | None = Field(default=None, description="generate with boxes")
 
 
 class Choice(BaseModel):
@@ -121,7 +131,7 @@ class ModelCard(BaseModel):
     owned_by: str = "ofa-vl"
 
 
-class ModelList(S.ModelsResponse):
+class ModelList(ModelsResponse):
     """The service's model list with OpenAI's fields beside it (``object``, ``data``)."""
 
     object: Literal["list"] = "list"

@@ -1,11 +1,11 @@
 """Prometheus metrics of one service replica, in the standard exposition format (prometheus_client).
 
-Every replica (one :class:`~.app.Service`: its batcher, its model) keeps its own registry: request
+Every replica (one :class:`~.service.Service`: its batcher, its model) keeps its own registry: request
 latencies per path and status, the batch sizes the batcher decoded and how long each batch took
 (histograms), and, read when scraped, the requests waiting in its queue and in the batch being
 decoded (gauges). Each sample is labelled ``replica``. ``GET /metrics`` answers the exposition
 format to a scraper (an ``Accept`` naming ``text/plain`` or ``application/openmetrics-text``, as
-Prometheus sends), and the JSON report (:class:`~.schemas.MetricsResponse`) otherwise.
+Prometheus sends), and the JSON report (:class:`~.reports.MetricsResponse`) otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from .app import Service
+    from .service import Service
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)

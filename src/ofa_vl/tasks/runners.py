@@ -1,7 +1,8 @@
 """The three ways a task gets its answers, chosen by ``Task.runner``: generate text, score a fixed
 candidate set, or sample a grid of image codes. Each takes a :class:`~ofa_vl.tasks.base.BoundTask`
 (the task settled for the pipeline's tokenizer, its trie and candidate table built) and a
-preprocessed batch, and returns one typed :class:`~ofa_vl.tasks.results.Result` per input.
+preprocessed batch of :class:`Prepared` queries (each tokenized once, by :func:`prepare`), and
+returns one typed :class:`~ofa_vl.tasks.results.Result` per input.
 """
 
 from __future__ import annotations
@@ -15,33 +16,56 @@ import torch
 
 from .. import generation as gen
 from ..generation.scoring import score_candidates
+from ..options import check_source_length
 from .base import BoundTask, Runner, TaskFields
 from .image_gen import CodeGeneration
 from .results import Result, TokenLogprob
 from .scored import ScoringTask
 
 if TYPE_CHECKING:
+    from ..config import OFAConfig
     from ..images import ImageInfo
     from ..model import OFA
 
-__all__ = ["run"]
+__all__ = ["Prepared", "prepare", "run"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One query ready for its runner: its normalised fields placed on its image, its encoder
+    instruction (and forced decoder prompt) tokenized once, its length checked."""
+
+    info: ImageInfo  # its image's resize
+    fields: TaskFields  # normalised, then ``Task.with_image``
+    input_ids: list[int]  # <s> instruction </s>
+    decoder_ids: list[int] | None  # tokens forced after <s> (no specials); None: none
+
+
+def prepare(bound: BoundTask, fields: TaskFields, info: ImageInfo, cfg: OFAConfig) -> Prepared:
+    """Normalised ``fields`` of an image resized as ``info`` -> the :class:`Prepared` query; an
+    instruction longer than the model's positions is one :class:`~ofa_vl.errors.OFAValueError`."""
+    task, tok = bound.task, bound.tokenizer
+    placed = task.with_image(fields, info, tok)
+    ids = tok.encode(task.prompt(placed))
+    check_source_length(len(ids), cfg)
+    dec = task.decoder_prompt(placed)
+    return Prepared(info, placed, ids, None if dec is None else tok.encode(dec, False))
 
 
 def run(
     bound: BoundTask,
     model: OFA,
     images: torch.Tensor,
-    infos: list[ImageInfo],
-    fields: list[TaskFields],
+    items: list[Prepared],
     config: gen.GenerationConfig,
 ) -> list[Result]:
-    """Preprocessed images (B, 3, S, S), their infos and typed, normalised fields -> results."""
+    """Preprocessed images (B, 3, S, S) and their prepared queries -> results."""
     task = bound.task
     images = task.model_images(images)
     images_mask = None
     if task.text_only:  # OFA's pure-text samples: patch_mask False, the instruction alone
-        images_mask = torch.zeros(len(fields), dtype=torch.bool, device=images.device)
-    batch = Batch(images, images_mask, infos, fields)
+        images_mask = torch.zeros(len(items), dtype=torch.bool, device=images.device)
+    batch = Batch(images, images_mask, items)
     if task.runner is Runner.SCORE:
         return score(bound, model, batch)
     if task.runner is Runner.CODES:
@@ -55,30 +79,32 @@ class Batch:
 
     images: torch.Tensor  # (B, 3, S, S), as the encoder reads them
     images_mask: torch.Tensor | None  # (B,) False: no image (text-only tasks)
-    infos: list[ImageInfo]  # each image's resize
-    fields: list[TaskFields]  # the normalised text fields
+    items: list[Prepared]  # each input's fields, resize and tokens
+
+    def input_ids(self, pad: int) -> torch.Tensor:
+        """(B, L) the instructions, right-padded with ``pad`` (as ``OFATokenizer.__call__``)."""
+        width = max(len(it.input_ids) for it in self.items)
+        rows = [it.input_ids + [pad] * (width - len(it.input_ids)) for it in self.items]
+        return torch.tensor(rows, dtype=torch.long, device=self.images.device)
 
 
 def generate(
     bound: BoundTask, model: OFA, batch: Batch, config: gen.GenerationConfig, **inputs: Any
 ) -> list[Result]:
     """Prompts -> ``generate`` (``inputs``: ``code_masks``, ``generator``) -> ``parse``."""
-    task, tok, infos, images = bound.task, bound.tokenizer, batch.infos, batch.images
-    fields = [task.with_image(f, info, tok) for f, info in zip(batch.fields, infos)]
-    ids = tok([task.prompt(f) for f in fields], return_tensors="pt")["input_ids"]
-    dec_texts = [task.decoder_prompt(f) for f in fields]
+    tok, images, items = bound.tokenizer, batch.images, batch.items
+    ids = batch.input_ids(tok.pad_token_id)
     prompts = None
-    if any(t is not None for t in dec_texts):
-        prompts = [tok.encode(t or "", add_special_tokens=False) for t in dec_texts]
+    if any(it.decoder_ids is not None for it in items):
+        prompts = [it.decoder_ids or [] for it in items]
     constraints = gen.Constraints(prompts, bound.trie)
-    ids = ids.to(images.device)
     out = gen.generate(model, ids, images, batch.images_mask, config, constraints, **inputs)
     n = config.num_return_sequences
     results: list[Result] = []
-    for i, f in enumerate(fields):
+    for i, it in enumerate(items):
         skip = 0 if prompts is None else len(prompts[i])
         rows = _distinct(out, range(i * n, (i + 1) * n))
-        ranked = [_answer(bound, out, row, skip, infos[i], f, config) for row in rows]
+        ranked = [_answer(bound, out, row, skip, it.info, it.fields, config) for row in rows]
         best = ranked[0]
         if n > 1:  # the n-best list holds the best result too, as its first entry
             best = copy.copy(best)
@@ -132,10 +158,10 @@ def _answer(
 @torch.inference_mode()
 def score(bound: BoundTask, model: OFA, batch: Batch) -> list[Result]:
     """Encode each input once and score every candidate (decoding options do not apply)."""
-    task, tok, cands, fields = bound.task, bound.tokenizer, bound.candidates, batch.fields
+    task, tok, cands = bound.task, bound.tokenizer, bound.candidates
+    fields = [it.fields for it in batch.items]
     assert isinstance(task, ScoringTask) and cands is not None
-    ids = tok([task.prompt(f) for f in fields], return_tensors="pt")["input_ids"]
-    enc = model.encode(ids.to(batch.images.device), batch.images, batch.images_mask)
+    enc = model.encode(batch.input_ids(tok.pad_token_id), batch.images, batch.images_mask)
     prompts = [task.decoder_tokens(f, tok) for f in fields]
     scores = score_candidates(model, enc, prompts, cands, task.chunk_size).cpu()  # (B, C)
     results = []
@@ -158,7 +184,7 @@ def sample_codes(
     side = model.cfg.code_image_size // 8
     n = task.code_count(side)
     config = task.code_config(config, tok, n)
-    code_masks = torch.ones(len(batch.fields), dtype=torch.bool, device=dev)
+    code_masks = torch.ones(len(batch.items), dtype=torch.bool, device=dev)
     generator = None if task.seed is None else torch.Generator(dev).manual_seed(task.seed)
     results = generate(bound, model, batch, config, code_masks=code_masks, generator=generator)
     return task.to_grids(results, side, dev)
