@@ -236,8 +236,8 @@ def get_model(
     """A named model (``list_models()``) or a checkpoint path, ready for :func:`inference_model`.
 
     ``pretrained`` overrides the weights of a named model; ``tokenizer`` its tokenizer source;
-    ``precision`` is one of ``PRECISIONS``: ``bf16`` (weights cast), ``int8`` (torchao weight-only),
-    ``int8-dynamic`` (torchao int8 activations too), ``int8-legacy`` (``quantize_dynamic``, CPU).
+    ``precision`` is one of ``PRECISIONS``: ``bf16`` (weights cast), ``int8`` (the output
+    projection int8, the rest fp32), ``int8-legacy`` (every Linear int8, CPU): ``model/precision.py``.
     ``compile`` decodes with a ``torch.compile``d step (``ofa_vl.model.compile``; the first
     decoding of each batch shape pays the compilation). ``backend="onnxruntime"`` runs an
     ``ofa export --format onnx`` folder (``ofa_vl.onnx.runtime``) through the same decoding.

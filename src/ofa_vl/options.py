@@ -137,7 +137,7 @@ def check_compile(
     if not isinstance(compile, bool):
         raise OFAValueError(f"compile must be True or False, got {compile!r}")
     if compile and precision == "int8-legacy":  # dynamo cannot trace its packed-weight ops
-        raise OFAValueError("compile does not support int8-legacy; use int8 or int8-dynamic")
+        raise OFAValueError("compile does not support int8-legacy; use int8, bf16 or fp32")
     if not compile or device is None:
         return compile
     if device.type == "cpu":
