@@ -33,6 +33,7 @@ LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 LAZY_CROSSINGS = {
     ("api.py", "data"): "load_answers reads an answer list with data.vqa's reader",
     ("api.py", "onnx"): 'get_model(backend="onnxruntime"): onnxruntime only when asked',
+    ("shapes/world.py", "tasks"): "write_shapes_folder: the task writes a scene's folder lines",
 }
 
 
