@@ -12,8 +12,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ofa_vl"
 # lowest first; ARCHITECTURE.md's table. A new top-level module gets its place here and there.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"config", "options", "overlay", "text", "images", "runs", "hub", "visualize", "unpickle",
-     "arguments"},
+    {
+        "config",
+        "options",
+        "overlay",
+        "text",
+        "images",
+        "runs",
+        "hub",
+        "visualize",
+        "unpickle",
+        "arguments",
+    },
     {"preprocess", "tokenizer", "generation", "distributed", "shapes"},
     {"model", "zoo"},  # OFA.generate drives generation (HF's GenerationMixin)
     {"checkpoints", "lora"},

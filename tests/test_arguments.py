@@ -41,7 +41,9 @@ def test_flags_take_their_type_help_and_default_from_the_fields() -> None:
     assert isinstance(config.root, Path) and isinstance(config.rate, float)
     text = _parser().format_help()
     assert "images per batch (default: 16)" in text and "--progress, --no-progress" in text
-    assert "{fast,exact}" in text and re.search(r"--beams BEAMS +beams\n", text)  # no help: the field's name
+    assert "{fast,exact}" in text and re.search(
+        r"--beams BEAMS +beams\n", text
+    )  # no help: the field's name
 
 
 def test_absent_flags_keep_the_dataclass_defaults() -> None:

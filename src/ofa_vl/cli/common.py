@@ -117,7 +117,8 @@ class Runtime:
     # ofa_vl.model.precision.PRECISIONS and ofa_vl.api.BACKENDS, written out so that --help does
     # not import torch
     precision: Literal["fp32", "bf16", "int8", "int8-dynamic", "int8-legacy"] = flag(
-        "fp32", "bf16: weights cast (stream, logits fp32); int8: torchao weight-only; "
+        "fp32",
+        "bf16: weights cast (stream, logits fp32); int8: torchao weight-only; "
         "int8-dynamic: torchao int8 activations too; int8-legacy: quantize_dynamic",
     )
     compile: bool = flag(False, "decode with a torch.compile'd step (compiling takes tens of "

@@ -21,10 +21,10 @@ from .samples import Example, Sample
 
 if TYPE_CHECKING:
     from ..generation import Trie
-    from ..shapes.scene import Scene
-    from ..shapes.text import SceneText
     from ..generation.scoring import CandidateSet
     from ..images import ImageInfo
+    from ..shapes.scene import Scene
+    from ..shapes.text import SceneText
     from ..tokenizer import OFATokenizer
     from .results import Result
 
