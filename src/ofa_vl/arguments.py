@@ -89,6 +89,8 @@ def add_dataclass_args(
             if shown is not None and not isinstance(shown, list) and "default" not in help:
                 help += f" (default: {shown})"
             options["required"] = default is dataclasses.MISSING
+            if f.name in (names or {}) and "choices" not in options:  # argparse's from dest
+                options.setdefault("metavar", flags[0].lstrip("-").replace("-", "_").upper())
         parser.add_argument(*flags, dest=f.name, default=None, help=help, **options)
 
 

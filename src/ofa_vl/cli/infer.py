@@ -6,33 +6,37 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..arguments import add_dataclass_args, flag, from_args
 from ..errors import describe
+from ..zoo import DEFAULT_MODEL
 from .common import command, decoding, decoding_args, expand_images, runtime, runtime_args
 
 if TYPE_CHECKING:
     from ..tasks import Result
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    from ..zoo import DEFAULT_MODEL
+@dataclass(frozen=True)
+class Inference:
+    """What the inference commands share (their flags; decoding and runtime ones beside)."""
 
+    model: str = flag(DEFAULT_MODEL, "zoo name or checkpoint path")
+    pretrained: str | None = flag(None, "weights overriding the named model's")
+    tokenizer: str | None = flag(None, "tokenizer directory or hub id")
+    device: str | None = flag(None, "cpu, cuda, cuda:1 ...")
+    batch_size: int = flag(8, "images per batch")
+    threads: int | None = flag(None, "CPU threads for torch (default: all cores)")
+    json: bool = flag(False, "print JSON instead of text")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files, directories, globs or URLs")
-    p.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"zoo name or checkpoint path (default {DEFAULT_MODEL})",
-    )
-    p.add_argument("--pretrained", help="weights overriding the named model's")
-    p.add_argument("--tokenizer", help="tokenizer directory or hub id")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--batch-size", type=int, default=8)
+    add_dataclass_args(p, Inference)
     decoding_args(p, n_best=True)
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     runtime_args(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 Rows = list[tuple[str, "Result"]]
@@ -49,36 +53,32 @@ def _run_task(
     from ..images import ImageError, load_image
     from ..options import check_counts, check_device, check_threads
 
-    check_counts(batch_size=args.batch_size)
-    check_threads(args.threads)
-    check_device(args.device)
+    o = from_args(Inference, args)
+    check_counts(batch_size=o.batch_size)
+    check_threads(o.threads)
+    check_device(o.device)
     images = expand_images(args.images)
-    if args.threads:
+    if o.threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(o.threads)
     pipe = get_model(
-        args.model,
-        pretrained=args.pretrained,
-        device=args.device,
-        tokenizer=args.tokenizer,
-        task=task,
-        **runtime(args),
-        **task_options,
-    )
+        o.model, pretrained=o.pretrained, device=o.device, tokenizer=o.tokenizer, task=task,
+        **runtime(args), **task_options,
+    )  # fmt: skip
     overrides = decoding(args)
     rows: Rows = []
     failed: list[tuple[str, str]] = []
-    for start in range(0, len(images), args.batch_size):  # one bad file fails alone
+    for start in range(0, len(images), o.batch_size):  # one bad file fails alone
         loaded = []
-        for src in images[start : start + args.batch_size]:
+        for src in images[start : start + o.batch_size]:
             try:
                 loaded.append((src, load_image(src)))
             except (ImageError, FileNotFoundError) as err:
                 failed.append((src, describe(err)))
         if loaded:
             batch = [im for _, im in loaded]
-            results = pipe.run(batch, batch_size=args.batch_size, **fields, **overrides)
+            results = pipe.run(batch, batch_size=o.batch_size, **fields, **overrides)
             rows += zip([src for src, _ in loaded], results)
     return rows, failed
 
