@@ -28,6 +28,14 @@ def fixture_model():
     return load_model(MMP_CKPT)
 
 
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The bundled English BPE tokenizer (the fixture model's vocabulary), loaded once."""
+    from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
+
+    return OFATokenizer.from_pretrained(ENGLISH_BPE)
+
+
 # The network goldens as the reference computed them on two kinds of CPU (goldens/avx512/README.md).
 GOLDEN_SETS = {"avx2": GOLDENS, "avx512": GOLDENS / "avx512"}
 

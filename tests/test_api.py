@@ -14,17 +14,12 @@ from ofa_vl.api import get_model, inference_model, list_models
 from ofa_vl.images import preprocess
 from ofa_vl.model.precision import model_dtype
 from ofa_vl.tasks import TextFields
-from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
+from ofa_vl.tokenizer import ENGLISH_BPE
 
 HF_DIR = ENGLISH_BPE
 CAT = IMAGES / "cat-dog.png"
 DOG = IMAGES / "dog.jpg"
 FAST = {"max_new_tokens": 5, "num_beams": 2}
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return OFATokenizer.from_pretrained(HF_DIR)
 
 
 def pipeline(fixture_model, tokenizer, task, **opts):

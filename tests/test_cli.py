@@ -126,3 +126,16 @@ def test_errors_are_one_line(args, needle, tmp_path):
 def test_debug_shows_traceback():
     r = ofa("--debug", "caption", "/no/such/image.png", *FIXTURE)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_decoding_flags_and_their_kept_alias():
+    from ofa_vl.cli import build_parser
+    from ofa_vl.cli.common import decoding
+
+    parse = build_parser().parse_args
+    args = parse(["caption", "x.png", "--beams", "2", "--n-best", "2", "--decoding", "top_k=3"])
+    assert decoding(args) == {"num_beams": 2, "num_return_sequences": 2, "top_k": 3}
+    assert decoding(parse(["test", "m", "--num-beams", "4", "--max-new-tokens", "9"])) == {
+        "num_beams": 4, "max_new_tokens": 9
+    }  # fmt: skip
+    assert decoding(parse(["predict", "m", "in", "--out", "o"])) == {}  # the model's defaults

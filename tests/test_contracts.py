@@ -333,7 +333,8 @@ def test_eval_config_fields_carry_their_flag_help_and_primary_metrics_are_the_pu
     from ofa_vl.train.validation import primary_metric
 
     assert all(f.metadata.get("help") for f in dataclasses.fields(EvalConfig))
-    assert len(dataclasses.fields(EvalConfig)) == 18  # evaluate()'s 17 parameters + task options
+    # evaluate()'s 17 parameters, the typed task options (image size, answers, backend) for 1
+    assert len(dataclasses.fields(EvalConfig)) == 20
     assert EvalConfig().generation == {} and EvalConfig().generation is not EvalConfig().generation
     assert [primary_metric(t) for t in ("caption", "region_caption", "refcoco", "vqa", "itm")] == [
         "CIDEr", "CIDEr", "Accuracy", "Accuracy", "Accuracy"

@@ -42,7 +42,7 @@ from ofa_vl.metrics import (
 )
 from ofa_vl.shapes.world import write_shapes_dataset
 from ofa_vl.tasks import get_task
-from ofa_vl.tokenizer import ENGLISH_BPE, OFATokenizer
+from ofa_vl.tokenizer import ENGLISH_BPE
 
 # tier: the whole module runs processes or trains (pyproject markers)
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess, pytest.mark.java]
@@ -70,11 +70,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         name = f"COCO_%s_{i:012d}.jpg"
         shutil.copy(root / "val2014" / (name % "val2014"), root / "test2015" / (name % "test2015"))
     return root
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> OFATokenizer:
-    return OFATokenizer.from_pretrained(HF_DIR)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .api import OFAPipeline, get_model
+from .arguments import flag
 from .data import write_vqa_submission
 from .data.benchmarks import DATASETS, Benchmark, folder_benchmark, folder_tasks, load_benchmark
 from .data.folder import read_folder
@@ -108,37 +109,39 @@ def _batches(ids: Sequence[int], batch_size: int, done: set[int]) -> list[list[i
 
 
 # --------------------------------------------------------------------------- the runner
-def _flag(default: Any, help: str) -> Any:
-    """A config field and its ``--flag``'s help (``default`` a dict: a fresh one each)."""
-    if isinstance(default, dict):
-        return field(default_factory=dict, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class EvalConfig:
     """Everything ``ofa test`` is told: what to score, where the run goes, how to predict (its
     flags are these fields: ``batch_size`` -> ``--batch-size``)."""
 
-    dataset: str = _flag("folder", f"one of {', '.join(DATASETS)} (folder: your own data)")
-    data_root: str | Path | None = _flag(None, "the dataset's folder (mmpretrain's data/coco)")
-    split: str | None = _flag(None, "test, val, testA, val2014, ...; a folder: test, else val")
-    task: str | None = _flag(None, "a folder: score only this task (default: each)")
-    strict: bool = _flag(False, "a folder: refuse bad lines")
-    out: str | Path | None = _flag(None, "run folder (default ofa-test/<model>_<data>_<split>)")
-    batch_size: int = _flag(16, "images per batch")
-    limit: int | None = _flag(None, "evaluate the first N samples only")
-    resume: bool = _flag(False, "continue the run in out")
-    workers: int = _flag(2, "image loading processes (0: none)")
-    device: str | None = _flag(None, "cpu, cuda (default when present; torchrun: each rank's)")
-    pretrained: str | Path | None = _flag(None, "weights overriding the named model's")
-    tokenizer: str | Path | None = _flag(None, "tokenizer directory or hub id")
-    object_tags: str | Path | None = _flag(None, "VQA: VinVL object tags (.json/.tsv)")
-    generation: Mapping[str, Any] = _flag({}, "decoding overrides (num_beams, ...)")
-    progress: bool = _flag(True, "show a progress bar")
-    coco_results: bool = _flag(False, "also write OUT/coco_results.json (captions or boxes)")
-    task_options: Mapping[str, Any] = _flag({}, "a named model's get_model options (image_size, "
-                                            "answers, backend)")  # fmt: skip
+    dataset: str = flag("folder", "the benchmark (folder: your own data, --data)",
+                        choices=tuple(DATASETS))  # fmt: skip
+    data_root: str | Path | None = flag(None, "the dataset's folder (mmpretrain's data/coco)")
+    split: str | None = flag(None, "test, val, testA, val2014, ...; a folder: test, else val")
+    task: str | None = flag(None, "a folder: score only this task (default: each)")
+    strict: bool = flag(False, "a folder: refuse bad lines")
+    out: str | Path | None = flag(None, "run folder (default ofa-test/<model>_<data>_<split>)")
+    batch_size: int = flag(16, "images per batch")
+    limit: int | None = flag(None, "evaluate the first N samples only")
+    resume: bool = flag(False, "continue the run in out")
+    workers: int = flag(2, "image loading processes (0: none)")
+    device: str | None = flag(None, "cpu, cuda (default when present; torchrun: each rank's)")
+    pretrained: str | Path | None = flag(None, "weights overriding the named model's")
+    tokenizer: str | Path | None = flag(None, "tokenizer directory or hub id")
+    object_tags: str | Path | None = flag(None, "VQA: VinVL object tags (.json/.tsv)")
+    generation: Mapping[str, Any] = flag({}, "decoding overrides (num_beams, ...)")
+    progress: bool = flag(True, "show a progress bar")
+    coco_results: bool = flag(False, "also write OUT/coco_results.json (captions or boxes)")
+    image_size: int | None = flag(None, "a named model: input resolution (default: the model's)")
+    answers: str | Path | None = flag(None, "a named model: VQA answer list (ans2label .pkl/.json)")
+    backend: str | None = flag(None, "a named model: torch or onnxruntime (an exported folder)",
+                               choices=("torch", "onnxruntime"))  # fmt: skip
+
+    def model_options(self) -> dict[str, Any]:
+        """The ``get_model`` options given for a named model (image size, answers, backend)."""
+        given = (("image_size", self.image_size), ("answers", self.answers),
+                 ("backend", self.backend))  # fmt: skip
+        return {k: v for k, v in given if v is not None}
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def evaluate(
 
     Args:
         model: a pipeline, or a zoo name / checkpoint for :func:`~ofa_vl.api.get_model` (with
-            the config's ``pretrained``, ``tokenizer``, ``device`` and ``task_options``).
+            the config's ``pretrained``, ``tokenizer``, ``device`` and model options).
         config: what to score (``dataset``: one of :data:`DATASETS`, ``data_root`` holding it
             in mmpretrain's layout, or ``"folder"``: your own data, :mod:`ofa_vl.data.folder`)
             and how (:class:`EvalConfig`).
@@ -184,7 +187,7 @@ def evaluate(
     check_counts(batch_size=c.batch_size, limit=c.limit)
     at_least("workers", c.workers, 0)
     if isinstance(model, OFAPipeline) and (
-        c.pretrained or c.tokenizer or c.device or c.task_options
+        c.pretrained or c.tokenizer or c.device or c.model_options()
     ):
         raise OFAValueError("pretrained, tokenizer, device and task options need a model name")
     dev = model.device if isinstance(model, OFAPipeline) else resolve_device(c.device)
@@ -203,7 +206,7 @@ def evaluate(
             else:
                 pipe = get_model(
                     model, c.pretrained, device=dev, tokenizer=c.tokenizer, task=bench.task,
-                    **{**bench.task_options, **c.task_options},
+                    **{**bench.task_options, **c.model_options()},
                 )  # fmt: skip
             if pipe.task.name != bench.task:
                 raise OFAValueError(

@@ -7,40 +7,35 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
+from ..arguments import flag
 from ..errors import OFAValueError
 from ..images import MAX_IMAGE_PIXELS
 from ..options import check_counts, max_image_pixels
-
-
-def _opt(default: Any, help: str) -> Any:
-    """A field with its ``--flag`` help text."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """The service's limits (``ofa serve`` flags)."""
 
-    max_batch: int = _opt(8, "most requests decoded together")
-    batch_wait_ms: float = _opt(10.0, "wait this long for a batch to fill")
-    max_queue: int = _opt(64, "waiting requests before 503")
-    timeout_s: float = _opt(
+    max_batch: int = flag(8, "most requests decoded together")
+    batch_wait_ms: float = flag(10.0, "wait this long for a batch to fill")
+    max_queue: int = flag(64, "waiting requests before 503")
+    timeout_s: float = flag(
         60.0, "answer 504 when a request is not answered this long after its body"
     )
-    max_upload_mb: float = _opt(20.0, "largest request body")
-    max_pixels: int = _opt(
+    max_upload_mb: float = flag(20.0, "largest request body")
+    max_pixels: int = flag(
         min(MAX_IMAGE_PIXELS, max_image_pixels()),
         "largest decoded image (width x height), bounded by what decoding it costs",
     )
-    read_timeout_s: float = _opt(30.0, "408 when the headers and body have not all arrived by then")
-    max_connections: int = _opt(256, "open connections before uvicorn answers 503")
+    read_timeout_s: float = flag(30.0, "408 when the headers and body have not all arrived by then")
+    max_connections: int = flag(256, "open connections before uvicorn answers 503")
     decode_slots: int = field(
         default_factory=lambda: os.cpu_count() or 1,
         metadata={"help": "images decoded at once (default: the CPU cores)"},
     )
-    allow_url_images: bool = _opt(False, "/v1/chat/completions may fetch http(s) image URLs")
+    allow_url_images: bool = flag(False, "/v1/chat/completions may fetch http(s) image URLs")
 
     def __post_init__(self) -> None:
         check_counts(

@@ -258,19 +258,6 @@ def shapes_command(
 FOLDER_SPLITS = ("train", "validation", "test")
 
 
-def _folder_lines(task: str, scene: Scene, text: SceneText, name: str) -> list[dict[str, Any]]:
-    """The metadata lines of one scene for ``task`` (the columns of :mod:`ofa_vl.data.folder`)."""
-    if task == "caption":
-        return [{"file_name": name, "captions": text.captions}]
-    if task == "refcoco":
-        return [
-            {"file_name": name, "text": t, "box": list(obj.box)}
-            for obj, texts in zip(scene.objects, text.expressions, strict=True)
-            for t in texts[:1]
-        ]
-    return [{"file_name": name, "question": q.question, "answer": q.answer} for q in text.questions]
-
-
 def write_shapes_folder(
     out_dir: str | Path,
     task: str = "caption",
@@ -280,9 +267,11 @@ def write_shapes_folder(
 ) -> dict[str, int]:
     """Shapes scenes as a folder dataset (:mod:`ofa_vl.data.folder`): ``train/``, ``validation/``,
     ``test/``, each with its JPEG images and a ``metadata.jsonl`` of ``task``'s columns
-    (``caption``, ``refcoco`` or ``vqa``). Returns the lines written per split."""
-    if task not in ("caption", "refcoco", "vqa"):
-        raise OFAValueError(f"shapes folders hold caption, refcoco or vqa lines, not {task!r}")
+    (``caption``, ``refcoco`` or ``vqa``: the task's ``shapes_lines``). Returns the lines
+    written per split."""
+    from ..tasks import get_task  # the task knows its columns (ARCHITECTURE.md: a lazy crossing)
+
+    lines_of = get_task(task).shapes_lines
     for split, n in zip(FOLDER_SPLITS, counts, strict=True):
         at_least(split, n, 0)
     written = {}
@@ -290,13 +279,13 @@ def write_shapes_folder(
         if n == 0:
             continue
         folder = Path(out_dir) / split
-        folder.mkdir(parents=True, exist_ok=True)
         lines: list[dict[str, Any]] = []
         for k in range(n):
             rng = np.random.default_rng([seed, 10 + i, k])  # streams apart from the COCO layout's
             scene = generate_scene(rng, size)
+            lines += lines_of(scene, describe_scene(scene, rng), f"{k:05d}.jpg")
+            folder.mkdir(parents=True, exist_ok=True)
             render_scene(scene).save(folder / f"{k:05d}.jpg", quality=JPEG_QUALITY)
-            lines += _folder_lines(task, scene, describe_scene(scene, rng), f"{k:05d}.jpg")
         (folder / "metadata.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         written[split] = len(lines)
     return written

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ..generation import Trie
     from ..generation.scoring import CandidateSet
     from ..images import ImageInfo
+    from ..shapes.scene import Scene
+    from ..shapes.text import SceneText
     from ..tokenizer import OFATokenizer
     from .results import Result
 
@@ -217,6 +219,10 @@ class Task(Generic[F]):
     def dataset_options(cls, samples: Sequence[Sample]) -> dict[str, Any]:
         """The task options a dataset's own samples settle (default: none)."""
         return {}
+
+    def shapes_lines(self, scene: Scene, text: SceneText, name: str) -> list[dict[str, Any]]:
+        """The folder lines of one shapes scene (``ofa data shapes-folder``), its columns."""
+        raise OFAValueError(f"shapes folders hold caption, refcoco or vqa lines, not {self.name!r}")
 
     def from_columns(
         self, row: Mapping[str, Any], size: tuple[int, int]

@@ -18,6 +18,8 @@ from .samples import Example, Sample, caption_target, column_texts
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
+    from ..shapes.scene import Scene
+    from ..shapes.text import SceneText
     from ..tokenizer import OFATokenizer
 
 
@@ -41,6 +43,9 @@ class Caption(BilingualTask[TaskFields]):
         # OFA:utils/eval_utils.py eval_caption also strips string.punctuation from Chinese ones
         caption = clean_caption(tokenizer.decode(tokens, skip_special_tokens=True))
         return CaptionResult(join_cjk(caption) if self.language == "zh" else caption)
+
+    def shapes_lines(self, scene: Scene, text: SceneText, name: str) -> list[dict[str, Any]]:
+        return [{"file_name": name, "captions": text.captions}]
 
     def from_columns(
         self, row: Mapping[str, Any], size: tuple[int, int]

@@ -21,6 +21,8 @@ from .samples import Example, Sample, column_box, column_text
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
+    from ..shapes.scene import Scene
+    from ..shapes.text import SceneText
     from ..tokenizer import OFATokenizer
 
 
@@ -72,6 +74,14 @@ class Grounding(BilingualTask[TextFields]):
         if low and isinstance(result, GroundingResult):
             result.boxes = []
         return result
+
+    def shapes_lines(self, scene: Scene, text: SceneText, name: str) -> list[dict[str, Any]]:
+        """One line per object: its first referring expression and its box."""
+        return [
+            {"file_name": name, "text": t, "box": list(obj.box)}
+            for obj, texts in zip(scene.objects, text.expressions, strict=True)
+            for t in texts[:1]
+        ]
 
     def from_columns(
         self, row: Mapping[str, Any], size: tuple[int, int]

@@ -22,6 +22,8 @@ from .samples import Example, Sample, column_text, column_texts, most_common_ans
 
 if TYPE_CHECKING:
     from ..images import ImageInfo
+    from ..shapes.scene import Scene
+    from ..shapes.text import SceneText
     from ..tokenizer import OFATokenizer
 
 
@@ -88,6 +90,10 @@ class VQA(Task[VQAFields]):
         """The answer's probability, ``exp`` of its summed log-prob: with an answer list, its
         probability among the listed answers (the trie renormalises each step)."""
         return math.exp(sum(logprobs))
+
+    def shapes_lines(self, scene: Scene, text: SceneText, name: str) -> list[dict[str, Any]]:
+        return [{"file_name": name, "question": q.question, "answer": q.answer}
+                for q in text.questions]  # fmt: skip
 
     def from_columns(
         self, row: Mapping[str, Any], size: tuple[int, int]

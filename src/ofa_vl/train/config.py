@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from ..arguments import add_dataclass_args, flag, from_args
 from ..config import PRESETS
 from ..data.training import MIXTURES, TASKS
 from ..errors import OFAValueError
@@ -24,62 +25,72 @@ from ..options import (
 
 @dataclass
 class TrainConfig:
-    """Everything one training run is given (``ofa train --help`` describes each option)."""
+    """Everything one training run is given: the ``ofa train`` flags (``--batch-size`` is
+    ``batch_size``, :func:`add_train_args`)."""
 
-    data: Path
-    out: Path
-    task: str | None = None
-    init: str = "shapes"
-    tokenizer: str | None = None
-    num_bins: int = 1000
-    repeat: list[str] = field(default_factory=list)
-    image_size: int | None = None
-    interpolation: str | None = None
-    steps: int = 1000
-    batch_size: int = 16
-    accum: int = 1
-    lr: float = 1e-4
-    warmup_ratio: float = 0.06  # OFA run_scripts
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    label_smoothing: float = 0.1
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    drop_path: float = 0.0
-    freeze_embeddings: bool = False
-    freeze_resnet: bool = False
-    backbone_steps: int = 0
-    ema: float = 0.0
-    precision: str = "fp32"
-    device: str = "auto"
-    workers: int = 2
-    cache_images: bool = False
-    threads: int | None = None
-    seed: int = 0
-    max_source_length: int = 80
-    save_every: int = 500
-    log_every: int = 10
-    resume: bool = False
-    no_progress: bool = False
-    strict: bool = False
-    val_every: int = 0
-    early_stop: int = 0
-    val_beams: int | None = None
-    val_max_new_tokens: int | None = None
-    lora_rank: int = 0  # 0: no LoRA, every weight trains
-    lora_alpha: float = LoraOptions.alpha
-    lora_dropout: float = LoraOptions.dropout
-    lora_targets: list[str] = field(default_factory=lambda: list(LoraOptions.targets))
-    activation_checkpointing: bool = False
+    data: Path = flag(help="a folder of images + metadata.jsonl/.csv (ofa_vl.data.folder), or a "
+                      "dataset root in mmpretrain's layout")  # fmt: skip
+    out: Path = flag(help="output model folder")
+    task: str | None = flag(None, "the task to train; a folder (--data) says it (its columns or "
+                            "task column)", choices=[*TASKS, *MIXTURES, "classify", "ask"])  # fmt: skip
+    init: str = flag("shapes", f"model name, checkpoint path or a preset ({', '.join(PRESETS)}) "
+                     "to start from")  # fmt: skip
+    tokenizer: str | None = flag(None, "tokenizer dir/hub id for a preset init (default: a word "
+                                 "vocabulary of the data)")  # fmt: skip
+    num_bins: int = flag(1000, "location bins of a fresh preset's vocabulary")
+    repeat: list[str] = flag([], "use TASK's examples N times in a multitask mixture (e.g. "
+                             "refcoco=2)", action="append", metavar="TASK=N")  # fmt: skip
+    image_size: int | None = flag(None, "input resolution (default: the model's own)")
+    interpolation: Literal["bilinear", "bicubic"] | None = flag(None, "image resize kernel")
+    steps: int = flag(1000, "optimizer steps")
+    batch_size: int = flag(16, "examples per rank and micro-step")
+    accum: int = flag(1, "gradient accumulation steps")
+    lr: float = flag(1e-4, "peak learning rate")
+    warmup_ratio: float = flag(0.06, "share of the steps warming up")  # OFA run_scripts
+    weight_decay: float = flag(0.01, "AdamW weight decay")
+    clip_norm: float = flag(1.0, "gradient norm clip")
+    label_smoothing: float = flag(0.1, "label smoothing of the loss")
+    dropout: float = flag(0.1, "dropout")
+    attention_dropout: float = flag(0.0, "attention dropout")
+    drop_path: float = flag(0.0, "encoder and decoder drop-path")
+    freeze_embeddings: bool = flag(False, "keep the embeddings fixed")
+    freeze_resnet: bool = flag(False, "keep the ResNet fixed")
+    backbone_steps: int = flag(0, "first pretrain the ResNet this many steps on the shapes "
+                               "world's per-patch labels")  # fmt: skip
+    ema: float = flag(0.0, "EMA decay (e.g. 0.9999); 0 = off")
+    precision: Literal["fp32", "bf16"] = flag("fp32", "training precision")
+    device: str = flag("auto", "auto, cpu, cuda, cuda:1, ...")
+    workers: int = flag(2, "image loading processes")
+    cache_images: bool = flag(False, "resize each image once and keep it in memory (small image "
+                              "sets, e.g. shapes)")  # fmt: skip
+    threads: int | None = flag(None, "torch CPU threads per process")
+    seed: int = flag(0, "random seed")
+    max_source_length: int = flag(80, "longest prompt, in tokens")
+    save_every: int = flag(500, "checkpoint every N steps")
+    log_every: int = flag(10, "log every N steps")
+    resume: bool = flag(False, "continue from OUT's latest checkpoint")
+    no_progress: bool = flag(False, "no tqdm bar")
+    strict: bool = flag(False, "--data folder: refuse bad lines")
+    val_every: int = flag(0, "score the folder's validation split every N steps (and at the end) "
+                          "with the task's metric, as ofa test does; the best weights go to "
+                          "OUT/best/")  # fmt: skip
+    early_stop: int = flag(0, "stop after K validations without improvement")
+    val_beams: int | None = flag(None, "validation beam size")
+    val_max_new_tokens: int | None = flag(None, "validation length limit")
+    lora_rank: int = flag(0, "train LoRA adapters of this rank instead of every weight (pip "
+                          "install 'ofa-vl[lora]'); OUT is then an adapter folder: ofa convert "
+                          "INIT MERGED --merge-adapter OUT")  # fmt: skip
+    lora_alpha: float = flag(LoraOptions.alpha, "LoRA scale alpha / rank")
+    lora_dropout: float = flag(LoraOptions.dropout, "LoRA dropout")
+    lora_targets: list[str] = flag(list(LoraOptions.targets), "groups (attention, ffn) or "
+                                   "regular expressions over module names")  # fmt: skip
+    activation_checkpointing: bool = flag(False, "recompute each layer in the backward pass "
+                                          "instead of keeping its activations")  # fmt: skip
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | TrainConfig) -> TrainConfig:
         """The config of parsed ``ofa train`` arguments (other attributes are ignored)."""
-        if isinstance(args, TrainConfig):
-            return args
-        given = vars(args)
-        names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{k: given[k] for k in names if k in given})
+        return args if isinstance(args, TrainConfig) else from_args(cls, args)
 
     def check(self) -> None:
         """Every option within its bounds (:mod:`ofa_vl.options`)."""
@@ -114,120 +125,6 @@ class TrainConfig:
         return out | {"data": str(self.data)}
 
 
-def _defaults() -> dict[str, Any]:
-    """:class:`TrainConfig`'s defaults: the one place ``ofa train``'s option defaults are written."""
-    return {
-        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        for f in dataclasses.fields(TrainConfig)
-        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-    }
-
-
 def add_train_args(parser: argparse.ArgumentParser) -> None:
-    """The ``ofa train`` options (they fill a :class:`TrainConfig`, whose defaults they take)."""
-    p = parser
-    p.set_defaults(**_defaults())
-    p.add_argument(
-        "--task",
-        choices=[*TASKS, *MIXTURES, "classify", "ask"],
-        help="the task to train; a folder (--data) says it (its columns or task column)",
-    )
-    p.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        help="a folder of images + metadata.jsonl/.csv (ofa_vl.data.folder), or a dataset root "
-        "in mmpretrain's layout",
-    )
-    p.add_argument("--out", required=True, type=Path, help="output model folder")
-    p.add_argument(
-        "--init",
-        help=f"model name, checkpoint path or a preset ({', '.join(PRESETS)}) to start from",
-    )
-    p.add_argument(
-        "--tokenizer",
-        help="tokenizer dir/hub id for a preset init (default: a word vocabulary of the data)",
-    )
-    p.add_argument("--num-bins", type=int, help="location bins of a fresh preset's vocabulary")
-    p.add_argument(
-        "--repeat",
-        action="append",
-        metavar="TASK=N",
-        help="use TASK's examples N times in a multitask mixture (e.g. refcoco=2)",
-    )
-    _optimisation_args(p)
-
-
-def _optimisation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-size", type=int, help="default: the model's own")
-    p.add_argument("--interpolation", choices=["bilinear", "bicubic"])
-    p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, help="examples per rank and micro-step")
-    p.add_argument("--accum", type=int, help="gradient accumulation steps")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-ratio", type=float)  # OFA run_scripts
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--clip-norm", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--attention-dropout", type=float)
-    p.add_argument("--drop-path", type=float, help="encoder and decoder drop-path")
-    p.add_argument("--freeze-embeddings", action="store_true")
-    p.add_argument("--freeze-resnet", action="store_true")
-    p.add_argument(
-        "--backbone-steps",
-        type=int,
-        help="first pretrain the ResNet this many steps on the shapes world's per-patch labels",
-    )
-    p.add_argument("--ema", type=float, help="EMA decay (e.g. 0.9999); 0 = off")
-    _run_args(p)
-
-
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=["fp32", "bf16"])
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--workers", type=int)
-    p.add_argument(
-        "--cache-images",
-        action="store_true",
-        help="resize each image once and keep it in memory (small image sets, e.g. shapes)",
-    )
-    p.add_argument("--threads", type=int, help="torch CPU threads per process")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--max-source-length", type=int)
-    p.add_argument("--save-every", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
-    p.add_argument("--strict", action="store_true", help="--data folder: refuse bad lines")
-    p.add_argument(
-        "--val-every",
-        type=int,
-        help="score the folder's validation split every N steps (and at the end) with the task's "
-        "metric, as ofa test does; the best weights go to OUT/best/",
-    )
-    p.add_argument("--early-stop", type=int, help="stop after K validations without improvement")
-    p.add_argument("--val-beams", type=int, help="validation beam size")
-    p.add_argument("--val-max-new-tokens", type=int, help="validation length limit")
-    _lora_args(p)
-
-
-def _lora_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--lora-rank",
-        type=int,
-        help="train LoRA adapters of this rank instead of every weight (pip install "
-        "'ofa-vl[lora]'); OUT is then an adapter folder: ofa convert INIT MERGED --merge-adapter OUT",
-    )
-    p.add_argument("--lora-alpha", type=float, help="LoRA scale alpha / rank")
-    p.add_argument("--lora-dropout", type=float)
-    p.add_argument(
-        "--lora-targets",
-        nargs="+",
-        help="groups (attention, ffn) or regular expressions over module names",
-    )
-    p.add_argument(
-        "--activation-checkpointing",
-        action="store_true",
-        help="recompute each layer in the backward pass instead of keeping its activations",
-    )
+    """The ``ofa train`` flags: :class:`TrainConfig`'s fields, its defaults theirs."""
+    add_dataclass_args(parser, TrainConfig)
