@@ -116,10 +116,10 @@ class Runtime:
 
     # ofa_vl.model.precision.PRECISIONS and ofa_vl.api.BACKENDS, written out so that --help does
     # not import torch
-    precision: Literal["fp32", "bf16", "int8", "int8-dynamic", "int8-legacy"] = flag(
+    precision: Literal["fp32", "bf16", "int8", "int8-legacy"] = flag(
         "fp32",
-        "bf16: weights cast (stream, logits fp32); int8: torchao weight-only; "
-        "int8-dynamic: torchao int8 activations too; int8-legacy: quantize_dynamic",
+        "bf16: weights cast (stream, logits fp32); int8: the output projection int8, the rest "
+        "fp32; int8-legacy: every Linear int8 (CPU; fastest, changes near-tie answers)",
     )
     compile: bool = flag(False, "decode with a torch.compile'd step (compiling takes tens of "
                          "seconds once)")  # fmt: skip
