@@ -139,3 +139,17 @@ def test_decoding_flags_and_their_kept_alias():
         "num_beams": 4, "max_new_tokens": 9
     }  # fmt: skip
     assert decoding(parse(["predict", "m", "in", "--out", "o"])) == {}  # the model's defaults
+
+
+def test_runtime_choices_are_the_library_ones() -> None:
+    """``--precision`` / ``--backend`` choices are written out (``--help`` imports no torch): they
+    must stay the library's."""
+    import typing
+
+    from ofa_vl.api import BACKENDS
+    from ofa_vl.cli.common import Runtime
+    from ofa_vl.model.precision import PRECISIONS
+
+    hints = typing.get_type_hints(Runtime)
+    assert typing.get_args(hints["precision"]) == PRECISIONS
+    assert typing.get_args(hints["backend"]) == tuple(BACKENDS)
