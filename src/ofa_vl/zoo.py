@@ -163,15 +163,17 @@ _CN_REFCOCO_GEN = decoding(  # OFA:run_scripts/refcoco/evaluate_refcoco_cn.sh
     num_beams=5, fairseq=True, min_new_tokens=4, max_new_tokens=5, no_repeat_ngram_size=3,
 )  # fmt: skip
 # task, file, preprocessing, decoding (ocr: the task's own = evaluate_ocr.sh), notes
-_CN_FINETUNED: tuple[
-    tuple[str, str, Overlay[PreprocessConfig], Overlay[GenerationConfig], str], ...
+_CN_FINETUNED: tuple[  # (card tag, task, file, preprocessing, decoding, notes)
+    tuple[str, str, str, Overlay[PreprocessConfig], Overlay[GenerationConfig], str], ...
 ] = (
-    ("caption", "caption_cn_{}.pt", _BICUBIC, _CN_CAPTION_GEN, "MUGE caption (stage 1)"),
-    ("refcoco", "refcoco_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN, "RefCOCO-CN (translated)"),
-    ("refcoco", "refcocoplus_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN, "RefCOCO+-CN (translated)"),
-    ("refcoco", "refcocog_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN, "RefCOCOg-CN (translated)"),
-    ("ocr", "ofa_cn_ocr_{}.pt", inputs(), decoding(), "Chinese OCR, multitask fine-tuned"),
-)
+    ("caption", "caption", "caption_cn_{}.pt", _BICUBIC, _CN_CAPTION_GEN, "MUGE caption (stage 1)"),
+    ("refcoco", "refcoco", "refcoco_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN, "RefCOCO-CN (translated)"),
+    ("refcocoplus", "refcoco", "refcocoplus_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN,
+     "RefCOCO+-CN (translated)"),
+    ("refcocog", "refcoco", "refcocog_cn_{}.pt", _BICUBIC, _CN_REFCOCO_GEN,
+     "RefCOCOg-CN (translated)"),
+    ("ocr", "ocr", "ofa_cn_ocr_{}.pt", inputs(), decoding(), "Chinese OCR, multitask fine-tuned"),
+)  # fmt: skip
 _CN_METRICS: dict[str, dict[str, float]] = {  # OFA:checkpoints_cn.md results tables
     "caption_cn_base.pt": {"BLEU-4": 26.23, "ROUGE-L": 58.95, "CIDEr-D": 50.70},
     "caption_cn_large.pt": {"BLEU-4": 27.32, "ROUGE-L": 59.20, "CIDEr-D": 53.51},
@@ -190,9 +192,8 @@ for size in ("base", "large"):
     register(ModelCard(f"ofa-cn-{size}_official-pretrain", "caption", OFA_OSS + f"ofa_cn_{size}.pt",
                        tokenizer="chinese", task_options=_ZH, preprocessing=_BICUBIC,
                        notes="OFA-CN pretrained"))  # fmt: skip
-    for task, file, pre, generation, notes in _CN_FINETUNED:
+    for tag, task, file, pre, generation, notes in _CN_FINETUNED:
         fname = file.format(size)
-        tag = "ocr" if task == "ocr" else fname.split("_")[0]
         register(ModelCard(
             f"ofa-cn-{size}_official-finetuned_{tag}", task, OFA_OSS + fname, tokenizer="chinese",
             task_options=_ZH, preprocessing=pre, generation=generation,
