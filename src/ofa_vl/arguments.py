@@ -1,8 +1,9 @@
 """Command-line flags generated from a config dataclass, after HF's ``HfArgumentParser``.
 
 A field ``batch_size: int = flag(16, "images per batch")`` is the flag ``--batch-size`` (type from
-the annotation, help from ``metadata["help"]``, any other metadata item an ``add_argument``
-keyword: ``choices``, ``aliases``, ``action``, ``metavar``, ``nargs``). The parser's default is
+the annotation, help from ``metadata["help"]``, ``add_argument`` keywords from
+``metadata["argparse"]``: ``choices``, ``aliases``, ``action``, ``metavar``, ``nargs``; other
+metadata, such as ``GenerationConfig``'s bounds, is not the parser's). The parser's default is
 None, so :func:`from_args` passes only the flags given and the dataclass keeps its own defaults.
 """
 
@@ -25,7 +26,7 @@ Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 def flag(default: Any = dataclasses.MISSING, help: str = "", **argparse_options: Any) -> Any:
     """A config field and its ``--flag``: help and ``add_argument`` options in its metadata (a
     dict or list ``default``: a fresh copy for each config; no default: a required flag)."""
-    metadata = {"help": help, **argparse_options}
+    metadata = {"help": help, "argparse": argparse_options}
     if isinstance(default, dict | list):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -73,12 +74,12 @@ def add_dataclass_args(
     for f in dataclasses.fields(cls):
         if (only is not None and f.name not in only) or f.name in exclude:
             continue
-        options = dict(f.metadata)
+        options = dict(f.metadata.get("argparse", {}))
         flags = (names or {}).get(f.name) or [f"--{f.name.replace('_', '-')}"]
         flags = [*flags, *options.pop("aliases", ())]
         default = _default(f)
         shown = (defaults or {}).get(f.name, default)
-        help = options.pop("help", "") or (helps or {}).get(f.name) or f.name.replace("_", " ")
+        help = f.metadata.get("help") or (helps or {}).get(f.name) or f.name.replace("_", " ")
         if hints[f.name] is bool:
             action = argparse.BooleanOptionalAction if default is True else "store_true"
             options = {"action": action, **options}
