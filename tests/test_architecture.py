@@ -197,14 +197,8 @@ def test_lazy_imports_cross_the_layers_only_where_documented() -> None:
         assert f"`{file}` -> `{target}`" in documented, f"ARCHITECTURE.md: {file} -> {target}"
 
 
-# circles still there, each to be cut (ARCHITECTURE.md names them)
-KNOWN_CIRCLES = [
-    ["ofa_vl.bulk.ray_engine", "ofa_vl.bulk.run"],  # run_ray <- predict's engine
-]
-
-
 def test_no_import_circles() -> None:
-    circles = [c for c in _circles(_graph()) if c not in KNOWN_CIRCLES]
+    circles = _circles(_graph())
     assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
 
 

@@ -19,8 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..api import OFAPipeline, get_model
+from .chunks import Job, chunk_batches, chunks, run_chunks
 from .inputs import Record, read_inputs
-from .run import Job, chunk_batches, chunks, run_chunks
 
 __all__ = ["ChunkPredictor", "run_ray"]
 
