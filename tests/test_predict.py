@@ -200,6 +200,41 @@ def test_questions_per_row_or_for_all_and_the_output_formats(pipe, world, tmp_pa
         _run(vqa, str(world / "tree"), tmp_path / "x.json", format="coco")
 
 
+def test_every_config_field_is_a_flag_and_a_bad_option_is_one_line(monkeypatch, tmp_path):
+    import argparse
+    import dataclasses
+
+    import ofa_vl.bulk
+    from ofa_vl.bulk import PredictConfig, PredictSummary
+    from ofa_vl.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    dests = {a.dest for a in commands.choices["predict"]._actions}
+    names = {f.name for f in dataclasses.fields(PredictConfig)}
+    assert names - {"generation"} <= dests and "decoding" in dests  # generation: decoding flags
+    seen: list[PredictConfig] = []
+
+    def stub(model, inputs, out, config: PredictConfig) -> PredictSummary:
+        seen.append(config)
+        return PredictSummary(Path(out), Path("e"), 0, 0, 0, 0, 1.0)
+
+    monkeypatch.setattr(ofa_vl.bulk, "predict", stub)
+    flags = ["--field", "question=hi", "--batch-size", "3", "--precision", "bf16", "--beams", "2",
+             "--no-progress", "--engine", "ray"]  # fmt: skip
+    assert main(["predict", MODEL, "in", "--out", "o", *flags]) == 0
+    assert seen == [PredictConfig(fields={"question": "hi"}, batch_size=3, precision="bf16",
+                                  generation={"num_beams": 2}, progress=False, engine="ray")]  # fmt: skip
+    monkeypatch.undo()
+    with pytest.raises(
+        OFAValueError, match=r"unknown predict option\(s\) batch; valid: task, "
+    ) as e:
+        predict(MODEL, "in", tmp_path / "o", batch=3)
+    with pytest.raises(OFAValueError, match="workers must be at least 0") as bad:
+        PredictConfig(workers=-1)
+    assert "\n" not in str(e.value) + str(bad.value)
+
+
 def _cli(world: Path, out: Path, *extra: str) -> list[str]:
     return ["predict", MODEL, str(world / "tree"), "--out", str(out), "--chunk-size",
             str(CHUNK), "--batch-size", str(BATCH), "--workers", "1", *extra]  # fmt: skip

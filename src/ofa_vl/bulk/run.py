@@ -14,13 +14,12 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
@@ -29,16 +28,14 @@ from ..api import OFAPipeline, get_model
 from ..distributed import Dist, init_distributed, resolve_device
 from ..errors import OFAError, OFARuntimeError, OFAValueError, describe
 from ..evaluate import _check_settings, _settings
-from ..options import at_least, check_counts
 from ..preprocess import PreprocessConfig
 from ..runs import RunLock
 from .chunks import Job, LoadedBatch, chunks, cuts, load_batch, run_chunks
+from .config import PredictConfig
 from .inputs import count_records, read_inputs
 from .writer import ChunkStore, merge, output_format
 
-__all__ = ["ENGINES", "PredictSummary", "predict"]
-
-ENGINES = ("local", "ray")
+__all__ = ["PredictSummary", "predict"]
 
 
 @dataclass(frozen=True)
@@ -147,25 +144,8 @@ def predict(
     model: OFAPipeline | str | Path,
     inputs: str | Sequence[str],
     out: str | Path,
-    *,
-    task: str | None = None,
-    fields: Mapping[str, Any] | None = None,
-    format: str | None = None,
-    batch_size: int = 8,
-    chunk_size: int = 1024,
-    workers: int = 2,
-    resume: bool = False,
-    engine: str = "local",
-    actors: int = 2,
-    device: str | torch.device | None = None,
-    pretrained: str | Path | None = None,
-    tokenizer: str | Path | None = None,
-    precision: str = "fp32",
-    compile: bool = False,
-    backend: str = "torch",
-    generation: Mapping[str, Any] | None = None,
-    progress: bool = True,
-    **task_options: Any,
+    config: PredictConfig | None = None,
+    **options: Any,
 ) -> PredictSummary:
     """Run one task over every image of ``inputs`` into ``out`` (:mod:`ofa_vl.bulk`).
 
@@ -174,51 +154,41 @@ def predict(
         inputs: folders, globs, ``.txt`` lists, ``.csv`` / ``.jsonl`` / ``.parquet`` tables,
             WebDataset shards (braces expanded); :mod:`ofa_vl.bulk.inputs`.
         out: the result file; ``out.errors.jsonl`` gets the failures, ``out.parts/`` the chunks.
-        fields: the task's text fields for every record (``question=``), a row's own win.
-        format: ``jsonl`` (default), ``parquet`` or ``coco`` (captions, boxes).
-        chunk_size: records per chunk: what a kill can lose, and what is held in memory.
-        workers: DataLoader worker processes decoding images (0: in this process).
-        resume: continue the run in ``out`` (same model, task and options, else refused).
-        engine: ``local`` (this process, or each torchrun rank) or ``ray``: ``actors`` Ray actors
-            (:mod:`ofa_vl.bulk.ray_engine`, one GPU each when ``device`` is CUDA).
-        backend: ``torch``, or ``onnxruntime`` for a folder of ``ofa export --format onnx``.
-        generation: decoding overrides (``num_beams``, ``max_new_tokens``, ...).
+        config: how (:class:`PredictConfig`: ``task``, ``fields``, ``format``, ``chunk_size``,
+            ``resume``, ``engine``, ...; default: its defaults).
+        options: :class:`PredictConfig` fields over ``config`` (``task="vqa", batch_size=32``).
     """
-    check_counts(batch_size=batch_size, chunk_size=chunk_size, actors=actors)
-    at_least("workers", workers, 0)
-    if engine not in ENGINES:
-        raise OFAValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    c = PredictConfig.of(config, **options)
     out = Path(out)
-    dev = model.device if isinstance(model, OFAPipeline) else resolve_device(device)
+    dev = model.device if isinstance(model, OFAPipeline) else resolve_device(c.device)
     ranks, created = init_distributed(dev)
-    build = dict(pretrained=pretrained, tokenizer=tokenizer, task=task, precision=precision,
-                 compile=compile, backend=backend, **task_options)  # fmt: skip
+    build = c.model_options()
     try:
         with ExitStack() as held:
             if isinstance(model, OFAPipeline):
-                pipe = model if task in (None, model.task.name) else model.with_task(task)
+                pipe = model if c.task in (None, model.task.name) else model.with_task(c.task)
             else:
                 pipe = get_model(model, device=dev, **build)
-            fmt = output_format(out, format, pipe.task.name)
+            fmt = output_format(out, c.format, pipe.task.name)
             job = Job([inputs] if isinstance(inputs, str) else list(inputs),
-                      ChunkStore(Path(f"{out}.parts")), chunk_size, batch_size,
-                      dict(fields or {}), dict(generation or {}))  # fmt: skip
-            done, lock = _open_run(job.store, out, resume, ranks, held)
+                      ChunkStore(Path(f"{out}.parts")), c.chunk_size, c.batch_size,
+                      dict(c.fields or {}), dict(c.generation or {}))  # fmt: skip
+            done, lock = _open_run(job.store, out, c.resume, ranks, held)
             settings = {**_settings(pipe, job.overrides), "task": pipe.task.name,
-                        "inputs": job.sources, "fields": job.defaults, "batch_size": batch_size,
-                        "chunk_size": chunk_size}  # fmt: skip
+                        "inputs": job.sources, "fields": job.defaults, "batch_size": c.batch_size,
+                        "chunk_size": c.chunk_size}  # fmt: skip
             _check_settings(job.store.folder, settings, bool(done), ranks)
 
             def compute(bar: tqdm) -> tuple[int, int]:
-                if engine == "ray":
+                if c.engine == "ray":
                     from .ray_engine import run_ray
 
                     spec = pipe if isinstance(model, OFAPipeline) else (str(model), build)
-                    return run_ray(spec, job, done, actors, dev.type == "cuda", bar)
-                loader = _loader(pipe, job, ranks, done, workers, lock)
+                    return run_ray(spec, job, done, c.actors, dev.type == "cuda", bar)
+                loader = _loader(pipe, job, ranks, done, c.workers, lock)
                 return run_chunks(pipe, iter(loader), job, bar)
 
-            return _execute(job, done, ranks, fmt, out, progress, compute)
+            return _execute(job, done, ranks, fmt, out, c.progress, compute)
     finally:
         if created:
             dist.destroy_process_group()

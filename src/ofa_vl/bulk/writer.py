@@ -23,10 +23,9 @@ from ..errors import OFAValueError
 from ..formats import coco_entries
 from ..runs import publish, write_atomic
 from ..tasks import TASKS
+from .config import FORMATS
 
-__all__ = ["FORMATS", "ChunkStore", "coco_image_id", "merge", "output_format"]
-
-FORMATS = ("jsonl", "parquet", "coco")
+__all__ = ["ChunkStore", "coco_image_id", "merge", "output_format"]
 _CHUNK = re.compile(r"^chunk-(\d+)\.jsonl$")
 
 

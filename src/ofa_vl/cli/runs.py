@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
 from ..arguments import add_dataclass_args, from_args
 from ..errors import OFAValueError
-from .common import command, decoding, decoding_args, key_values, runtime, runtime_args
+from .common import Runtime, command, decoding, decoding_args, key_values, runtime, runtime_args
 
 
 def _test_args(p: argparse.ArgumentParser) -> None:
@@ -39,33 +40,21 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
+    from ..bulk.config import PredictConfig
+
     p.add_argument("model", help="zoo name or checkpoint path")
     p.add_argument(
         "inputs", nargs="+", metavar="INPUT",
         help="a folder (recursive), glob, .txt list of paths/URLs, .csv/.jsonl/.parquet table "
         "(file_name or image column + task fields), WebDataset shards (shard-{000..009}.tar)",
     )  # fmt: skip
-    p.add_argument("--task", help="caption, refcoco, vqa, ocr, ask, ... (default: the model's)")
     p.add_argument("--out", required=True, help="result file; OUT.errors.jsonl, OUT.parts/ beside")
-    # ofa_vl.bulk.FORMATS, written out so that --help does not import torch
-    p.add_argument("--format", choices=["jsonl", "parquet", "coco"], help="default: jsonl")
     p.add_argument(
-        "--field", action="append", default=[], metavar="KEY=VALUE",
-        help="a task field for every record (question=..., text=...); a row's own wins",
+        "--field", action="append", default=[], dest="fields", metavar="KEY=VALUE",
+        help=PredictConfig.__dataclass_fields__["fields"].metadata["help"],
     )  # fmt: skip
-    p.add_argument("--answers", help="VQA answer list (ans2label .pkl/.json) constraining decoding")
-    p.add_argument("--pretrained", help="weights overriding the named model's")
-    p.add_argument("--tokenizer", help="tokenizer directory or hub id")
-    p.add_argument("--device", help="cpu, cuda (default when present; torchrun: each worker's)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--chunk-size", type=int, default=1024, help="records per written chunk")
-    p.add_argument("--workers", type=int, default=2, help="image loading processes (0: none)")
-    p.add_argument("--resume", action="store_true", help="continue the run writing --out")
-    p.add_argument(
-        "--engine", choices=["local", "ray"], default="local",
-        help="local: this process (or each torchrun rank); ray: a Ray Data job (the ray extra)",
-    )  # fmt: skip
-    p.add_argument("--actors", type=int, default=2, help="--engine ray: actors (a GPU each)")
+    shared = [f.name for f in dataclasses.fields(Runtime)]  # runtime_args' flags, below
+    add_dataclass_args(p, PredictConfig, exclude=("fields", "generation", *shared))
     decoding_args(p, n_best=True)
     runtime_args(p)
 
@@ -73,16 +62,13 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 @command("predict", _predict_args)
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run a task over a whole collection into a result file (resumable; torchrun shards it)."""
-    from ..bulk import predict
+    from ..bulk import PredictConfig, predict
 
-    options = {"answers": args.answers} if args.answers else {}
-    summary = predict(
-        args.model, args.inputs, args.out, task=args.task, fields=key_values(args.field, "--field"),
-        format=args.format, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        workers=args.workers, resume=args.resume, engine=args.engine, actors=args.actors,
-        device=args.device, pretrained=args.pretrained, tokenizer=args.tokenizer,
-        generation=decoding(args), **runtime(args), **options,
-    )  # fmt: skip
+    fields = key_values(args.fields, "--field")
+    config = dataclasses.replace(
+        from_args(PredictConfig, args), fields=fields, generation=decoding(args)
+    )
+    summary = predict(args.model, args.inputs, args.out, config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary.line(), file=sys.stderr)
     return summary.exit_status
