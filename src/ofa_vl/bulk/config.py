@@ -70,7 +70,7 @@ class PredictConfig:
             raise OFAValueError(
                 f"unknown predict option(s) {', '.join(unknown)}; valid: {', '.join(names)}"
             )
-        return dataclasses.replace(config, **options) if config else cls(**options)
+        return cls(**options) if config is None else dataclasses.replace(config, **options)
 
     def model_options(self) -> dict[str, Any]:
         """The ``get_model`` keywords of a named model (``answers`` only when given)."""
