@@ -46,6 +46,7 @@ class PredictConfig:
     device: str | None = flag(None, "cpu, cuda (default when present; torchrun: each worker's)")
     pretrained: str | Path | None = flag(None, "weights overriding the named model's")
     tokenizer: str | Path | None = flag(None, "tokenizer directory or hub id")
+    image_size: int | None = flag(None, "a named model: input resolution (default: the model's)")
     answers: str | Path | None = flag(
         None, "VQA answer list (ans2label .pkl/.json) constraining decoding"
     )
@@ -73,8 +74,9 @@ class PredictConfig:
         return cls(**options) if config is None else dataclasses.replace(config, **options)
 
     def model_options(self) -> dict[str, Any]:
-        """The ``get_model`` keywords of a named model (``answers`` only when given)."""
-        answers = {} if self.answers is None else {"answers": self.answers}
+        """The ``get_model`` keywords of a named model (image size, answers only when given)."""
+        given = {k: v for k, v in (("image_size", self.image_size), ("answers", self.answers))
+                 if v is not None}  # fmt: skip
         return dict(pretrained=self.pretrained, tokenizer=self.tokenizer, task=self.task,
                     precision=self.precision, compile=self.compile, backend=self.backend,
-                    **answers)  # fmt: skip
+                    **given)  # fmt: skip
