@@ -102,17 +102,18 @@ def quantize_int8(model: OFA, names: set[str]) -> OFA:
     """The Linears ``names`` of ``model`` as int8 (in place); when the output projection is one,
     its logits become approximate and ``Decoder.refine`` recomputes the kept ones from the fp32
     table (the token embedding's, which stays fp32)."""
+    cpu = model.device.type == "cpu"
+    if not cpu and names != {"decoder.output_projection"}:  # checked before the model changes
+        raise OFAValueError("int8-legacy runs on the CPU only; use int8 or bf16")
     if "decoder.output_projection" in names:
         model.decoder.logits_fp32 = model.decoder.embed_tokens.weight.detach()
-    if model.device.type == "cpu":
-        with warnings.catch_warnings():  # torch 2.13 flags its own quantized-tensor API deprecated
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(
-                model, {n: PER_ROW for n in names}, inplace=True
-            )
-    if names != {"decoder.output_projection"}:
-        raise OFAValueError("int8-legacy runs on the CPU only; use int8 or bf16")
-    return quantize_torchao_projection(model)
+    if not cpu:
+        return quantize_torchao_projection(model)
+    with warnings.catch_warnings():  # torch 2.13 flags its own quantized-tensor API deprecated
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(
+            model, {n: PER_ROW for n in names}, inplace=True
+        )
 
 
 def quantize_torchao_projection(model: OFA) -> OFA:
