@@ -15,9 +15,11 @@ from tqdm import tqdm
 
 from ..api import OFAPipeline
 from ..errors import OFAError, describe
+from ..generation import GenerationConfig
 from ..images import ImageError, ImageInfo
 from ..preprocess import PreprocessConfig
 from ..tasks import Result
+from ..tasks.runners import Prepared
 from .inputs import Record, image_source
 from .writer import ChunkStore
 
@@ -99,34 +101,32 @@ def _error(record: Record, reason: str) -> dict[str, Any]:
 
 
 def _results(
-    pipe: OFAPipeline,
-    pixels: torch.Tensor,
-    infos: list[ImageInfo],
-    fields: list[dict[str, Any]],
-    overrides: Mapping[str, Any],
+    pipe: OFAPipeline, pixels: torch.Tensor, items: list[Prepared], config: GenerationConfig
 ) -> list[Result | str]:
     """The batch's results; when the batch fails on a user error, each query alone (the reason
     for those that fail again)."""
     try:
-        return list(pipe.predict_batch(pixels, infos, fields, **overrides))
+        return list(pipe.predict_prepared(pixels, items, config))
     except OFAError as e:
-        if len(fields) == 1:
+        if len(items) == 1:
             return [describe(e)]
-    return [_results(pipe, pixels[i : i + 1], infos[i : i + 1], fields[i : i + 1], overrides)[0]
-            for i in range(len(fields))]  # fmt: skip
+    return [_results(pipe, pixels[i : i + 1], items[i : i + 1], config)[0]
+            for i in range(len(items))]  # fmt: skip
 
 
 def _predict_loaded(
     pipe: OFAPipeline, batch: LoadedBatch, defaults: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(rows, errors) of one loaded batch: fields checked per record, then one model call."""
+    """(rows, errors) of one loaded batch: each record's fields checked, normalised and tokenized
+    once (``OFAPipeline.prepare``), then one model call."""
     errors = [_error(r, reason) for r, reason in batch.failed]
     keep: list[int] = []
     fields: list[dict[str, Any]] = []
+    items: list[Prepared] = []
     for j, r in enumerate(batch.records):
         given = {**defaults, **r.fields}
         try:
-            pipe.task.normalize(given)
+            items.append(pipe.prepare(given, batch.infos[j]))
         except OFAError as e:
             errors.append(_error(r, describe(e)))
             continue
@@ -135,8 +135,8 @@ def _predict_loaded(
     rows: list[dict[str, Any]] = []
     if keep:
         assert batch.pixels is not None
-        infos = [batch.infos[j] for j in keep]
-        results = _results(pipe, batch.pixels[keep], infos, fields, overrides)
+        config = pipe.decoding(**overrides)  # checked when the run began (its settings)
+        results = _results(pipe, batch.pixels[keep], items, config)
         for j, given, res in zip(keep, fields, results):
             r = batch.records[j]
             if isinstance(res, str):
