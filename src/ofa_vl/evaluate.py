@@ -134,8 +134,8 @@ class EvalConfig:
     coco_results: bool = flag(False, "also write OUT/coco_results.json (captions or boxes)")
     image_size: int | None = flag(None, "a named model: input resolution (default: the model's)")
     answers: str | Path | None = flag(None, "a named model: VQA answer list (ans2label .pkl/.json)")
-    backend: str | None = flag(None, "a named model: torch or onnxruntime (an exported folder)",
-                               choices=("torch", "onnxruntime"))  # fmt: skip
+    # its flag (and choices) is the runtime flag every command shares (cli.common.Runtime)
+    backend: str | None = flag(None, "a named model: torch or onnxruntime (an exported folder)")
 
     def model_options(self) -> dict[str, Any]:
         """The ``get_model`` options given for a named model (image size, answers, backend)."""
