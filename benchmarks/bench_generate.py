@@ -16,6 +16,8 @@ step (``ofa_vl.model.compile``), its first call (the compilation) reported apart
 int8`` adds caption rows of the same network exported to ONNX (``ofa_vl.onnx``; int8 = ONNX
 Runtime's dynamic int8 MatMuls) and decoded by the same engine through ONNX Runtime, each against
 PyTorch fp32's row of the same batch (speed ratio, same ids).
+Freed memory is kept in the process as the ``ofa`` command does (``ofa_vl.allocator``;
+``--system-malloc``: glibc's default, every block over 32 MB mmap'ed and faulted in afresh).
 Caption rows also say what one decoding step costs whatever the CPU (``step_cost.py``): the MB
 of weights it reads (``MB/step``) and the kernels it launches (``ops/step``).
 """
@@ -36,6 +38,7 @@ from step_cost import decoding_step_cost
 from torch.utils.flop_counter import FlopCounterMode
 
 from ofa_vl import OFA, OFAConfig, OFAPipeline, OFATokenizer, Trie, generate
+from ofa_vl.allocator import keep_freed_memory
 from ofa_vl.generation import GenerationConfig
 from ofa_vl.model import linear as linear_module
 from ofa_vl.model.compile import compile_decoder
@@ -331,15 +334,20 @@ def main() -> None:
         help="also caption through ONNX Runtime (ofa_vl.onnx export) at these precisions",
     )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="caption only, 10 new tokens")
+    p.add_argument(
+        "--system-malloc", action="store_true",
+        help="leave glibc's malloc as it starts (the ofa command keeps freed memory: allocator.py)",
+    )  # fmt: skip
     args = p.parse_args()
     if args.quick:
         args.cases, args.new_tokens = ["caption"], 10
     torch.set_num_threads(args.threads)
+    kept = not args.system_malloc and keep_freed_memory()
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     flags = cpu_flags()
     print(f"CPU flags: {' '.join(f for f in SHOWN_FLAGS if f in flags) or 'unknown'}")
     print(
-        f"threads {args.threads}; matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s",
+        f"threads {args.threads}; freed memory kept: {'yes' if kept else 'no'}; matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s",
         flush=True,
     )
     answers = [[0, *range(5000 + 3 * i, 5000 + 3 * i + 1 + i % 3), 2] for i in range(3129)]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..allocator import keep_freed_memory
 from ..api import OFAPipeline, get_model
 from .chunks import Job, chunk_batches, chunks, run_chunks
 from .inputs import Record, read_inputs
@@ -33,6 +34,7 @@ class ChunkPredictor:
     """A Ray actor: one pipeline, a chunk of records per call, written where the driver merges."""
 
     def __init__(self, spec: ModelSpec, job: Job, device: str) -> None:
+        keep_freed_memory()  # a Ray worker is not started by the ``ofa`` command
         if isinstance(spec, OFAPipeline):
             self.pipe = spec
         else:

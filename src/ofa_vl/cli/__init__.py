@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..allocator import keep_freed_memory
 from ..errors import describe, is_user_error
 from . import data, hub, infer, runs, serve
 from .common import COMMANDS, expand_images
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command: a user error (:mod:`ofa_vl.errors`) is one line and exit 2; a bug keeps
     its traceback."""
+    keep_freed_memory()  # the command owns its process: large tensors are reused, not re-faulted
     args = build_parser().parse_args(argv)
     try:
         code = int(args.func(args))

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..allocator import keep_freed_memory
 from .app import create_app, load_models
 from .config import ServeConfig
 
@@ -29,6 +30,7 @@ class OFAReplica:
     def __init__(self, models: Sequence[str | Path], config: ServeConfig, load: Mapping[str, Any]):
         from ray import serve
 
+        keep_freed_memory()  # a Ray worker is not started by the ``ofa`` command
         device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
         self.service = create_app(load_models(models, device=device, **load), config)
         replica = serve.get_replica_context().replica_id.unique_id
