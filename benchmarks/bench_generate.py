@@ -25,13 +25,14 @@ of weights it reads (``MB/step``) and the kernels it launches (``ops/step``).
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from step_cost import decoding_step_cost
@@ -50,6 +51,14 @@ from ofa_vl.tokenizer import ENGLISH_BPE
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 matmul on x86 CPUs
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_FLAGS, "amx_tile", "amx_int8")
+
+
+def packed_linear_flops(x: Any, w: Any, *_: Any, out_shape: Any = None, **__: Any) -> int:
+    """FLOPs of oneDNN's prepacked bf16 Linear (``model/linear.py``): (..., K) x (N, K)."""
+    return 2 * math.prod(x[:-1]) * w[0] * w[1]
+
+
+PACKED_FLOPS = {torch.ops.mkldnn._linear_pointwise: packed_linear_flops}
 
 
 def cpu_flags() -> set[str]:
@@ -133,7 +142,7 @@ def run_case(
         t_res, _ = timed(lambda: model.encoder.embed_images(images), args.reps)
         t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
         t_all, seqs = timed(lambda: model.generate(ids, images, **gen), args.reps)
-        with FlopCounterMode(display=False) as fc:
+        with FlopCounterMode(display=False, custom_mapping=PACKED_FLOPS) as fc:
             model.generate(ids, images, **gen)
     row = {
         "case": case, "precision": precision, "batch": batch, "beams": gen["num_beams"],

@@ -35,7 +35,7 @@ def inner_tensors(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _storage(t: torch.Tensor) -> int:
-    return t.untyped_storage().data_ptr()
+    return -id(t) if t.is_mkldnn else t.untyped_storage().data_ptr()  # opaque: no storage
 
 
 @dataclass
@@ -60,6 +60,8 @@ class _Counter(TorchDispatchMode):
 
     def _read(self, a: Any) -> tuple[int, int]:
         """(bytes, elements) of weights that argument ``a`` is or holds."""
+        if isinstance(a, torch.Tensor) and a.is_mkldnn:  # oneDNN's prepacked weight (linear.py)
+            return a.numel() * a.element_size(), a.numel()
         if isinstance(a, torch.Tensor):
             parts = [x for x in inner_tensors(a) if self._is_weight(x)]
             return sum(x.untyped_storage().nbytes() for x in parts), sum(x.numel() for x in parts)

@@ -1,0 +1,60 @@
+"""model/linear.py: each fast path gives F.linear's numbers and steps aside where it cannot."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ofa_vl.model.linear import linear, onednn_bf16, packed_linear
+
+
+def bf16_layer(bias: bool = True) -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(64, 48, bias=bias).to(torch.bfloat16)
+
+
+def test_fp32_few_rows_run_weight_stationary_with_the_same_result() -> None:
+    layer = nn.Linear(64, 48)
+    x = torch.randn(2, 5, 64)
+    torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias))
+
+
+def test_bf16_linear_equals_f_linear_at_any_row_count() -> None:
+    layer = bf16_layer()
+    with torch.no_grad():
+        for shape in [(1, 64), (5, 64), (3, 40, 64), (900, 64)]:
+            x = torch.randn(shape, dtype=torch.bfloat16)
+            assert torch.equal(linear(layer, x), F.linear(x, layer.weight, layer.bias))
+    no_bias = bf16_layer(bias=False)
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(linear(no_bias, x), F.linear(x, no_bias.weight))
+
+
+def test_packed_weight_is_made_once_and_remade_when_the_weight_changes() -> None:
+    layer = bf16_layer()
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        first = packed_linear(layer, x)
+        if not onednn_bf16():  # this CPU has no oneDNN bf16 kernels: F.linear everywhere
+            assert first is None and "_packed_weight" not in layer.__dict__
+            return
+        packed = layer.__dict__["_packed_weight"][1]
+        packed_linear(layer, x)
+        assert layer.__dict__["_packed_weight"][1] is packed  # reused
+        layer.weight.mul_(2)  # in place (an optimizer step, load_state_dict): a new version
+        assert torch.equal(packed_linear(layer, x), F.linear(x, layer.weight, layer.bias))
+        assert layer.__dict__["_packed_weight"][1] is not packed
+        layer.weight = nn.Parameter(torch.randn_like(layer.weight))  # a new tensor
+        assert torch.equal(packed_linear(layer, x), F.linear(x, layer.weight, layer.bias))
+
+
+def test_packed_path_steps_aside_for_gradients_and_other_dtypes() -> None:
+    layer = bf16_layer()
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+    assert packed_linear(layer, x) is None  # gradients recorded: the packed op has no backward
+    linear(layer, x).float().sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert packed_linear(nn.Linear(64, 48), x.float()) is None  # fp32: weight-stationary
