@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ofa_vl.model.linear import linear, onednn_bf16, packed_linear
+from ofa_vl.model.linear import linear, onednn_packs, packed_linear
 
 
 def bf16_layer(bias: bool = True) -> nn.Linear:
@@ -14,10 +15,13 @@ def bf16_layer(bias: bool = True) -> nn.Linear:
     return nn.Linear(64, 48, bias=bias).to(torch.bfloat16)
 
 
-def test_fp32_few_rows_run_weight_stationary_with_the_same_result() -> None:
+@pytest.mark.parametrize("grad", [False, True])  # packed (where oneDNN is) / weight-stationary
+def test_fp32_few_rows_match_f_linear_to_round_off(grad: bool) -> None:
     layer = nn.Linear(64, 48)
-    x = torch.randn(2, 5, 64)
-    torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias))
+    for shape in [(1, 64), (2, 5, 64), (40, 64), (300, 64)]:
+        x = torch.randn(shape)
+        with torch.set_grad_enabled(grad):
+            torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias))
 
 
 def test_bf16_linear_equals_f_linear_at_any_row_count() -> None:
@@ -37,7 +41,7 @@ def test_packed_weight_is_made_once_and_remade_when_the_weight_changes() -> None
     x = torch.randn(5, 64, dtype=torch.bfloat16)
     with torch.no_grad():
         first = packed_linear(layer, x)
-        if not onednn_bf16():  # this CPU has no oneDNN bf16 kernels: F.linear everywhere
+        if not onednn_packs(torch.bfloat16):  # no oneDNN bf16 kernels here: F.linear
             assert first is None and "_packed_weight" not in layer.__dict__
             return
         packed = layer.__dict__["_packed_weight"][1]
@@ -57,4 +61,4 @@ def test_packed_path_steps_aside_for_gradients_and_other_dtypes() -> None:
     linear(layer, x).float().sum().backward()
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
     with torch.no_grad():
-        assert packed_linear(nn.Linear(64, 48), x.float()) is None  # fp32: weight-stationary
+        assert packed_linear(layer, x.float()) is None  # an input of another dtype

@@ -9,9 +9,7 @@
   the scores 1.5x as far from fp32's through the tail's log-sum-exp: not taken). All-bf16 changed 5 of 40 captions (best
   scores off by up to 4.4e-3), this none (8.1e-4). LayerNorm statistics
   and the attention softmax accumulate in fp32 inside PyTorch's bf16 kernels. Autocast stays for
-  training only: it re-casts every fp32 weight at every op of every decoding step. On the CPU the
-  Linears of a decoding step run on oneDNN's prepacked copies of their weights, made on first use
-  (``linear.packed_linear``: 1.5-2x faster per call, the same numbers; +190 MB for OFA-base).
+  training only: it re-casts every fp32 weight at every op of every decoding step.
 - ``int8``: the output projection's 59,457 x 768 table, half of what a batch-1 decoding step reads
   in fp32, as int8 (fbgemm's dynamic int8 kernel on the CPU, VNNI where the CPU has it; torchao's
   int8 weight-only on a GPU) giving approximate logits, with the candidates the search may keep
