@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ofa_vl.model.linear import linear, onednn_packs, packed_linear
+from ofa_vl.model.linear import PACKED, linear, onednn_packs, packed_linear
 
 
 def bf16_layer(bias: bool = True) -> nn.Linear:
@@ -42,14 +44,15 @@ def test_packed_weight_is_made_once_and_remade_when_the_weight_changes() -> None
     with torch.no_grad():
         first = packed_linear(layer, x)
         if not onednn_packs(torch.bfloat16):  # no oneDNN bf16 kernels here: F.linear
-            assert first is None and "_packed_weight" not in layer.__dict__
+            assert first is None and layer not in PACKED
             return
-        packed = layer.__dict__["_packed_weight"][1]
+        packed = PACKED[layer][1]
         packed_linear(layer, x)
-        assert layer.__dict__["_packed_weight"][1] is packed  # reused
+        assert PACKED[layer][1] is packed  # reused
+        copy.deepcopy(layer)  # the packed copy (opaque to deepcopy and pickle) is not in it
         layer.weight.mul_(2)  # in place (an optimizer step, load_state_dict): a new version
         assert torch.equal(packed_linear(layer, x), F.linear(x, layer.weight, layer.bias))
-        assert layer.__dict__["_packed_weight"][1] is not packed
+        assert PACKED[layer][1] is not packed
         layer.weight = nn.Parameter(torch.randn_like(layer.weight))  # a new tensor
         assert torch.equal(packed_linear(layer, x), F.linear(x, layer.weight, layer.bias))
 

@@ -40,14 +40,19 @@ class Attention(nn.Module):
         x: torch.Tensor,
         kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         bias: torch.Tensor | None = None,
+        query_order: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` (B, Lq, C) to ``kv`` (self-attention when None).
 
         ``bias`` broadcasts to (B, H, Lq, Lk) and holds positions and masks (-inf = masked).
+        ``query_order`` (Lq,), a permutation that is its own inverse: the queries are attended
+        in that order, which ``bias``'s rows follow, and the outputs put back in theirs.
         """
         B, Lq, C = x.shape
         q = self._heads(linear(self.q_proj, x))
         k, v = self.project_kv(x) if kv is None else kv
+        if query_order is not None:
+            q = q.index_select(2, query_order)
         if bias is not None:
             bias = bias.to(q.dtype)
         out = F.scaled_dot_product_attention(
@@ -58,5 +63,7 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
         )
+        if query_order is not None:
+            out = out.index_select(2, query_order)
         out = out * self.c_attn.to(out.dtype)[:, None, None]
         return linear(self.out_proj, out.transpose(1, 2).reshape(B, Lq, C))

@@ -128,8 +128,11 @@ class EncoderLayer(_Block):
         self.attn, self.attn_ln, self.attn_mid_ln = _attention(cfg)
         self._init_ffn(cfg, drop_path_rate)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        x = self._residual(x, self.attn_mid_ln(self.attn(self.attn_ln(x), bias=bias)))
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor, query_order: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h = self.attn(self.attn_ln(x), bias=bias, query_order=query_order)
+        x = self._residual(x, self.attn_mid_ln(h))
         return self._ffn(x)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 
 import torch
 from torch import nn
@@ -21,6 +22,11 @@ SKINNY_ROWS = 16  # up to this many rows (5 beams x 3 images) the weight-station
 # rows packed for: a decoding step of up to 25 images x 5 beams, not the encoder's hundreds
 # (4 % faster packed, for another copy of its weights)
 PACKED_ROWS = 128
+# Linear -> ((weight's address, version), packed weight); beside the module, not in it: an
+# opaque oneDNN tensor cannot be deep-copied or pickled with a model
+PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, int], torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def weight_stationary(
@@ -62,11 +68,10 @@ def packed_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor | None:
     ):
         return None
     key = (w.data_ptr(), w._version)
-    cached = layer.__dict__.get("_packed_weight")
+    cached = PACKED.get(layer)
     if cached is None or cached[0] != key:
         with torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(w)
-        cached = layer.__dict__["_packed_weight"] = (key, packed)
+            cached = PACKED[layer] = (key, torch.ops.mkldnn._reorder_linear_weight(w))
     return torch.ops.mkldnn._linear_pointwise(x, cached[1], layer.bias, "none", [], "")
 
 
