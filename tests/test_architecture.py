@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
         "visualize",
         "unpickle",
         "arguments",
+        "allocator",
     },
     {"preprocess", "tokenizer", "generation", "distributed", "shapes"},
     {"model", "zoo"},  # OFA.generate drives generation (HF's GenerationMixin)

@@ -21,7 +21,7 @@ from ..config import OFAConfig
 from ..errors import OFAValueError
 from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
 from .layers import DecoderLayer, KVCache, SlotCache, StreamNorm
-from .linear import linear, weight_stationary
+from .linear import linear, project
 from .positions import code_position_ids, image_buckets, token_buckets
 from .resnet import linear_rates
 
@@ -164,9 +164,7 @@ class Decoder(PositionalStack):
         """(..., C) states -> (..., V) logits of the tied output projection (exact: fp32 in a
         bf16 model)."""
         table = self.logits_fp32
-        if table is not None:
-            return weight_stationary(x, table)
-        return linear(self.output_projection, x, any_rows=True)  # faster at any row count here
+        return project(self, x, self.output_projection.weight if table is None else table)
 
     def _step_logits(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """A step's (N, T', V) logits. In a bf16 or int8 model they come from a bf16 or int8

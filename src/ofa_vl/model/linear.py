@@ -54,25 +54,37 @@ def onednn_packs(dtype: torch.dtype) -> bool:
 
 
 def packed_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor | None:
-    """``layer(x)`` on the CPU through oneDNN's prepacked copy of the weight, made on first use
-    and remade when the weight changes; None where it does not apply (another dtype or device,
-    gradients: the op has no backward, a traced graph). bf16 gives ``F.linear``'s numbers; fp32
-    differs from it in round-off only (another summation order), as weight-stationary does."""
-    w = layer.weight
-    if w.device.type != "cpu" or x.dtype != w.dtype or torch.compiler.is_compiling():
+    """``layer(x)`` on the CPU through oneDNN's prepacked copy of its weight (:func:`packed`)."""
+    return packed(layer, x, layer.weight, layer.bias)
+
+
+def packed(
+    owner: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """``F.linear(x, weight, bias)`` on the CPU through oneDNN's prepacked copy of ``weight``,
+    kept for ``owner``, made on first use and remade when the weight changes; None where it does
+    not apply (another dtype or device, gradients: the op has no backward, a traced graph). bf16
+    gives ``F.linear``'s numbers; fp32 differs from it in round-off only (another summation
+    order), as weight-stationary does."""
+    if weight.device.type != "cpu" or x.dtype != weight.dtype or torch.compiler.is_compiling():
         return None
-    if (
-        torch.is_grad_enabled()
-        and (w.requires_grad or x.requires_grad)
-        or not onednn_packs(w.dtype)
-    ):
+    grads = torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
+    if grads or not onednn_packs(weight.dtype):
         return None
-    key = (w.data_ptr(), w._version)
-    cached = PACKED.get(layer)
+    key = (weight.data_ptr(), weight._version)
+    cached = PACKED.get(owner)
     if cached is None or cached[0] != key:
         with torch.no_grad():
-            cached = PACKED[layer] = (key, torch.ops.mkldnn._reorder_linear_weight(w))
-    return torch.ops.mkldnn._linear_pointwise(x, cached[1], layer.bias, "none", [], "")
+            cached = PACKED[owner] = (key, torch.ops.mkldnn._reorder_linear_weight(weight))
+    return torch.ops.mkldnn._linear_pointwise(x, cached[1], bias, "none", [], "")
+
+
+def project(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(..., C) -> (..., V) products with a (V, C) table, any number of rows: packed (for
+    ``owner``) on a decoding step's rows, else weight-stationary."""
+    rows = x.numel() // x.shape[-1]
+    out = packed(owner, x, weight) if rows <= PACKED_ROWS else None
+    return weight_stationary(x, weight) if out is None else out
 
 
 def linear(layer: nn.Module, x: torch.Tensor, any_rows: bool = False) -> torch.Tensor:
