@@ -180,3 +180,15 @@ def test_entangled_incremental_decoding_matches_teacher_forcing():
         steps = [model.decoder.step(dec[:, :2], state)]
         steps += [model.decoder.step(dec[:, t : t + 1], state) for t in range(2, dec.shape[1])]
     assert_close_to(torch.cat(steps, 1), full)
+
+
+def test_image_features_do_not_depend_on_the_input_layout(fixture_model):
+    """One HWC image viewed as a (1, 3, H, W) batch (a preprocessed image) and its stacked copy
+    give the same ResNet features, bit for bit: the ResNet makes its own NHWC copy."""
+    torch.manual_seed(0)
+    hwc = torch.randn(64, 64, 3)
+    view = hwc.permute(2, 0, 1)[None]  # NHWC-looking strides, batch stride 3
+    with torch.no_grad():
+        a = fixture_model.encoder.embed_images(view)
+        b = fixture_model.encoder.embed_images(torch.stack([hwc.permute(2, 0, 1)]))
+    assert torch.equal(a, b)
