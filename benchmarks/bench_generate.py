@@ -207,12 +207,16 @@ def precision_rows(precision: str, args: argparse.Namespace, trie: Trie) -> Iter
                 eager.append(run_case(model, precision, batch, args, case))
                 yield eager[-1]
                 if args.plain_linear and precision == "fp32":
-                    decoder, skinny = model.decoder, linear_module.SKINNY_ROWS
+                    decoder, skinny, prepack = (
+                        model.decoder,
+                        linear_module.SKINNY_ROWS,
+                        linear_module.PREPACK,
+                    )
                     decoder.project = decoder.output_projection  # type: ignore[method-assign]
-                    linear_module.SKINNY_ROWS = 0
+                    linear_module.SKINNY_ROWS, linear_module.PREPACK = 0, False
                     yield run_case(model, precision, batch, args, "caption-F.linear")
-                    del decoder.project  # back to the weight-stationary products
-                    linear_module.SKINNY_ROWS = skinny
+                    del decoder.project  # back to the packed / weight-stationary products
+                    linear_module.SKINNY_ROWS, linear_module.PREPACK = skinny, prepack
             elif case == "grounding":  # 4 bin tokens
                 yield run_case(
                     model, precision, batch, args, case, max_new_tokens=4, min_new_tokens=4

@@ -6,17 +6,17 @@ answers change against fp32 (issue #30's quality gate).
 
 40 held-out scenes of seed 4321 (as ``tests/test_bundled_model.py``), scored by ``ofa test``'s
 ``evaluate``: refcoco Acc, VQA Acc, CIDEr (x100, needs Java), and the boxes, answers and captions
-that differ from fp32's. The row ``fp32 unpacked`` is fp32 without oneDNN's prepacked Linears
-(``OFA_VL_PREPACK=0``, ``ofa_vl.model.linear``): the ids packing may change in fp32. Its captions hold near-ties between two templates the model learned
+that differ from fp32's. Its captions hold near-ties between two templates the model learned
 equally (fp32 scores 5e-5 to 2e-3 apart), so any error of a reduced precision shows up as
-changed captions long before it moves a metric.
+changed captions long before it moves a metric. The row ``fp32 unpacked`` is fp32 without
+oneDNN's prepacked Linears (``OFA_VL_PREPACK=0``, ``ofa_vl.model.linear``): the ids packing may
+change in fp32.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import torch
 
 from ofa_vl.api import get_model
 from ofa_vl.evaluate import EvalConfig, evaluate
-from ofa_vl.model.linear import onednn_packs
+from ofa_vl.model import linear as linear_module
 from ofa_vl.model.precision import PRECISIONS
 from ofa_vl.shapes.world import write_shapes_dataset
 from ofa_vl.zoo import DEFAULT_MODEL
@@ -40,13 +40,11 @@ RUNS = {
 
 def unpacked(precision: str, data: Path, out: Path, limit: int) -> dict[str, tuple[float, list]]:
     """:func:`score` with oneDNN's prepacked Linears turned off."""
-    os.environ["OFA_VL_PREPACK"] = "0"
-    onednn_packs.cache_clear()
+    prepack, linear_module.PREPACK = linear_module.PREPACK, False
     try:
         return score(precision, data, out / "unpacked", limit)
     finally:
-        del os.environ["OFA_VL_PREPACK"]
-        onednn_packs.cache_clear()
+        linear_module.PREPACK = prepack
 
 
 def score(precision: str, data: Path, out: Path, limit: int) -> dict[str, tuple[float, list]]:

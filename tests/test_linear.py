@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ofa_vl.model import linear as linear_module
 from ofa_vl.model.linear import PACKED, linear, onednn_packs, packed_linear
 
 
@@ -57,7 +58,9 @@ def test_packed_weight_is_made_once_and_remade_when_the_weight_changes() -> None
         assert torch.equal(packed_linear(layer, x), F.linear(x, layer.weight, layer.bias))
 
 
-def test_packed_path_steps_aside_for_gradients_and_other_dtypes() -> None:
+def test_packed_path_steps_aside_for_gradients_and_other_dtypes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     layer = bf16_layer()
     x = torch.randn(5, 64, dtype=torch.bfloat16)
     assert packed_linear(layer, x) is None  # gradients recorded: the packed op has no backward
@@ -65,3 +68,6 @@ def test_packed_path_steps_aside_for_gradients_and_other_dtypes() -> None:
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
     with torch.no_grad():
         assert packed_linear(layer, x.float()) is None  # an input of another dtype
+        monkeypatch.setattr(linear_module, "PREPACK", False)  # OFA_VL_PREPACK=0
+        fp32 = nn.Linear(64, 48)
+        assert packed_linear(fp32, x.float()) is None and fp32 not in PACKED

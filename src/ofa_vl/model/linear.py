@@ -22,6 +22,7 @@ SKINNY_ROWS = 16  # up to this many rows (5 beams x 3 images) the weight-station
 # rows packed for: a decoding step of up to 25 images x 5 beams, not the encoder's hundreds
 # (4 % faster packed, for another copy of its weights)
 PACKED_ROWS = 128
+PREPACK = os.environ.get("OFA_VL_PREPACK", "1") != "0"  # read once, at import
 # Linear -> ((weight's address, version), packed weight); beside the module, not in it: an
 # opaque oneDNN tensor cannot be deep-copied or pickled with a model
 PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, int], torch.Tensor]] = (
@@ -45,8 +46,8 @@ def weight_stationary(
 @functools.cache
 def onednn_packs(dtype: torch.dtype) -> bool:
     """Whether this build and CPU run oneDNN's prepacked Linear in ``dtype`` (bf16 needs AVX-512
-    BW/VL/DQ or better) and ``OFA_VL_PREPACK`` does not turn it off."""
-    if os.environ.get("OFA_VL_PREPACK", "1") == "0" or not torch.backends.mkldnn.is_available():
+    BW/VL/DQ or better)."""
+    if not torch.backends.mkldnn.is_available():
         return False
     if dtype == torch.bfloat16:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -69,7 +70,7 @@ def packed(
     if weight.device.type != "cpu" or x.dtype != weight.dtype or torch.compiler.is_compiling():
         return None
     grads = torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
-    if grads or not onednn_packs(weight.dtype):
+    if grads or not PREPACK or not onednn_packs(weight.dtype):
         return None
     key = (weight.data_ptr(), weight._version)
     cached = PACKED.get(owner)
