@@ -49,9 +49,10 @@ METRIC = {"refcoco": "Accuracy", "vqav2": "Accuracy", "coco-caption": "CIDEr"}
 # this means "the same answers"), and 0.5 of CIDEr reported x100 (0.005 of CIDEr, run()'s unit).
 # A caption opening changed between two templates the model learned equally ("one shape" for
 # "there is", fp32 scores 5e-5 to 2e-3 apart) moves CIDEr 0.4-0.9 point, so this allows no more
-# than about one such flip. Measured 2026-12-07 (40 scenes, AVX512-BF16 CPU): CIDEr fp32 575.89,
-# bf16 576.20 (one near-tie flipped, 2.7e-4 apart in fp32), int8 575.89; int8-legacy changes 4
-# openings, so it is held to the accuracies only (benchmarks/README.md).
+# than about one such flip. Measured 2026-12-07 (40 scenes, AVX512-BF16 CPU): CIDEr fp32, bf16
+# and int8 575.89, the same 40 captions (bf16 flipped a near-tie 2.7e-4 apart in fp32 until its
+# attention biases stayed fp32); int8-legacy changes 4 openings, so it is held to the accuracies
+# only (benchmarks/README.md).
 MAX_DROP = {"Accuracy": 0.005, "CIDEr": 0.005}
 PRECISION_LIMIT = 40  # bf16 is slow on CPUs without native bf16 (AVX2 here): keep it small
 
@@ -167,8 +168,9 @@ def test_bf16_steps_refine_the_candidates_the_search_keeps(
 ) -> None:
     """A bf16 step's logits come from the bf16 table, with the ``refined(num_beams)`` best
     allowed tokens recomputed from the fp32 copy (issue #30): the same beams and scores (within
-    a quarter of bf16's own distance to fp32, measured 0.14: only the tail's log-sum-exp is
-    bf16) as exact logits for every token, and fp32's ids."""
+    half of bf16's own distance to fp32, measured 0.29: only the tail's log-sum-exp is bf16; 0.14
+    with the same tail, 8e-5, while bf16 rounded the attention biases) as exact logits for every
+    token, and fp32's ids."""
     pipe = get_model(DEFAULT_MODEL)
     bf16 = apply_precision(copy.deepcopy(pipe.model), "bf16")
     decoder = bf16.decoder
@@ -184,7 +186,7 @@ def test_bf16_steps_refine_the_candidates_the_search_keeps(
         assert torch.equal(refined.sequences, exact.sequences), task
         assert torch.equal(refined.sequences, fp32.sequences), task
         tail = (refined.scores - exact.scores).abs().max()  # the tail's bf16 log-sum-exp
-        assert tail < 0.25 * (exact.scores - fp32.scores).abs().max(), (task, tail)
+        assert tail < 0.5 * (exact.scores - fp32.scores).abs().max(), (task, tail)
     with torch.inference_mode():  # refine = the fp32 table's logits at the tokens asked for
         enc = bf16.encode(ids, images.bfloat16())
         state = decoder.init_state(enc, 2, 4)

@@ -8,6 +8,7 @@ from tolerance import assert_close_to, assert_matches_reference
 
 from ofa_vl import OFA, OFAConfig
 from ofa_vl.model.attention import Attention
+from ofa_vl.model.precision import apply_precision
 
 
 def test_encoder_matches_reference(fixture_model, golden):
@@ -192,3 +193,31 @@ def test_image_features_do_not_depend_on_the_input_layout(fixture_model):
         a = fixture_model.encoder.embed_images(view)
         b = fixture_model.encoder.embed_images(torch.stack([hwc.permute(2, 0, 1)]))
     assert torch.equal(a, b)
+
+
+def test_bf16_attention_takes_its_bias_in_fp32_on_the_cpu(fixture_model, monkeypatch):
+    """bf16 on the CPU: every attention gets its position bias as fp32 (``mask_dtype``), which
+    the kernel adds unrounded: closer to fp32's output than the bias rounded to bf16."""
+    torch.manual_seed(0)
+    attn = Attention(768, 12)
+    x, bias = torch.randn(1, 200, 768), 4 * torch.randn(1, 12, 200, 200)  # OFA-base-sized
+    low = copy.deepcopy(attn).to(torch.bfloat16)
+    with torch.no_grad():
+        ref = attn(x, bias=bias)
+        unrounded = (low(x.bfloat16(), bias=bias).float() - ref).abs().mean()
+        rounded = (low(x.bfloat16(), bias=bias.bfloat16()).float() - ref).abs().mean()
+    assert 2 * unrounded < rounded, (unrounded, rounded)
+
+    masks = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, attn_mask, **kw):
+        masks.append(attn_mask.dtype)
+        return sdpa(*args, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = apply_precision(copy.deepcopy(fixture_model), "bf16")
+    ids, images = torch.tensor([[0, 5, 9, 2]]), torch.randn(1, 3, 64, 64, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        model.generate(ids, images, num_beams=2, max_new_tokens=3)
+    assert masks and set(masks) == {torch.float32}

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import OFAConfig
 from ..errors import OFAValueError
+from .attention import mask_dtype
 from .encoder import EncoderOutput, PositionalStack, padding_bias, rel_bias
 from .layers import DecoderLayer, KVCache, SlotCache, StreamNorm
 from .linear import linear, project
@@ -107,18 +108,20 @@ class Decoder(PositionalStack):
         device = enc.last_hidden_state.device
         modes = [False] if code_masks is None or not code_masks.any() else [False, True]
         enc_k = self._heads(self.cross_pos_k_linear(enc.position_embedding))  # (B, H, S, D)
+        dtype = mask_dtype(enc_k.dtype, device)
+        enc_k = enc_k.to(dtype)
         causal = torch.full((T, T), float("-inf"), device=device).triu(1)
         cross, selfs = [], []
         for code in modes:
             pos = self._positions(T, code, device)
-            q = self._heads(self.self_pos_q_linear(pos)) * self.pos_scaling
-            abs_self = q @ self._heads(self.self_pos_k_linear(pos)).transpose(2, 3)
-            q = self._heads(self.cross_pos_q_linear(pos)) * self.pos_scaling
+            q = self._heads(self.self_pos_q_linear(pos)).to(dtype) * self.pos_scaling
+            abs_self = q @ self._heads(self.self_pos_k_linear(pos)).to(dtype).transpose(2, 3)
+            q = self._heads(self.cross_pos_q_linear(pos)).to(dtype) * self.pos_scaling
             cross.append(q @ enc_k.transpose(2, 3))
             tables = self.image_rel_pos_table_list if code else self.token_rel_pos_table_list
             buckets = self._rel_buckets(T, code, device)
-            selfs.append([abs_self + rel_bias(t, buckets) + causal for t in tables])
-        enc_pad = padding_bias(enc.padding_mask, cross[0].dtype)
+            selfs.append([abs_self + rel_bias(t, buckets).to(dtype) + causal for t in tables])
+        enc_pad = padding_bias(enc.padding_mask, dtype)
         if len(modes) == 1:
             return cross[0] + enc_pad, selfs[0]
         assert code_masks is not None

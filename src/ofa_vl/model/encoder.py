@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import OFAConfig
 from ..errors import OFAValueError
+from .attention import mask_dtype
 from .layers import EncoderLayer, StreamNorm
 from .positions import image_buckets, image_position_ids, token_bucket_table, token_buckets
 from .resnet import ResNet3, linear_rates
@@ -221,10 +222,11 @@ class Encoder(PositionalStack):
         abs_bias = q @ self._heads(self.pos_k_linear(pos[:1])).transpose(2, 3)  # model dtype
         # an exported graph (ofa_vl.export) always takes the padding bias: no data-dependent branch
         exporting = torch.compiler.is_exporting()
-        pad_bias = padding_bias(pad, abs_bias.dtype) if exporting or pad.any() else None
+        dtype = mask_dtype(abs_bias.dtype, x.device)
+        pad_bias = padding_bias(pad, dtype) if exporting or pad.any() else None
         text_buckets = token_buckets(self.token_bucket, text_pos, text_pos, self.cfg.max_positions)
         abs32 = abs_bias.float()
         for i, layer in enumerate(self.layers):
-            bias = self._layer_bias(i, abs32, text_buckets, grid, abs_bias.dtype)
+            bias = self._layer_bias(i, abs32, text_buckets, grid, dtype)
             x = self._layer(layer, x, bias if pad_bias is None else bias + pad_bias, order)
         return EncoderOutput(self.final_ln(x), pad, pos)

@@ -1,15 +1,17 @@
 """Inference precisions of a loaded OFA: bf16 weights, an int8 output projection, int8 Linears.
 
 - ``bf16``: the weights are cast once (:func:`cast_weights`); images, sublayers and the KV cache
-  run in bf16. Measured on the bundled model's 40 held-out captions (benchmarks/README.md), two
-  things stay fp32: the residual stream with the LayerNorms at its edges (``StreamNorm``), and
-  the logits the search keeps: a decoding step computes all logits from the bf16 table, then
-  those of the candidates it may keep again from an fp32 copy (``Decoder.refine``), so a step
-  reads the bf16 table, not the fp32 one (issue #30; an int8 table, 2x faster on the CPU, moved
-  the scores 1.5x as far from fp32's through the tail's log-sum-exp: not taken). All-bf16 changed 5 of 40 captions (best
-  scores off by up to 4.4e-3), this none (8.1e-4). LayerNorm statistics
-  and the attention softmax accumulate in fp32 inside PyTorch's bf16 kernels. Autocast stays for
-  training only: it re-casts every fp32 weight at every op of every decoding step.
+  run in bf16. Measured on the bundled model's 40 held-out captions (benchmarks/README.md), three
+  things stay fp32: the attention biases on the CPU (``attention.mask_dtype``; rounded to bf16
+  they flipped one near-tie caption), the residual stream with the LayerNorms at its edges
+  (``StreamNorm``), and the logits the search keeps: a decoding step computes all logits from
+  the bf16 table, then those of the candidates it may keep again from an fp32 copy
+  (``Decoder.refine``), so a step reads the bf16 table, not the fp32 one (issue #30; an int8
+  table, 2x faster on the CPU, moved the scores 1.5x as far from fp32's through the tail's
+  log-sum-exp: not taken). All-bf16 changed 5 of 40 captions (best scores off by up to 4.4e-3),
+  this none (2.3e-4 on average). LayerNorm statistics and the attention softmax accumulate in
+  fp32 inside PyTorch's bf16 kernels. Autocast stays for training only: it re-casts every fp32
+  weight at every op of every decoding step.
 - ``int8``: the output projection's 59,457 x 768 table, half of what a batch-1 decoding step reads
   in fp32, as int8 (fbgemm's dynamic int8 kernel on the CPU, VNNI where the CPU has it; torchao's
   int8 weight-only on a GPU) giving approximate logits, with the candidates the search may keep
