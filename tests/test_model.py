@@ -221,3 +221,24 @@ def test_bf16_attention_takes_its_bias_in_fp32_on_the_cpu(fixture_model, monkeyp
     with torch.inference_mode():
         model.generate(ids, images, num_beams=2, max_new_tokens=3)
     assert masks and set(masks) == {torch.float32}
+
+
+def test_bf16_one_query_attention_runs_in_fp32_on_the_cpu():
+    """A decoding step's one query per row: bf16 inputs attended by the fp32 kernel (the bf16
+    one is 3-4x slower there), so the result is fp32's on the same bf16 inputs, rounded once."""
+    torch.manual_seed(0)
+    attn = Attention(768, 12).to(torch.bfloat16)
+    x, kv_in = torch.randn(5, 1, 768).bfloat16(), torch.randn(5, 28, 768).bfloat16()
+    bias = 4 * torch.randn(1, 12, 1, 28)
+    with torch.no_grad():
+        k, v = attn.project_kv(kv_in)
+        q = attn._heads(attn.q_proj(x))
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            q.float(), k.float(), v.float(), attn_mask=bias, scale=attn.scale
+        ).bfloat16()
+        out = attn(x, kv=(k, v), bias=bias)
+        expected = attn.out_proj(
+            (ref * attn.c_attn[:, None, None]).transpose(1, 2).reshape(5, 1, 768)
+        )
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, expected)

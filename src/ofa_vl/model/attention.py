@@ -62,6 +62,11 @@ class Attention(nn.Module):
             q = q.index_select(2, query_order)
         if bias is not None:
             bias = bias.to(mask_dtype(q.dtype, q.device))
+        dtype = q.dtype
+        if q.device.type == "cpu" and dtype != torch.float32 and Lq == 1:
+            # a decoding step's one query: the CPU's bf16 kernel takes 3-4x as long as fp32's
+            # (5 rows x 28 keys: 0.10 vs 0.03 ms with the casts), and is no more exact
+            q, k, v = q.float(), k.float(), v.float()
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -69,7 +74,7 @@ class Attention(nn.Module):
             attn_mask=bias,
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
-        )
+        ).to(dtype)
         if query_order is not None:
             out = out.index_select(2, query_order)
         out = out * self.c_attn.to(out.dtype)[:, None, None]
