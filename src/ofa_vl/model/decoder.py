@@ -120,7 +120,7 @@ class Decoder(PositionalStack):
             cross.append(q @ enc_k.transpose(2, 3))
             tables = self.image_rel_pos_table_list if code else self.token_rel_pos_table_list
             buckets = self._rel_buckets(T, code, device)
-            selfs.append([abs_self + rel_bias(t, buckets).to(dtype) + causal for t in tables])
+            selfs.append([abs_self + rel_bias(t, buckets) + causal for t in tables])
         enc_pad = padding_bias(enc.padding_mask, dtype)
         if len(modes) == 1:
             return cross[0] + enc_pad, selfs[0]
