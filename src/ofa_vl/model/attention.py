@@ -7,6 +7,10 @@ learned ``c_attn`` before the output projection.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,24 +29,54 @@ def mask_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "cpu" else dtype
 
 
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), where the per-head path
+    was measured to win."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+@contextmanager
+def bf16_fp32_products() -> Iterator[None]:
+    """fp32 matmuls in oneDNN's bf16 arithmetic while it runs (a process-wide torch flag): 2x
+    as fast on an AVX512-BF16 CPU, and exact where the factors are bf16 values (they convert
+    without rounding; the sums stay fp32). A no-op where torch lacks the flag."""
+    matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    before = getattr(matmul, "fp32_precision", None)
+    if before is None:
+        yield
+        return
+    matmul.fp32_precision = "bf16"  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = before  # type: ignore[union-attr]
+
+
 def per_head_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float
 ) -> torch.Tensor:
-    """bf16 attention of (B, H, Lq, D) queries one head at a time: fp32 logits (products of bf16
-    are exact in fp32) with the bias added unrounded, an fp32 softmax, and its probabilities
-    rounded to bf16 for the product with ``v``. On the CPU, 1.1x (265 tokens) to 1.46x (908) as
-    fast as PyTorch's bf16 flash kernel, which takes 5x as long as the two products alone (908
-    tokens: 15.9 vs 2.8 ms); slower on fewer logits (benchmarks/README.md)."""
+    """bf16 attention of (B, H, Lq, D) queries one head at a time: fp32 logits (bf16 factors,
+    fp32 sums; the scale applied to the sums) with the bias added unrounded, an fp32 softmax,
+    and its probabilities rounded to bf16 for the product with ``v``. On an AVX512-BF16 CPU,
+    1.2x (265 tokens) to 1.5x (908; 1.8x at batch 8) as fast as PyTorch's bf16 flash kernel,
+    which takes 5x as long as the two products alone (908 tokens: 15.9 vs 2.8 ms); slower on
+    fewer logits (benchmarks/README.md)."""
     B, H, Lq, _ = q.shape
-    q32 = q.float() * scale  # (B, H, Lq, D)
-    kT = k.float().transpose(-1, -2)  # (B, H, D, Lk)
+    q32, kT = q.float(), k.float().transpose(-1, -2)  # (B, H, Lq, D), (B, H, D, Lk)
     full = None if bias is None else bias.expand(B, H, Lq, k.shape[2])
     out = torch.empty_like(q)
-    for b in range(B):
-        for h in range(H):
-            qh, kh = q32[b, h], kT[b, h]
-            logits = qh @ kh if full is None else torch.addmm(full[b, h], qh, kh)  # (Lq, Lk)
-            torch.mm(logits.softmax(-1).to(q.dtype), v[b, h], out=out[b, h])
+    with bf16_fp32_products():
+        for b in range(B):
+            for h in range(H):
+                qh, kh = q32[b, h], kT[b, h]
+                logits = (  # (Lq, Lk)
+                    torch.mm(qh, kh).mul_(scale)
+                    if full is None
+                    else torch.addmm(full[b, h], qh, kh, alpha=scale)
+                )
+                torch.mm(logits.softmax(-1).to(q.dtype), v[b, h], out=out[b, h])
     return out
 
 
@@ -89,15 +123,16 @@ class Attention(nn.Module):
             bias = bias.to(mask_dtype(q.dtype, q.device))
         dtype, dropout = q.dtype, self.dropout if self.training else 0.0
         cpu = q.device.type == "cpu"
-        if cpu and dtype != torch.float32 and Lq == 1:
-            # a decoding step's one query: the CPU's bf16 kernel takes 3-4x as long as fp32's
-            # (5 rows x 28 keys: 0.10 vs 0.03 ms with the casts), and is no more exact
-            q, k, v = q.float(), k.float(), v.float()
-        many = cpu and dtype == torch.bfloat16 and Lq * k.shape[2] >= PER_HEAD_LOGITS
+        logits = Lq * k.shape[2]  # per head
+        many = cpu and dtype == torch.bfloat16 and Lq > 1 and logits >= PER_HEAD_LOGITS
         eager = dropout == 0.0 and not q.requires_grad and not torch.compiler.is_compiling()
-        if many and eager and q.shape[0] == k.shape[0]:  # the encoder's, in inference
+        if many and eager and q.shape[0] == k.shape[0] and native_bf16():  # the encoder's
             out = per_head_attention(q, k, v, bias, self.scale)
         else:
+            if cpu and dtype != torch.float32 and Lq == 1:
+                # a decoding step's one query: the CPU's bf16 kernel takes 3-4x as long as
+                # fp32's (5 rows x 28 keys: 0.10 vs 0.03 ms with the casts), no more exact
+                q, k, v = q.float(), k.float(), v.float()
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias, dropout_p=dropout, scale=self.scale
             ).to(dtype)
