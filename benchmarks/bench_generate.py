@@ -36,7 +36,7 @@ from typing import Any, cast
 
 import torch
 from step_cost import decoding_step_cost
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ofa_vl import OFA, OFAConfig, OFAPipeline, OFATokenizer, Trie, generate
 from ofa_vl.allocator import keep_freed_memory
@@ -58,7 +58,15 @@ def packed_linear_flops(x: Any, w: Any, *_: Any, out_shape: Any = None, **__: An
     return 2 * math.prod(x[:-1]) * w[0] * w[1]
 
 
-PACKED_FLOPS = {torch.ops.mkldnn._linear_pointwise: packed_linear_flops}
+def cpu_attention_flops(q: Any, k: Any, v: Any, *_: Any, out_shape: Any = None, **__: Any) -> int:
+    """FLOPs of PyTorch's CPU flash attention, which FlopCounterMode leaves out: q @ kᵀ, p @ v."""
+    return int(sdpa_flop_count(q, k, v))
+
+
+PACKED_FLOPS = {
+    torch.ops.mkldnn._linear_pointwise: packed_linear_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention_flops,
+}
 
 
 def cpu_flags() -> set[str]:
