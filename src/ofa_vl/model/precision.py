@@ -12,7 +12,7 @@
   this none (2.3e-4 on average). LayerNorm statistics and the attention softmax accumulate in
   fp32 inside PyTorch's bf16 kernels. On the CPU the encoder's attention (256 x 256 logits per
   head or more) runs one head at a time with fp32 logits and softmax
-  (``attention.per_head_attention``): 7 % off a caption at batch 1 and 8, the same ids.
+  (``attention.per_head_attention``): 10 % off a caption at batch 1 and 8, the same ids.
   Autocast stays for training only: it re-casts every fp32 weight at every op of every
   decoding step.
 - ``int8``: the output projection's 59,457 x 768 table, half of what a batch-1 decoding step reads
@@ -22,9 +22,8 @@
   bundled model's 40 held-out captions it changes none (benchmarks/README.md).
 - ``int8-legacy``: every Linear int8 (``torch.ao.quantization.quantize_dynamic``, a weight scale
   per row, activations quantized per call; CPU), the logits refined the same way: the fastest CPU
-  path, and a lossy one (it changes 4 to 6 of those 40 captions, as the CPU's kernels round: 8-bit
-  weights move the scores by up to 5e-3, more than the near-ties between two of the model's
-  templates).
+  path, and a lossy one (4 to 6 of those 40 captions changed in the sittings measured: 8-bit weights
+  move the scores by up to 5e-3, more than the near-ties between two of the model's templates).
 Measured slower than fp32 on every CPU tried (AVX2 and AVX-512 with VNNI), so no longer offered:
 torchao's weight-only int8 of every Linear (the old ``int8``: it dequantizes per call) and its
 dynamic int8 activations (``int8-dynamic``, which also changed 4 of the 40 captions).
