@@ -270,11 +270,14 @@ def test_bf16_attention_takes_the_per_head_path_on_long_inputs_in_inference(monk
     assert len(calls) == native and attn.q_proj.weight.grad is not None
 
 
-def test_bf16_fp32_products_sets_the_flag_only_while_it_runs():
+@pytest.mark.parametrize("cpu", ["this", "without native bf16"])
+def test_bf16_fp32_products_sets_the_flag_only_while_it_runs(monkeypatch, cpu):
+    if cpu != "this":
+        monkeypatch.setattr(attention_module, "native_bf16", lambda: False)
     matmul = torch.backends.mkldnn.matmul
     before = matmul.fp32_precision
     with pytest.raises(KeyError), attention_module.bf16_fp32_products():
-        assert matmul.fp32_precision == "bf16"
+        assert matmul.fp32_precision == ("bf16" if attention_module.native_bf16() else before)
         raise KeyError  # an error inside still restores it
     assert matmul.fp32_precision == before
 

@@ -41,10 +41,10 @@ def native_bf16() -> bool:
 def bf16_fp32_products() -> Iterator[None]:
     """fp32 matmuls in oneDNN's bf16 arithmetic while it runs (a process-wide torch flag): 2x
     as fast on an AVX512-BF16 CPU, and exact where the factors are bf16 values (they convert
-    without rounding; the sums stay fp32). A no-op where torch lacks the flag."""
+    without rounding; the sums stay fp32). A no-op without native bf16 or the flag."""
     matmul = getattr(torch.backends.mkldnn, "matmul", None)
     before = getattr(matmul, "fp32_precision", None)
-    if before is None:
+    if before is None or not native_bf16():
         yield
         return
     matmul.fp32_precision = "bf16"  # type: ignore[union-attr]
