@@ -63,7 +63,7 @@ def cpu_attention_flops(q: Any, k: Any, v: Any, *_: Any, out_shape: Any = None, 
     return int(sdpa_flop_count(q, k, v))
 
 
-PACKED_FLOPS = {
+CPU_FLOPS = {  # kernels FlopCounterMode does not count
     torch.ops.mkldnn._linear_pointwise: packed_linear_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention_flops,
 }
@@ -150,7 +150,7 @@ def run_case(
         t_res, _ = timed(lambda: model.encoder.embed_images(images), args.reps)
         t_enc, _ = timed(lambda: model.encode(ids, images), args.reps)
         t_all, seqs = timed(lambda: model.generate(ids, images, **gen), args.reps)
-        with FlopCounterMode(display=False, custom_mapping=PACKED_FLOPS) as fc:
+        with FlopCounterMode(display=False, custom_mapping=CPU_FLOPS) as fc:
             model.generate(ids, images, **gen)
     row = {
         "case": case, "precision": precision, "batch": batch, "beams": gen["num_beams"],

@@ -18,7 +18,7 @@ from torch import nn
 from .linear import linear
 
 # logits per head from which bf16 attention on the CPU runs one head at a time (the crossover
-# measured on a 2-core AVX512-BF16 EPYC lies between 128 x 128 and 265 x 265; issue #30)
+# measured on a 2-core AVX512-BF16 EPYC lies between 181 x 181 and 256 x 256; issue #30)
 PER_HEAD_LOGITS = 2**16
 
 
@@ -60,9 +60,9 @@ def per_head_attention(
     """bf16 attention of (B, H, Lq, D) queries one head at a time: fp32 logits (bf16 factors,
     fp32 sums; the scale applied to the sums) with the bias added unrounded, an fp32 softmax,
     and its probabilities rounded to bf16 for the product with ``v``. On an AVX512-BF16 CPU,
-    1.2x (265 tokens) to 1.5x (908; 1.8x at batch 8) as fast as PyTorch's bf16 flash kernel,
-    which takes 5x as long as the two products alone (908 tokens: 15.9 vs 2.8 ms); slower on
-    fewer logits (benchmarks/README.md)."""
+    1.04-1.15x (256 tokens) to 1.8-1.9x (908) as fast as PyTorch's bf16 flash kernel, which
+    takes 5x as long as the two products alone (908 tokens: 15.9 vs 2.8 ms); slower on fewer
+    logits (benchmarks/README.md)."""
     B, H, Lq, _ = q.shape
     q32, kT = q.float(), k.float().transpose(-1, -2)  # (B, H, Lq, D), (B, H, D, Lk)
     full = None if bias is None else bias.expand(B, H, Lq, k.shape[2])
