@@ -9,7 +9,7 @@ from tolerance import assert_close_to, assert_matches_reference
 from ofa_vl import OFA, OFAConfig
 from ofa_vl.model import attention as attention_module
 from ofa_vl.model.attention import Attention, per_head_attention
-from ofa_vl.model.precision import apply_precision
+from ofa_vl.model.precision import Int8Linear, apply_precision, int8_linears
 
 
 def test_encoder_matches_reference(fixture_model, golden):
@@ -301,3 +301,40 @@ def test_bf16_one_query_attention_runs_in_fp32_on_the_cpu():
         )
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_int8_linear_is_per_token_int8_arithmetic(bias):
+    """``Int8Linear``: the exact int8 product of its rounded weights and tokens, rescaled (so
+    within int8's rounding of fp32), each token's result independent of the rest of the batch
+    (a scale per token), and the original weights dropped."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 40, bias=bias)
+    x = torch.randn(3, 11, 96) * torch.logspace(-2, 2, 11)[:, None]  # tokens of very unequal size
+    x[1, 4] = 0  # an all-zero token (padding) has no scale of its own to divide by
+    q8 = Int8Linear(layer)
+    with torch.no_grad():
+        y, ref = q8(x), layer(x)
+    assert y.shape == ref.shape and torch.isfinite(y).all()
+    torch.testing.assert_close(y[1, 4], layer.bias if bias else torch.zeros(40))
+    flat = x.reshape(-1, 96)
+    scale = flat.abs().amax(1, keepdim=True) / 127
+    tokens = (flat / scale.clamp(min=1e-30)).round()  # (33, 96)
+    exact = tokens.double() @ q8.weight.double().T * scale.double() * q8.weight_scale.double()
+    if bias:
+        exact += layer.bias.double()
+    torch.testing.assert_close(y.reshape(-1, 40).double(), exact, rtol=1e-6, atol=1e-6)
+    # int8's rounding: a few % of each token's output, not a bug's 100 %
+    err = (y - ref).norm(dim=-1) / ref.norm(dim=-1).clamp(min=1e-6)
+    assert err[ref.norm(dim=-1) > 1e-3].max() < 0.03, err.max()
+    assert torch.equal(q8(x[:1]), y[:1]) and torch.equal(q8(x[2, 3:5]), y[2, 3:5])
+    assert {n for n, _ in q8.named_parameters()} == set() and q8.weight.dtype == torch.int8
+
+
+def test_int8_linears_replaces_only_linears(fixture_model):
+    model = copy.deepcopy(fixture_model)
+    int8_linears(model, ["encoder.layers.0.fc1"])
+    assert isinstance(model.encoder.layers[0].fc1, Int8Linear)
+    with pytest.raises(ValueError, match="encoder.layers.0 is a .*, not an nn.Linear") as err:
+        int8_linears(model, ["encoder.layers.0"])
+    assert "\n" not in str(err.value)

@@ -95,7 +95,7 @@ def linear(layer: nn.Module, x: torch.Tensor, any_rows: bool = False) -> torch.T
     if torch.compiler.is_exporting():  # a graph (ofa_vl.export) leaves the kernel to its runtime
         return layer(x)
     if type(layer) is not nn.Linear or type(layer.weight) is not nn.Parameter:
-        return layer(x)  # a quantized module (int8-legacy) or torchao's int8 weights: own kernels
+        return layer(x)  # int8 modules (Int8Linear, int8-legacy, torchao) run their own kernels
     rows = x.numel() // x.shape[-1]
     if rows <= PACKED_ROWS and (out := packed_linear(layer, x)) is not None:
         return out
