@@ -1,6 +1,9 @@
 """The network against the golden outputs of mmpretrain's OFA, and the size presets."""
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,6 +11,7 @@ from tolerance import assert_close_to, assert_matches_reference
 
 from ofa_vl import OFA, OFAConfig
 from ofa_vl.model import attention as attention_module
+from ofa_vl.model import precision as precision_module
 from ofa_vl.model.attention import Attention, per_head_attention
 from ofa_vl.model.precision import Int8Linear, apply_precision, int8_linears
 
@@ -304,7 +308,7 @@ def test_bf16_one_query_attention_runs_in_fp32_on_the_cpu():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_int8_linear_is_per_token_int8_arithmetic(bias):
+def test_int8_linear_is_per_token_int8_arithmetic(bias, monkeypatch):
     """``Int8Linear``: the exact int8 product of its rounded weights and tokens, rescaled (so
     within int8's rounding of fp32), each token's result independent of the rest of the batch
     (a scale per token), and the original weights dropped."""
@@ -329,6 +333,8 @@ def test_int8_linear_is_per_token_int8_arithmetic(bias):
     assert err[ref.norm(dim=-1) > 1e-3].max() < 0.03, err.max()
     assert torch.equal(q8(x[:1]), y[:1]) and torch.equal(q8(x[2, 3:5]), y[2, 3:5])
     assert {n for n, _ in q8.named_parameters()} == set() and q8.weight.dtype == torch.int8
+    monkeypatch.setattr(precision_module, "exact_int8_gemm", lambda: False)  # the int32 product
+    assert torch.equal(q8(x), y)
 
 
 def test_int8_linears_replaces_only_linears(fixture_model):
@@ -338,3 +344,16 @@ def test_int8_linears_replaces_only_linears(fixture_model):
     with pytest.raises(ValueError, match="encoder.layers.0 is a .*, not an nn.Linear") as err:
         int8_linears(model, ["encoder.layers.0"])
     assert "\n" not in str(err.value)
+
+
+def test_int8_encoder_only_where_the_int8_gemm_is_exact(fixture_model, monkeypatch):
+    """Without VNNI oneDNN's int8 product saturates: the check sees it (the ISA capped to AVX2
+    in a child process), and then int8 leaves the encoder fp32 (its output projection int8)."""
+    code = "from ofa_vl.model.precision import exact_int8_gemm; print(exact_int8_gemm())"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert child.stdout.strip() == "False", child.stderr
+    monkeypatch.setattr(precision_module, "exact_int8_gemm", lambda: False)
+    model = apply_precision(copy.deepcopy(fixture_model), "int8")
+    assert not any(isinstance(m, Int8Linear) for m in model.modules())
+    assert type(model.decoder.output_projection).__module__.startswith("torch.ao.nn.quantized")

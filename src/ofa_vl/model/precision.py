@@ -22,7 +22,8 @@
   candidates the search may keep recomputed exactly from the fp32 table, as in bf16. (2) On the
   CPU, the encoder layers' attention projections and first FFN Linear (``ENCODER_INT8``) as
   :class:`Int8Linear`: int8 weights and per-token int8 activations on oneDNN's integer GEMM,
-  5-6x faster than fp32 on the encoder's hundreds of tokens. The decoder's layers, the FFNs'
+  5-6x faster than fp32 on the encoder's hundreds of tokens, where that GEMM is exact
+  (:func:`exact_int8_gemm`: VNNI or AMX). The decoder's layers, the FFNs'
   second Linear and the image projection stay fp32: int8 there changed captions or boxes.
 - ``int8-legacy``: every Linear int8 (``torch.ao.quantization.quantize_dynamic``, a weight scale
   per row, activations quantized per call; CPU), the logits refined the same way: the fastest CPU
@@ -37,6 +38,7 @@ multiplies int8 on the CPU as int32 ``matmul``s, which is why :class:`Int8Linear
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -71,7 +73,7 @@ def apply_precision(model: OFA, precision: str) -> OFA:
     if precision == "bf16":
         return cast_weights(model, torch.bfloat16)
     if precision == "int8":
-        if model.device.type == "cpu":
+        if model.device.type == "cpu" and exact_int8_gemm():
             int8_linears(model, [n for n, _ in model.named_modules() if ENCODER_INT8.fullmatch(n)])
         return quantize_int8(model, {"decoder.output_projection"})
     if precision == "int8-legacy":
@@ -150,14 +152,18 @@ def quantize_torchao_projection(model: OFA) -> OFA:
 
 class Int8Linear(nn.Module):
     """An inference ``nn.Linear`` as int8 weights (a scale per output row) times int8 activations
-    (a scale per token, found at each call), multiplied exactly in int32 by ``torch._int_mm``
-    (oneDNN's integer GEMM on the CPU, VNNI where the CPU has it), then scaled back to fp32.
+    (a scale per token, found at each call), multiplied exactly in int32 (:func:`int8_mm`:
+    oneDNN's integer GEMM on the CPU, VNNI where the CPU has it), then scaled back to fp32.
 
     A scale per token keeps every token's (and so every image's) result independent of the
     others in the batch, unlike fbgemm's one scale per call (``int8-legacy``), and rounds less:
     on the held-out captions the scores moved 2.2e-4 from fp32's on average (largest 8.3e-4)
     against 2.7e-4 (3.1e-3) with fbgemm's kernel on the same Linears.
     """
+
+    weight: torch.Tensor  # (out, in) int8
+    weight_scale: torch.Tensor  # (out,)
+    bias: torch.Tensor | None
 
     def __init__(self, layer: nn.Linear) -> None:
         super().__init__()
@@ -173,7 +179,7 @@ class Int8Linear(nn.Module):
         flat = x.reshape(-1, self.in_features).float()  # (N, in)
         scale = (flat.abs().amax(1, keepdim=True) / 127).clamp(min=TINY)  # (N, 1)
         q = (flat / scale).round_().to(torch.int8)  # (N, in), in [-127, 127]
-        y = torch._int_mm(q, self.weight.T).float().mul_(scale)  # (N, out)
+        y = int8_mm(q, self.weight.T).float().mul_(scale)  # (N, out)
         if self.bias is None:
             y.mul_(self.weight_scale)
         else:
@@ -194,3 +200,22 @@ def int8_linears(model: nn.Module, names: list[str]) -> None:
                 f"{name} is a {type(layer).__name__}, not an nn.Linear to make int8"
             )
         setattr(model.get_submodule(parent), leaf, Int8Linear(layer))
+
+
+@functools.cache
+def exact_int8_gemm() -> bool:
+    """Whether ``torch._int_mm`` multiplies int8 exactly on this CPU. oneDNN's kernel without
+    VNNI (AVX2, AVX-512 before VNNI) sums pairs of u8 x s8 products in saturating int16: with
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` every element of a full-range product came out wrong."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(-127, 128, (n, 256), dtype=torch.int8, generator=g) for n in (32, 64))
+    try:
+        return torch.equal(torch._int_mm(a, b.T), a.int() @ b.int().T)
+    except RuntimeError:  # a build without the kernel
+        return False
+
+
+def int8_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, K) int8 @ (K, M) int8 -> (N, M) int32, exact: ``torch._int_mm`` where it is exact,
+    else an int32 product (slow: ``apply_precision`` then leaves the Linears fp32)."""
+    return torch._int_mm(a, b) if exact_int8_gemm() else a.int() @ b.int()
